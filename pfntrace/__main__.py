@@ -1,0 +1,3 @@
+from pfntrace.cli import main
+
+main()

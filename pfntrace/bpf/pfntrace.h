@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The one definition of what pfntrace's BPF program sends to user space.
+ *
+ * The BPF C side (pfntrace.bpf.c) includes this file; the Python side feeds
+ * the very same text to cffi (pfntrace/layout.py), so the two can never
+ * disagree about a field's offset or size.  Keep it to what cffi's cdef
+ * parser understands: fixed-width types, plain integer #defines, no
+ * expressions in #defines, no #if.
+ */
+#ifndef PFNTRACE_H
+#define PFNTRACE_H
+
+/* Event types. */
+#define PFT_EV_WP            1  /* do_wp_page returned (write-protect fault) */
+#define PFT_EV_HANDLER       2  /* a vm_ops fault handler of a traced file returned */
+#define PFT_EV_DAX_FAULT     3  /* fs_dax:dax_pte_fault_done or dax_pmd_fault_done */
+#define PFT_EV_DAX_WRITEBACK 4  /* fs_dax:dax_writeback_one: a page re-write-protected */
+#define PFT_EV_DAX_MKWRITE   5  /* fs_dax:dax_insert_pfn_mkwrite (MAP_SYNC fault) */
+
+/* Which vm_ops slots the handler's address filled (PFT_EV_HANDLER.roles);
+ * one function may fill several: ext4_dax_fault is .fault, .page_mkwrite
+ * and .pfn_mkwrite at once. */
+#define PFT_ROLE_FAULT        1
+#define PFT_ROLE_HUGE_FAULT   2
+#define PFT_ROLE_PAGE_MKWRITE 4
+#define PFT_ROLE_PFN_MKWRITE  8
+
+/* pft_event.flags */
+#define PFT_F_IN_WP            1   /* handler: ran inside do_wp_page of the same task */
+#define PFT_F_INODE_DAX        2   /* the inode has S_DAX */
+#define PFT_F_HAS_PFN_MKWRITE  4   /* the vma's vm_ops has ->pfn_mkwrite */
+#define PFT_F_HAS_PAGE_MKWRITE 8   /* the vma's vm_ops has ->page_mkwrite */
+#define PFT_F_HANDLER_RAN      16  /* wp: a traced handler ran inside this do_wp_page */
+#define PFT_F_PMD              32  /* dax fault: the PMD (2 MiB) tracepoint */
+#define PFT_F_FILE             64  /* the vma maps a file */
+
+/* struct vm_fault.flags bits (include/linux/mm_types.h, stable 6.1..7.x) */
+#define PFT_FAULT_FLAG_WRITE    1
+#define PFT_FAULT_FLAG_MKWRITE  2
+#define PFT_FAULT_FLAG_VMA_LOCK 4096
+
+/* vm_area_struct.vm_flags bits (include/linux/mm.h) */
+#define PFT_VM_SHARED   8
+#define PFT_VM_PFNMAP   1024
+#define PFT_VM_MIXEDMAP 268435456
+
+/* vm_fault_t bits (include/linux/mm_types.h) */
+#define PFT_VM_FAULT_NOPAGE    256
+#define PFT_VM_FAULT_RETRY     1024
+#define PFT_VM_FAULT_NEEDDSYNC 8192
+
+#define PFT_COMM_LEN 16
+
+/*
+ * One event.  Fields are ordered largest first so the struct has no holes
+ * on any ABI the kernel side runs on; sizeof is asserted on both sides.
+ */
+struct pft_event {
+	__u64 ts_ns;            /* CLOCK_MONOTONIC at entry (bpf_ktime_get_ns) */
+	/* There is no coarse_ns: bpf_ktime_get_coarse_ns() is refused for
+	 * kprobe/tracepoint programs.  The coarse clock inode timestamps come
+	 * from lags ts_ns by less than one tick; the recording's header gives
+	 * the tick as header["clock"]["tick_ns"] (1e9 / CONFIG_HZ). */
+	__u64 duration_ns;      /* entry to return */
+	__u64 ino;
+	__u64 pgoff;            /* file page offset of the fault */
+	__u64 address;          /* faulting user address */
+	__u64 vm_flags;
+	__u64 handler;          /* HANDLER: the handler function's address */
+	__u64 ops_pfn_mkwrite;  /* the vma's vm_ops->pfn_mkwrite (0 if none) */
+	__u64 ops_page_mkwrite; /* the vma's vm_ops->page_mkwrite (0 if none) */
+	__s64 mtime_sec[2];     /* [0] at entry, [1] at return */
+	__s64 ctime_sec[2];
+	__u32 mtime_nsec[2];
+	__u32 ctime_nsec[2];    /* raw: bit 31 is I_CTIME_QUERIED on 6.13+ */
+	__u32 type;             /* PFT_EV_* */
+	__u32 pid;              /* thread group id */
+	__u32 tid;
+	__u32 dev;              /* kernel dev_t: major << 20 | minor */
+	__u32 fault_flags;      /* struct vm_fault.flags (tracepoints: their flags field) */
+	__u32 ret;              /* vm_fault_t returned */
+	__u32 roles;            /* PFT_ROLE_* */
+	__u32 flags;            /* PFT_F_* */
+	__u32 ftu_calls;        /* file_update_time() calls made during this event */
+	__u32 arg;              /* HANDLER huge_fault: size argument; WRITEBACK: pglen */
+	__u32 cpu;
+	__u32 reserved;
+	char comm[16];
+};
+
+#endif /* PFNTRACE_H */

@@ -1,0 +1,159 @@
+"""`pfntrace record`: trace write faults into a recording file."""
+
+import os
+import shutil
+import sys
+
+import click
+
+from pfntrace.cli import Fail
+from pfntrace.recording import DEFAULT_NAME
+
+
+def record_options(f):
+    """The options `record` and `check` share."""
+    options = [
+        click.option("-o", "--output", default=None, metavar="FILE",
+                     help="Recording to write  [default: %s]" % DEFAULT_NAME),
+        click.option("--mount", "mounts", multiple=True, metavar="PATH",
+                     help="Trace only files on this DAX mount (repeatable)."),
+        click.option("-p", "--pid", type=int, default=0,
+                     help="Follow this process (and its children) instead of a command."),
+        click.option("--duration", type=float, default=0.0, metavar="S",
+                     help="Stop after S seconds."),
+        click.option("--all-files", is_flag=True,
+                     help="Also trace page-cache files (the ->page_mkwrite path), "
+                          "not only DAX files."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _watched_mount(path):
+    """(path, major, minor) of a DAX mount, or Fail with the reason."""
+    from pfntrace.doctor import dax_mounts
+    from pfntrace.kernel.statx import statx
+
+    real = os.path.realpath(path)
+    try:
+        st = statx(real)
+    except OSError as e:
+        raise Fail("--mount %s: %s" % (path, e.strerror))
+    with open("/proc/self/mountinfo") as f:
+        mounted = {m[0]: m for m in dax_mounts(f.read())}
+    if real not in mounted:
+        raise Fail("--mount %s is not a DAX mount (no dax mount option on %s)" % (path, real))
+    dax_dev = "/sys/dev/block/%d:%d/queue/dax" % (st["dev_major"], st["dev_minor"])
+    try:
+        with open(dax_dev) as f:
+            device_dax = f.read().strip() == "1"
+    except OSError:
+        device_dax = None  # not a block device (virtiofs): trust the option
+    if device_dax is False:
+        raise Fail("--mount %s is mounted with %s but its device cannot do DAX (%s is 0)"
+                   % (path, mounted[real][2], dax_dev))
+    return (real, st["dev_major"], st["dev_minor"])
+
+
+def prepare(output, mounts, pid, duration, all_files, command_argv):
+    """Check everything that can be checked before compiling; return a
+    Recorder with its file created and its tracer started."""
+    from pfntrace import doctor, recorder, tracer
+
+    if command_argv and pid:
+        raise Fail("give either -p PID or a COMMAND, not both")
+    if command_argv and shutil.which(command_argv[0]) is None:
+        raise Fail("command not found: %s" % command_argv[0])
+    if pid and not os.path.exists("/proc/%d" % pid):
+        raise Fail("no process with pid %d" % pid)
+    if duration < 0:
+        raise Fail("--duration must be positive")
+    blocker = doctor.record_blocker()
+    if blocker:
+        raise Fail(blocker)
+    watched = [_watched_mount(m) for m in mounts]
+    output = output or DEFAULT_NAME
+    plan = build_plan()
+    options = recorder.RecordOptions(
+        output=output, command=list(command_argv), pid=pid, duration=duration,
+        mounts=watched, all_files=all_files, status=sys.stderr.isatty())
+    tr = tracer.Tracer(plan, follow=bool(command_argv or pid),
+                       devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
+                       all_files=all_files)
+    rec = recorder.Recorder(tr, plan, options)
+    from pfntrace.recording import RecordingError
+
+    try:
+        rec.open()
+    except RecordingError as e:
+        raise Fail(str(e))
+    try:
+        tr.start()
+    except tracer.TracerError as e:
+        rec.abort()
+        raise Fail(str(e))
+    except BaseException:
+        rec.abort()
+        raise
+    # The header was written before attaching: statuses changed by a failed
+    # attach are kept in the trailer's copy of the plan.
+    return rec
+
+
+def build_plan():
+    from pfntrace import probeplan
+    from pfntrace.kernel import btf, kallsyms, tracefs
+
+    try:
+        ts = tracefs.ensure_mounted()
+    except tracefs.TracefsError:
+        ts = None
+    try:
+        b = btf.Btf.load()
+    except btf.BtfError:
+        b = None
+    plan = probeplan.build_plan(kallsyms.Kallsyms.load(), b, ts)
+    offsets = plan.get("offsets") or {}
+    plan["huge_fault_arg_is_order"] = bool(offsets.get("HUGE_FAULT_ARG_IS_ORDER", 1))
+    return plan
+
+
+def print_plan(plan):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="probe plan for %s" % plan["kernel"])
+    for col in ("hook", "kind", "status", "why"):
+        table.add_column(col)
+    colour = {"attach": "green", "inlined": "yellow", "missing": "red"}
+    for h in plan["hooks"]:
+        table.add_row(h["hook"], h["kind"],
+                      "[%s]%s[/]" % (colour.get(h["status"], "white"), h["status"]), h["why"])
+    Console().print(table)
+
+
+@click.command("record", context_settings={"ignore_unknown_options": True})
+@record_options
+@click.option("--plan", "show_plan", is_flag=True,
+              help="Print the probe plan for this kernel and exit.")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def command(output, mounts, pid, duration, all_files, show_plan, cmd):
+    """Record write faults of COMMAND (or -p PID, or the whole system).
+
+    \b
+    pfntrace record -o run.pft -- ./my-db-bench
+    pfntrace record --mount /mnt/dax --duration 10
+    """
+    if show_plan:
+        print_plan(build_plan())
+        return
+    rec = prepare(output, mounts, pid, duration, all_files, cmd)
+    try:
+        trailer = rec.run()
+    finally:
+        rec.tracer.close()
+    click.echo("pfntrace: %d events, %d lost, written to %s"
+               % (trailer["events"], trailer["lost"], rec.opt.output), err=True)
+    if cmd:
+        sys.exit(trailer["exit_code"])

@@ -1,0 +1,78 @@
+"""pfntrace report: what the write faults in a recording did to mtime/ctime."""
+
+import sys
+
+import click
+
+from pfntrace import correlate
+from pfntrace.cli import Fail
+from pfntrace.views import export
+
+
+def open_recording(path):
+    """Recording.open(path), with any failure turned into a one-line Fail."""
+    from pfntrace.recording import Recording, RecordingError
+
+    try:
+        return Recording.open(path)
+    except RecordingError as e:
+        raise Fail(str(e)) from None
+    except OSError as e:
+        raise Fail("cannot read %s: %s" % (path, e.strerror or e)) from None
+
+
+def warn_truncated(rec_or_analysis, path):
+    if getattr(rec_or_analysis, "truncated", False):
+        reason = getattr(rec_or_analysis, "truncation_reason", None) or "cut short"
+        click.echo("pfntrace: warning: %s is truncated (%s); reporting what is there"
+                   % (path, reason), err=True)
+
+
+@click.command("report")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead.")
+@click.option("--csv", "csv_table", type=click.Choice(export.TABLES),
+              help="Print one table as CSV to stdout.")
+@click.option("--file", "file_substr", metavar="PATH_SUBSTRING",
+              help="Only files whose path contains this.")
+@click.option("--pid", type=int, help="Only this process (thread group id).")
+@click.option("--comm", help="Only processes with this command name.")
+@click.option("--verdict", type=click.Choice(correlate.VERDICTS, case_sensitive=False),
+              help="Only write faults with this verdict.")
+@click.option("--events", is_flag=True, help="List every write fault.")
+@click.option("--tolerance-us", type=float, default=1000.0, show_default=True,
+              help="How far before the fault's clock tick a timestamp still "
+                   "counts as current.")
+def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events,
+            tolerance_us):
+    """Correlate a recording: for every write fault, did mtime/ctime move?"""
+    if as_json and csv_table:
+        raise click.UsageError("--json and --csv are exclusive")
+    rec = open_recording(file)
+    try:
+        sel = correlate.Selection(file=file_substr, pid=pid, comm=comm, verdict=verdict)
+        keep = bool(events or csv_table == "events")
+        try:
+            an = correlate.analyse(rec, tolerance_ns=int(tolerance_us * 1000),
+                                   keep_faults=keep, selection=sel)
+        except Exception as e:   # a recording that passes open() but not decoding
+            from pfntrace.recording import RecordingError
+
+            if isinstance(e, (RecordingError, ValueError)):
+                raise Fail("%s: %s" % (file, e)) from None
+            raise
+    finally:
+        rec.close()
+    warn_truncated(an, file)
+    out = click.get_text_stream("stdout")
+    if as_json:
+        out.write(export.to_json(an, events=events) + "\n")
+    elif csv_table:
+        export.write_csv(an, csv_table, out)
+    else:
+        from rich.console import Console
+
+        from pfntrace.views import report
+
+        report.render(Console(), an, events=events, source=file)
+    sys.stdout.flush()

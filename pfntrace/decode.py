@@ -1,0 +1,169 @@
+"""Bulk decoding of EVENTS block payloads (concatenated struct pft_event).
+
+Two speeds:
+
+* ``iter_rows(payload)`` -- fast: one flat tuple per event, fields looked up
+  with ``ROW_INDEX[name]``.  Arrays are flattened (``mtime_sec0``,
+  ``mtime_sec1``, ...), char arrays (``comm``) are bytes with the NUL padding
+  stripped.  Char-array fields come last in the row, after the numeric fields
+  in struct order; always go through ROW_INDEX / ROW_NAMES.
+* ``decode_block(payload)`` / ``iter_events(payload)`` -- convenient: one dict
+  per event, exactly what ``layout.decode`` returns (arrays as lists, comm as
+  str).
+
+The struct format is built from cffi's view of pfntrace.h, never written by
+hand, so it follows the header.
+"""
+
+import operator
+import struct
+
+from pfntrace import layout
+
+_PRIMITIVE_CODES = {
+    "int8_t": "b", "uint8_t": "B",
+    "int16_t": "h", "uint16_t": "H",
+    "int32_t": "i", "uint32_t": "I",
+    "int64_t": "q", "uint64_t": "Q",
+    "char": "c",
+}
+
+
+def _build(ffi=layout.ffi, ctype="struct pft_event"):
+    """(numeric Struct, [(char-field offset, length)], row names, dict plan)."""
+    struct_type = ffi.typeof(ctype)
+    size = ffi.sizeof(struct_type)
+    parts = []          # numeric format pieces, with explicit padding
+    pos = 0
+    numeric_names = []
+    char_fields = []    # (name, offset, length)
+    plan_src = []       # (name, kind, n) in struct order; kind: scalar/array/chars
+    for name, field in struct_type.fields:
+        ftype = field.type
+        fsize = ffi.sizeof(ftype)
+        if field.offset < pos:
+            raise ValueError("overlapping field %s (bitfield or union?)" % name)
+        if ftype.kind == "array" and ftype.item.kind == "primitive" \
+                and ftype.item.cname == "char":
+            char_fields.append((name, field.offset, ftype.length))
+            plan_src.append((name, "chars", 1))
+            continue
+        if field.offset > pos:
+            parts.append("%dx" % (field.offset - pos))
+        if ftype.kind == "primitive":
+            code, count = _PRIMITIVE_CODES[ftype.cname], 1
+            numeric_names.append(name)
+            plan_src.append((name, "scalar", 1))
+        elif ftype.kind == "array" and ftype.item.kind == "primitive":
+            code, count = _PRIMITIVE_CODES[ftype.item.cname], ftype.length
+            numeric_names.extend("%s%d" % (name, i) for i in range(count))
+            plan_src.append((name, "array", count))
+        else:
+            raise ValueError("field %s: unsupported type %s" % (name, ftype.cname))
+        parts.append("%d%s" % (count, code) if count > 1 else code)
+        pos = field.offset + fsize
+    if size > pos:
+        parts.append("%dx" % (size - pos))
+    # "=": native byte order (the kernel wrote it), standard sizes, no
+    # implicit alignment: every pad is spelled out above.
+    numeric = struct.Struct("=" + "".join(parts))
+    assert numeric.size == size, (numeric.format, numeric.size, size)
+    names = numeric_names + [name for name, _, _ in char_fields]
+    index = {n: i for i, n in enumerate(names)}
+    plan = []
+    for name, kind, n in plan_src:
+        if kind == "array":
+            plan.append((name, kind, [index["%s%d" % (name, i)] for i in range(n)]))
+        else:
+            plan.append((name, kind, index[name]))
+    return numeric, char_fields, names, index, plan, size
+
+
+class RowDecoder:
+    """iter_rows() for one cffi struct type; the module functions use the
+    one for struct pft_event."""
+
+    def __init__(self, ffi=layout.ffi, ctype="struct pft_event"):
+        (self.numeric, char_fields, names, self.row_index, self.dict_plan,
+         self.size) = _build(ffi, ctype)
+        self.row_names = tuple(names)
+        self.chars = [
+            struct.Struct("=%dx%ds%dx" % (off, length, self.size - off - length))
+            for _, off, length in char_fields
+        ]
+
+    def check(self, payload):
+        n = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+        if n % self.size:
+            raise ValueError("event payload of %d bytes is not a whole number of "
+                             "%d-byte events" % (n, self.size))
+
+    def iter_rows(self, payload):
+        self.check(payload)
+        numeric = self.numeric.iter_unpack(payload)
+        if not self.chars:
+            return numeric
+        if len(self.chars) == 1:
+            # All in C but the cache misses: tuple + (stripped,) per event.
+            cache = _StripCache()
+            return map(operator.add, numeric,
+                       map(cache.__getitem__, self.chars[0].iter_unpack(payload)))
+        return self._iter_rows_general(payload, numeric)
+
+    def _iter_rows_general(self, payload, numeric):
+        caches = [_StripCache() for _ in self.chars]
+        others = [s.iter_unpack(payload) for s in self.chars]
+        for row, *chars in zip(numeric, *others):
+            for cache, raw in zip(caches, chars):
+                row += cache[raw]
+            yield row
+
+
+class _StripCache(dict):
+    """raw 1-tuple (b'comm\\0\\0..',) -> (b'comm',), computed once per value."""
+
+    def __missing__(self, key):
+        raw = key[0]
+        nul = raw.find(b"\0")
+        value = self[key] = (raw if nul < 0 else raw[:nul],)
+        return value
+
+
+_EVENTS = RowDecoder()
+ROW_NAMES = _EVENTS.row_names
+ROW_INDEX = _EVENTS.row_index
+EVENT_SIZE = _EVENTS.size
+_DICT_PLAN = _EVENTS.dict_plan
+assert EVENT_SIZE == layout.EVENT_SIZE
+
+
+def iter_rows(payload):
+    """One flat tuple per event of payload (bytes-like); see ROW_INDEX."""
+    return _EVENTS.iter_rows(payload)
+
+
+def row_count(payload):
+    return len(payload) // EVENT_SIZE
+
+
+def row_to_dict(row):
+    """The layout.decode()-shaped dict of one row."""
+    out = {}
+    for name, kind, where in _DICT_PLAN:
+        if kind == "scalar":
+            out[name] = row[where]
+        elif kind == "array":
+            out[name] = [row[i] for i in where]
+        else:
+            out[name] = row[where].decode("utf-8", "replace")
+    return out
+
+
+def iter_events(payload):
+    """One dict per event of payload, shaped like layout.decode()."""
+    return map(row_to_dict, iter_rows(payload))
+
+
+def decode_block(payload):
+    """All events of payload as a list of dicts (see iter_events)."""
+    return list(iter_events(payload))

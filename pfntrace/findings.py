@@ -1,0 +1,21 @@
+"""Findings for `pfntrace check`: the write faults that went wrong.
+
+``findings(analysis)`` returns one line per MISSED or NO_NOTIFIER fault, in
+stream order, e.g.::
+
+    MISSED /mnt/dax/f page 3 pid 812 (writer): mtime stayed at 2025-... , 4.000 ms before the fault's tick ...
+    NO_NOTIFIER /mnt/dax/g page 0 pid 813 (w2): made writable without ->pfn_mkwrite: ...
+
+An empty list means every write fault either moved the timestamps or found
+them already current.
+"""
+
+
+def finding_line(fault):
+    return "%s %s page %d pid %d (%s): %s" % (
+        fault.verdict, fault.path, fault.pgoff, fault.pid, fault.comm, fault.detail)
+
+
+def findings(analysis):
+    """One-line strings for the MISSED and NO_NOTIFIER faults."""
+    return [finding_line(f) for f in analysis.problems]

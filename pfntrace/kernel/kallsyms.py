@@ -1,0 +1,91 @@
+"""The kernel's symbol table from /proc/kallsyms.
+
+Whether a name is here is what decides if a kprobe can attach to it (an
+inlined static function has no symbol).  Addresses are only shown to root
+(kptr_restrict): unprivileged readers see zeros, which still answers "does
+the symbol exist" but not "what is at this address".
+"""
+
+import re
+from bisect import bisect_right
+
+_TEXT_TYPES = frozenset("tTwW")
+
+
+class KallsymsError(Exception):
+    pass
+
+
+# address, type, name, optional "\t[module]"
+_LINE = re.compile(r"^([0-9a-fA-F]+) (\S) (\S+)(?:\t\[(\S+)\])?[ \t]*$", re.M)
+
+
+class Kallsyms:
+    def __init__(self, text, source="<text>"):
+        self.source = source
+        # A regex over the whole text rather than a split per line: ~120k
+        # lines, and this also runs on emulated CPUs.
+        rows = _LINE.findall(text)
+        if len(rows) != text.count("\n") + (not text.endswith("\n")):
+            bad = _first_bad_line(text)
+            if bad:
+                raise KallsymsError("%s: %s" % (source, bad))
+        # Reversed so the first occurrence of a repeated static name wins:
+        # it is the one a kprobe on that name attaches to.
+        self._rows = {row[2]: row for row in reversed(rows)}
+        self._all_rows = rows
+        self._text_index = None
+        self.addresses_hidden = bool(rows) and all(int(r[0], 16) == 0 for r in rows[:100])
+
+    @classmethod
+    def load(cls, path="/proc/kallsyms"):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as e:
+            raise KallsymsError("cannot read %s: %s" % (path, e.strerror)) from None
+        return cls(text, source=path)
+
+    def __contains__(self, name):
+        return name in self._rows
+
+    def __len__(self):
+        return len(self._rows)
+
+    def address(self, name):
+        """The symbol's address, or None when absent (0 when hidden)."""
+        row = self._rows.get(name)
+        return None if row is None else int(row[0], 16)
+
+    def module(self, name):
+        """The module that defines the symbol, or None for vmlinux."""
+        row = self._rows.get(name)
+        return row[3] or None if row else None
+
+    def _sorted_text(self):
+        # Only resolve() needs addresses in order; most runs never call it.
+        if self._text_index is None:
+            syms = sorted((int(a, 16), n) for a, t, n, _ in self._all_rows if t in _TEXT_TYPES)
+            self._text_index = ([a for a, _ in syms], [n for _, n in syms])
+        return self._text_index
+
+    def resolve(self, addr):
+        """'name' or 'name+0xoff' for a text address, or its hex when no
+        symbol covers it."""
+        if self.addresses_hidden:
+            raise KallsymsError("%s shows zero addresses (not root, or kptr_restrict): "
+                                "cannot resolve 0x%x" % (self.source, addr))
+        addrs, names = self._sorted_text()
+        i = bisect_right(addrs, addr) - 1
+        if i < 0:
+            return "0x%x" % addr
+        offset = addr - addrs[i]
+        name = names[i]
+        return name if offset == 0 else "%s+0x%x" % (name, offset)
+
+
+def _first_bad_line(text):
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not _LINE.match(line):
+            return "line %d is not a kallsyms line: %r" % (lineno, line)
+    return None

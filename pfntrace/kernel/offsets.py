@@ -1,0 +1,76 @@
+"""The struct offsets pfntrace's BPF C program needs, as -D macros.
+
+bcc compiles the program with no kernel headers (our machines have none, and
+headers of another kernel give wrong offsets), so each field the program reads
+is located in the running kernel's BTF.  Layout differences between kernels
+are detected by which member names exist, never by version number: distros
+backport, and the name is what the layout really depends on.
+"""
+
+from pfntrace.kernel.btf import BtfError
+
+# (macro, struct, member): fields whose name is the same on every kernel
+# pfntrace supports (6.1 onwards).
+_FIXED_FIELDS = (
+    ("VMF_VMA", "vm_fault", "vma"),
+    ("VMF_PGOFF", "vm_fault", "pgoff"),
+    ("VMF_ADDRESS", "vm_fault", "address"),
+    ("VMF_FLAGS", "vm_fault", "flags"),
+    ("VMA_VM_START", "vm_area_struct", "vm_start"),
+    ("VMA_VM_FLAGS", "vm_area_struct", "vm_flags"),
+    ("VMA_VM_OPS", "vm_area_struct", "vm_ops"),
+    ("VMA_VM_FILE", "vm_area_struct", "vm_file"),
+    ("VMOPS_FAULT", "vm_operations_struct", "fault"),
+    ("VMOPS_HUGE_FAULT", "vm_operations_struct", "huge_fault"),
+    ("VMOPS_PAGE_MKWRITE", "vm_operations_struct", "page_mkwrite"),
+    ("VMOPS_PFN_MKWRITE", "vm_operations_struct", "pfn_mkwrite"),
+    ("FILE_F_INODE", "file", "f_inode"),
+    ("INODE_I_INO", "inode", "i_ino"),
+    ("INODE_I_SB", "inode", "i_sb"),
+    ("INODE_I_FLAGS", "inode", "i_flags"),
+    ("SB_S_DEV", "super_block", "s_dev"),
+)
+
+# Member names a timestamp has had, newest layout first.  6.11+ split each
+# timestamp into i_<t>_sec / i_<t>_nsec; before that it was a struct
+# timespec64 named __i_<t> (6.7-6.10; ctime alone already in 6.6) or i_<t>.
+_TIMESPEC_NAMES = {"mtime": ("__i_mtime", "i_mtime"), "ctime": ("__i_ctime", "i_ctime")}
+
+
+class OffsetError(Exception):
+    """A struct or member the BPF program needs is not in the kernel's BTF."""
+
+
+def _timestamp_defines(btf, which):
+    """INODE_<WHICH>_SEC / _NSEC offsets for 'mtime' or 'ctime'."""
+    prefix = "INODE_%s_" % which.upper()
+    if btf.has_member("inode", "i_%s_sec" % which):
+        return {
+            prefix + "SEC": btf.member_offset("inode", "i_%s_sec" % which),
+            prefix + "NSEC": btf.member_offset("inode", "i_%s_nsec" % which),
+        }
+    for member in _TIMESPEC_NAMES[which]:
+        if btf.has_member("inode", member):
+            base = btf.member_offset("inode", member)
+            return {
+                prefix + "SEC": base + btf.member_offset("timespec64", "tv_sec"),
+                prefix + "NSEC": base + btf.member_offset("timespec64", "tv_nsec"),
+            }
+    tried = ["i_%s_sec" % which] + list(_TIMESPEC_NAMES[which])
+    raise OffsetError("struct inode has none of the %s members %s in the kernel's BTF"
+                      % (which, ", ".join(tried)))
+
+
+def bpf_defines(btf):
+    """{macro: value} for every offset the BPF program is compiled with."""
+    try:
+        defines = {macro: btf.member_offset(struct, member)
+                   for macro, struct, member in _FIXED_FIELDS}
+        defines.update(_timestamp_defines(btf, "mtime"))
+        defines.update(_timestamp_defines(btf, "ctime"))
+    except BtfError as e:
+        raise OffsetError(str(e)) from None
+    # 6.1's ->huge_fault takes enum page_entry_size (PTE=0, PMD=1, PUD=2);
+    # the enum went away in 6.6, replaced by an order (0, 9, 18).
+    defines["HUGE_FAULT_ARG_IS_ORDER"] = 0 if btf.has_enum("page_entry_size") else 1
+    return defines

@@ -1,0 +1,87 @@
+#!/bin/sh
+# Stage 2 of the lab guest, PID 1 in the host's own root (read-only 9p with a
+# tmpfs overlay): mount what a Debian system expects, make emulated pmem, put
+# a DAX filesystem on it, run the job's command, hand its exit code back
+# through the job share, power off.  Parameters arrive as kernel arguments:
+# pft_job (the job folder on the host, shared read-write at the same path).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+# bcc needs tracefs (kprobe_events); its detach path uses it too.
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mkdir -p "$pft_job"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 pftjob "$pft_job"
+
+finish() {
+	# $1: exit code, $2: status line for the host (empty when the command ran)
+	[ -n "$2" ] && echo "$2" > "$pft_job/status"
+	uptime_s > "$pft_job/t_end"
+	echo "$1" > "$pft_job/exit"
+	sync
+	poweroff -f
+}
+uptime_s > "$pft_job/t_userspace"
+
+. "$pft_job/job.env"
+
+if [ -n "$PFT_RESULTS" ]; then
+	mkdir -p "$PFT_RESULTS"
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 pftresults "$PFT_RESULTS" \
+		|| finish 70 "cannot mount the results folder $PFT_RESULTS"
+fi
+stty -F /dev/ttyS1 raw -echo 2>/dev/null
+stty -F /dev/ttyS2 raw -echo 2>/dev/null
+
+# Emulated pmem: memmap=...! regions appear through nd_e820, QEMU's NVDIMM
+# through ACPI NFIT.  There is no udev: load the drivers by hand.
+case "$PFT_PMEM" in
+memmap) modprobe nd_e820 && modprobe nd_pmem ;;
+nvdimm) modprobe nfit && modprobe nd_pmem ;;
+esac
+i=0
+while [ ! -b /dev/pmem0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+[ -b /dev/pmem0 ] || finish 71 "no /dev/pmem0 appeared ($PFT_PMEM pmem)"
+if [ "$PFT_PMEM" = nvdimm ] && [ "$(cat /sys/block/pmem0/queue/dax 2>/dev/null)" != 1 ]; then
+	# QEMU's NVDIMM starts as a raw namespace without DAX: make it fsdax.
+	# The info block lands in the backing file, so later boots skip this.
+	ndctl create-namespace -f -e namespace0.0 -m fsdax -M mem >/dev/null 2>"$pft_job/ndctl.err" \
+		|| finish 72 "ndctl could not make the NVDIMM fsdax: $(tail -n1 "$pft_job/ndctl.err")"
+fi
+[ "$(cat /sys/block/pmem0/queue/dax 2>/dev/null)" = 1 ] \
+	|| finish 73 "/dev/pmem0 does not support DAX (queue/dax is not 1)"
+uptime_s > "$pft_job/t_pmem"
+
+mkdir -p "$PFT_MOUNT"
+case "$PFT_FS" in
+ext4)
+	mkfs.ext4 -q -F -b 4096 /dev/pmem0 >"$pft_job/mkfs.log" 2>&1 || finish 74 "mkfs.ext4 failed"
+	mount -t ext4 -o dax /dev/pmem0 "$PFT_MOUNT" 2>"$pft_job/mount.err" \
+		|| finish 75 "mount -o dax failed: $(tail -n1 "$pft_job/mount.err")"
+	;;
+xfs)
+	mkfs.xfs -q -f -m reflink=0 /dev/pmem0 >"$pft_job/mkfs.log" 2>&1 || finish 74 "mkfs.xfs failed"
+	mount -t xfs -o dax=always /dev/pmem0 "$PFT_MOUNT" 2>"$pft_job/mount.err" \
+		|| finish 75 "mount -o dax=always failed: $(tail -n1 "$pft_job/mount.err")"
+	;;
+esac
+# A mount can come up without DAX and say nothing (xfs on a raw namespace):
+# believe only statx's STATX_ATTR_DAX on a real file.
+/usr/bin/python3 -m pfntrace.lab.daxcheck "$PFT_MOUNT" >"$pft_job/daxcheck" 2>&1 \
+	|| finish 76 "$(tail -n1 "$pft_job/daxcheck")"
+uptime_s > "$pft_job/t_mounted"
+
+cd "$PFT_CWD" 2>/dev/null || cd /
+# First word of the command must exist: say so plainly instead of sh's noise.
+if ! command -v "$PFT_ARGV0" >/dev/null 2>&1; then
+	finish 127 "command not found in the guest: $PFT_ARGV0"
+fi
+sh "$pft_job/command.sh" >/dev/ttyS1 2>/dev/ttyS2 </dev/null
+finish $? ""

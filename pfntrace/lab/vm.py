@@ -1,0 +1,274 @@
+"""Boot one lab guest, run one command in it, and bring its exit code back.
+
+The guest's three serial ports carry: ttyS0 the kernel console (kept in a
+log, shown on failure), ttyS1 the command's stdout, ttyS2 its stderr.  QEMU
+exits 0 whatever happens inside, so the guest writes the command's exit
+status into the job folder, which is shared read-write over 9p.
+"""
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pfntrace.lab import initramfs, kernels
+from pfntrace.lab.kernels import LabError
+
+STAGE2 = os.path.join(initramfs.GUEST_DIR, "stage2.sh")
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DAX_MOUNT = "/mnt/dax"
+# Guest RAM below the memmap pmem region, which starts at 1 GiB.
+_PMEM_START = 1 << 30
+_DEFAULT_TIMEOUT = 900
+
+
+@dataclass
+class LabConfig:
+    kernel: str = "6.12"
+    fs: str = "ext4"
+    pmem: str = "memmap"
+    size_mb: int = 512
+    results: str = "."
+    timeout: float = _DEFAULT_TIMEOUT
+    smp: int = 2
+    env: dict = field(default_factory=dict)
+
+
+@dataclass
+class LabResult:
+    exit_code: int
+    release: str
+    boot_s: float       # guest uptime when stage 2 started (kernel + stage 1)
+    setup_s: float      # pmem + mkfs + mount + DAX check
+    command_s: float
+    total_s: float      # host wall clock, QEMU start to exit
+
+
+def _parse_size(text):
+    """'512M' / '1G' / '768' (MiB) -> MiB."""
+    text = text.strip().upper()
+    scale = 1
+    if text.endswith("G"):
+        scale, text = 1024, text[:-1]
+    elif text.endswith("M"):
+        text = text[:-1]
+    if not text.isdigit() or int(text) * scale < 64:
+        raise LabError("--size wants a size of at least 64M, like 512M or 1G")
+    return int(text) * scale
+
+
+def _qemu_argv(cfg, vmlinux, initrd, job, release):
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise LabError("qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)")
+    append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3",
+              "pft_stage2=" + STAGE2, "pft_job=" + job]
+    machine = "pc"
+    extra = []
+    if cfg.pmem == "memmap":
+        mem = "%dM" % (_PMEM_START // (1 << 20) + cfg.size_mb + 256)
+        append.append("memmap=%dM!%dM" % (cfg.size_mb, _PMEM_START >> 20))
+    else:
+        machine = "pc,nvdimm=on"
+        mem = "1G,slots=2,maxmem=%dM" % (1024 + cfg.size_mb + 1024)
+        backing = os.path.join(kernels.CACHE, "lab", "nvdimm-%dM.img" % cfg.size_mb)
+        # Fresh backing file per run: a stale namespace layout from an
+        # interrupted run must not leak into this one.
+        with open(backing, "wb") as f:
+            f.truncate(cfg.size_mb << 20)
+        extra += ["-object", "memory-backend-file,id=pmem0,share=on,mem-path=%s,size=%dM"
+                  % (backing, cfg.size_mb),
+                  "-device", "nvdimm,id=nvdimm0,memdev=pmem0"]
+    argv = [
+        qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-machine", machine, "-accel", "tcg", "-cpu", "max", "-smp", str(cfg.smp),
+        "-m", mem, "-kernel", vmlinux, "-initrd", initrd, "-append", " ".join(append),
+        "-serial", "file:" + os.path.join(job, "console.log"),
+        "-chardev", "file,id=out,path=" + os.path.join(job, "out.fifo"),
+        "-serial", "chardev:out",
+        "-chardev", "file,id=err,path=" + os.path.join(job, "err.fifo"),
+        "-serial", "chardev:err",
+        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
+                   "multidevs=remap",
+        "-virtfs", "local,path=%s,mount_tag=pftjob,security_model=none" % job,
+        "-virtfs", "local,path=%s,mount_tag=pftresults,security_model=none" % cfg.results,
+    ] + extra
+    return argv
+
+
+def _write_job(job, cfg, command, release):
+    env = {
+        "PFT_FS": cfg.fs, "PFT_PMEM": cfg.pmem, "PFT_MOUNT": DAX_MOUNT,
+        "PFT_RESULTS": cfg.results, "PFT_CWD": os.getcwd(), "PFT_ARGV0": command[0],
+    }
+    exported = {
+        "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
+        "PYTHONPATH": CHECKOUT, "PYTHONDONTWRITEBYTECODE": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PFNTRACE_IN_LAB": "1", "PFNTRACE_LAB_KERNEL": cfg.kernel,
+        "PFNTRACE_LAB_RELEASE": release, "PFNTRACE_LAB_FS": cfg.fs,
+        "PFNTRACE_LAB_PMEM": cfg.pmem, "PFNTRACE_DAX_MOUNT": DAX_MOUNT,
+        "PFNTRACE_DAX_DEVICE": "/dev/pmem0",
+    }
+    exported.update(cfg.env)
+    with open(os.path.join(job, "job.env"), "w") as f:
+        for k, v in env.items():
+            f.write("%s=%s\n" % (k, shlex.quote(v)))
+        for k, v in exported.items():
+            f.write("export %s=%s\n" % (k, shlex.quote(str(v))))
+    with open(os.path.join(job, "command.sh"), "w") as f:
+        f.write("exec %s\n" % " ".join(shlex.quote(a) for a in command))
+
+
+def _relay(path, sink):
+    """Copy a FIFO QEMU writes the guest's serial output into, to sink."""
+    with open(path, "rb", buffering=0) as src:
+        while True:
+            chunk = src.read(65536)
+            if not chunk:
+                return
+            sink.write(chunk)
+            sink.flush()
+
+
+def _read(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def _console_reason(job):
+    log = _read(os.path.join(job, "console.log"), "") or ""
+    lines = [l.strip() for l in log.splitlines() if l.strip()]
+    for l in lines:
+        if "Kernel panic" in l:
+            return l[l.index("Kernel panic"):]
+    for l in reversed(lines):
+        if l.startswith("pfntrace-lab:"):
+            return l[len("pfntrace-lab:"):].strip()
+    return lines[-1] if lines else "no console output"
+
+
+def run(cfg, command, stdout=None, stderr=None, log=None):
+    """Boot cfg.kernel, run command (argv list) inside; return a LabResult.
+
+    Raises LabError (one line) when the guest could not run the command.
+    """
+    stdout = stdout or sys.stdout.buffer
+    stderr = stderr or sys.stderr.buffer
+    if not command:
+        raise LabError("no command given: pfntrace lab run [OPTIONS] -- COMMAND...")
+    if cfg.fs not in ("ext4", "xfs"):
+        raise LabError("unknown --fs %r (ext4 or xfs)" % cfg.fs)
+    if cfg.pmem not in ("memmap", "nvdimm"):
+        raise LabError("unknown --pmem %r (memmap or nvdimm)" % cfg.pmem)
+    cfg.results = os.path.abspath(cfg.results)
+    if not os.path.isdir(cfg.results):
+        raise LabError("results folder %s does not exist" % cfg.results)
+    if " " in STAGE2:
+        raise LabError("the checkout path %s has a space: the kernel command line cannot "
+                       "carry it" % CHECKOUT)
+    kernel = kernels.resolve(cfg.kernel)
+    vmlinux = kernels.vmlinux(kernel)
+    initrd = initramfs.build(kernel.release)
+    os.makedirs(os.path.join(kernels.CACHE, "runs"), exist_ok=True)
+    job = tempfile.mkdtemp(prefix="job-", dir=os.path.join(kernels.CACHE, "runs"))
+    try:
+        return _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log)
+    finally:
+        if os.environ.get("PFNTRACE_LAB_KEEP") != "1":
+            shutil.rmtree(job, ignore_errors=True)
+
+
+def _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log):
+    _write_job(job, cfg, command, kernel.release)
+    for name in ("out.fifo", "err.fifo"):
+        os.mkfifo(os.path.join(job, name))
+    argv = _qemu_argv(cfg, vmlinux, initrd, job, kernel.release)
+    relays = [threading.Thread(target=_relay, args=(os.path.join(job, n), s), daemon=True)
+              for n, s in (("out.fifo", stdout), ("err.fifo", stderr))]
+    for t in relays:
+        t.start()
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        qemu_out, _ = proc.communicate(timeout=cfg.timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise LabError(_hang_reason(cfg, job))
+    except BaseException:
+        _kill(proc)
+        raise
+    total = time.monotonic() - start
+    _unblock(job)
+    for t in relays:
+        t.join(timeout=5)
+    code = _read(os.path.join(job, "exit"))
+    status = _read(os.path.join(job, "status"))
+    if proc.returncode != 0:
+        raise LabError("qemu failed (exit %d): %s" % (
+            proc.returncode, (qemu_out or b"").decode(errors="replace").strip().splitlines()[-1:]))
+    if code is None:
+        raise LabError("the %s guest stopped before the command finished: %s"
+                       % (cfg.kernel, _console_reason(job)))
+    if status:
+        if int(code) == 127:
+            raise LabCommandNotFound(status)
+        raise LabError(status)
+
+    def t(name):
+        v = _read(os.path.join(job, name))
+        return float(v) if v else 0.0
+
+    return LabResult(
+        exit_code=int(code), release=kernel.release, boot_s=t("t_userspace"),
+        setup_s=t("t_mounted") - t("t_userspace"), command_s=t("t_end") - t("t_mounted"),
+        total_s=total,
+    )
+
+
+def _hang_reason(cfg, job):
+    where = "%s guest" % cfg.kernel
+    if os.path.exists(os.path.join(job, "t_mounted")):
+        return "the command did not finish within %d s in the %s; killed" % (cfg.timeout, where)
+    if os.path.exists(os.path.join(job, "t_userspace")):
+        return "the %s hung setting up the DAX mount (%d s); console: %s" % (
+            where, cfg.timeout, _console_reason(job))
+    return "the %s did not reach userspace within %d s; console: %s" % (
+        where, cfg.timeout, _console_reason(job))
+
+
+def _unblock(job):
+    # A relay still waiting in open() means QEMU never opened its end (it
+    # failed early): open the writing side ourselves so the reader sees EOF.
+    for name in ("out.fifo", "err.fifo"):
+        try:
+            os.close(os.open(os.path.join(job, name), os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+
+class LabCommandNotFound(LabError):
+    exit_code = 127
+
+
+def _kill(proc):
+    """End QEMU and anything it started: no stray guest may outlive a run."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=3)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()

@@ -1,0 +1,122 @@
+"""Known workloads for the lab: exact page counts, so tests can assert exact faults.
+
+Each workload maps a file on the DAX mount and touches pages in a given way;
+`python -m pfntrace.lab.workloads NAME FILE PAGES` runs one from a shell.
+"""
+
+import mmap
+import os
+import sys
+
+PAGE = mmap.PAGESIZE
+
+
+def _prepare(path, pages):
+    """A file of `pages` zero-filled, allocated pages (no holes), fsynced.
+
+    A file that already has that size is used as it is, timestamps and all,
+    so a caller can set its mtime beforehand and watch the faults move it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if os.fstat(fd).st_size == pages * PAGE:
+        return fd
+    os.ftruncate(fd, pages * PAGE)
+    os.pwrite(fd, b"\0" * (pages * PAGE), 0)
+    os.fsync(fd)
+    return fd
+
+
+def read_then_write(path, pages):
+    """Map MAP_SHARED, read every page, then write every page: with DAX each
+    write is a write-protect fault that must reach ->pfn_mkwrite."""
+    fd = _prepare(path, pages)
+    m = mmap.mmap(fd, pages * PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    total = 0
+    for i in range(pages):
+        total += m[i * PAGE]
+    for i in range(pages):
+        m[i * PAGE] = 1
+    m.close()
+    os.close(fd)
+    return total
+
+
+def write_sync_write(path, pages):
+    """Write every page, msync(MS_SYNC) (re-write-protects them), write again."""
+    fd = _prepare(path, pages)
+    m = mmap.mmap(fd, pages * PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    for i in range(pages):
+        m[i * PAGE] = 1
+    m.flush()
+    for i in range(pages):
+        m[i * PAGE] = 2
+    m.close()
+    os.close(fd)
+
+
+def private_write(path, pages):
+    """Read, then write every page of a MAP_PRIVATE mapping: copy-on-write,
+    never the file's business."""
+    fd = _prepare(path, pages)
+    m = mmap.mmap(fd, pages * PAGE, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
+    for i in range(pages):
+        _ = m[i * PAGE]
+    for i in range(pages):
+        m[i * PAGE] = 1
+    m.close()
+    os.close(fd)
+
+
+def first_touch_write(path, pages):
+    """Write every page with no read before: the fault goes through ->fault
+    with FAULT_FLAG_WRITE, not through do_wp_page."""
+    fd = _prepare(path, pages)
+    m = mmap.mmap(fd, pages * PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    for i in range(pages):
+        m[i * PAGE] = 1
+    m.close()
+    os.close(fd)
+
+
+def map_sync_write(path, pages):
+    """Write every allocated page through a MAP_SHARED_VALIDATE|MAP_SYNC
+    mapping: each write fault must commit metadata first (VM_FAULT_NEEDDSYNC,
+    the dax_insert_pfn_mkwrite tracepoint)."""
+    import ctypes
+
+    fd = _prepare(path, pages)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    map_shared_validate, map_sync = 0x03, 0x80000
+    addr = libc.mmap(None, pages * PAGE, mmap.PROT_READ | mmap.PROT_WRITE,
+                     map_shared_validate | map_sync, fd, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap MAP_SYNC: %s" % os.strerror(ctypes.get_errno()))
+    for i in range(pages):
+        ctypes.c_char.from_address(addr + i * PAGE).value = b"\x01"
+    libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(pages * PAGE))
+    os.close(fd)
+
+
+WORKLOADS = {
+    "map-sync-write": map_sync_write,
+    "read-then-write": read_then_write,
+    "write-sync-write": write_sync_write,
+    "private-write": private_write,
+    "first-touch-write": first_touch_write,
+}
+
+
+def main(argv):
+    if len(argv) != 3 or argv[0] not in WORKLOADS or not argv[2].isdigit():
+        sys.stderr.write("usage: python -m pfntrace.lab.workloads {%s} FILE PAGES\n"
+                         % "|".join(WORKLOADS))
+        return 2
+    WORKLOADS[argv[0]](argv[1], int(argv[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

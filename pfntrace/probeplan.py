@@ -1,0 +1,134 @@
+"""Which probes pfntrace can attach on this kernel, and why not the others.
+
+The plan is decided before anything is attached, printed by
+`pfntrace record --plan` and stored in every recording, so a recording says
+what it could and could not have seen.
+"""
+
+import os
+
+from pfntrace.kernel import kconfig as kconfig_mod
+from pfntrace.kernel.offsets import OffsetError, bpf_defines
+
+KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
+
+# vm_ops handlers of the DAX-capable filesystems.  Most live in modules on
+# distribution kernels, so absence usually means "module not loaded".
+FS_HANDLERS = (
+    "ext4_dax_fault", "ext4_dax_huge_fault",
+    "xfs_filemap_fault", "xfs_filemap_huge_fault",
+    "xfs_filemap_page_mkwrite", "xfs_filemap_pfn_mkwrite",
+    "ext2_dax_fault",
+    "fuse_dax_fault", "fuse_dax_huge_fault", "fuse_dax_page_mkwrite", "fuse_dax_pfn_mkwrite",
+)
+
+DAX_TRACEPOINTS = (
+    ("fs_dax", "dax_pte_fault_done"),
+    ("fs_dax", "dax_pmd_fault_done"),
+    ("fs_dax", "dax_writeback_one"),
+    ("fs_dax", "dax_insert_pfn_mkwrite"),
+)
+
+WP_PFN_SHARED_INLINED = ("inlined into do_wp_page on this kernel: the pfn_mkwrite path is "
+                         "inferred from the handler called inside do_wp_page")
+NOT_IN_KALLSYMS = "not in /proc/kallsyms (module not loaded?)"
+
+
+def kprobe_support(config=None, pmu_dir=KPROBE_PMU):
+    """(available, reason): kprobes need both the config option and the
+    perf PMU bcc attaches through."""
+    if config is not None and not config.enabled("CONFIG_KPROBES"):
+        return False, "CONFIG_KPROBES is not set"
+    if not os.path.isdir(pmu_dir):
+        return False, "no %s" % pmu_dir
+    return True, "CONFIG_KPROBES=y and %s exists" % pmu_dir
+
+
+def _running_config():
+    try:
+        return kconfig_mod.load()
+    except kconfig_mod.KconfigError:
+        # Without a config the PMU directory alone decides.
+        return None
+
+
+def _hook(name, kind, status, why, **extra):
+    return dict({"hook": name, "kind": kind, "status": status, "why": why}, **extra)
+
+
+def _function_hooks(kallsyms):
+    """(name, kind, status, why) for the kprobe hooks, kprobes assumed."""
+    hooks = []
+    if "do_wp_page" in kallsyms:
+        hooks.append(("do_wp_page", "kprobe", "attach", "in /proc/kallsyms"))
+        hooks.append(("do_wp_page", "kretprobe", "attach", "in /proc/kallsyms"))
+    else:
+        hooks.append(("do_wp_page", "kprobe", "missing", NOT_IN_KALLSYMS))
+        hooks.append(("do_wp_page", "kretprobe", "missing", NOT_IN_KALLSYMS))
+    if "wp_pfn_shared" in kallsyms:
+        hooks.append(("wp_pfn_shared", "kprobe", "attach", "in /proc/kallsyms"))
+    elif "do_wp_page" in kallsyms:
+        hooks.append(("wp_pfn_shared", "kprobe", "inlined", WP_PFN_SHARED_INLINED))
+    else:
+        hooks.append(("wp_pfn_shared", "kprobe", "missing", NOT_IN_KALLSYMS))
+    present = "file_update_time" in kallsyms
+    hooks.append(("file_update_time", "kprobe", "attach" if present else "missing",
+                  "in /proc/kallsyms" if present else NOT_IN_KALLSYMS))
+    # Handlers are probed on entry (to know they ran inside do_wp_page) and
+    # on return (their vm_fault_t, and the timestamps after the fact).
+    for name in FS_HANDLERS:
+        module = kallsyms.module(name)
+        if name in kallsyms:
+            why = "in /proc/kallsyms" + (" [%s]" % module if module else "")
+            hooks.append((name, "kprobe", "attach", why))
+            hooks.append((name, "kretprobe", "attach", why))
+        else:
+            hooks.append((name, "kprobe", "missing", NOT_IN_KALLSYMS))
+            hooks.append((name, "kretprobe", "missing", NOT_IN_KALLSYMS))
+    return hooks
+
+
+def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None):
+    """The probe plan as a JSON-serialisable dict.
+
+    kprobes is (available, reason), detected when None; tracefs may be None
+    (not mounted) and btf None (no BTF), which the plan then reports.
+    """
+    if kprobes is None:
+        kprobes = kprobe_support(_running_config())
+    kprobes_ok, kprobes_why = kprobes
+    hooks = []
+    for name, kind, status, why in _function_hooks(kallsyms):
+        if not kprobes_ok:
+            status, why = "missing", "kprobes are not available (%s)" % kprobes_why
+        # Kept even when kprobes are off: it tells what a kprobe-capable
+        # build of the same kernel could attach.
+        hooks.append(_hook(name, kind, status, why, in_kallsyms=name in kallsyms))
+    for group, event in DAX_TRACEPOINTS:
+        name = "%s:%s" % (group, event)
+        if tracefs is None:
+            hooks.append(_hook(name, "tracepoint", "missing", "tracefs is not mounted"))
+        elif tracefs.has_event(group, event):
+            hooks.append(_hook(name, "tracepoint", "attach",
+                               "%s/events/%s/%s exists" % (tracefs.root, group, event)))
+        else:
+            hooks.append(_hook(name, "tracepoint", "missing",
+                               "no %s/events/%s/%s (CONFIG_FS_DAX off?)"
+                               % (tracefs.root, group, event)))
+    plan = {
+        "kernel": release or os.uname().release,
+        "kprobes": kprobes_ok,
+        "kprobes_why": kprobes_why,
+        "tracefs": tracefs.root if tracefs else None,
+        "hooks": hooks,
+    }
+    # The offsets the BPF program is compiled with belong in the recording:
+    # a wrong offset is the first suspect when values look odd.
+    if btf is None:
+        plan["offsets_error"] = "no kernel BTF"
+    else:
+        try:
+            plan["offsets"] = bpf_defines(btf)
+        except OffsetError as e:
+            plan["offsets_error"] = str(e)
+    return plan

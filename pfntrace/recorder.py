@@ -1,0 +1,322 @@
+"""`pfntrace record`'s engine: tracer -> recording file, with the names and clocks
+a later report needs.
+
+The tracer hands over raw event bytes; they go into the recording as they
+are.  Around them the recorder adds what only the live system knows: which
+path a dev:ino was, which program a pid was, how the monotonic clock the
+events carry maps to wall-clock time (inode timestamps are wall-clock), and,
+at the end, what statx says of every touched file.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pfntrace import __version__, decode, layout, procinfo
+from pfntrace.kernel import kconfig
+from pfntrace.kernel.statx import statx
+from pfntrace.recording import RecordingWriter
+
+_I_DEV = decode.ROW_INDEX["dev"]
+_I_INO = decode.ROW_INDEX["ino"]
+_I_PID = decode.ROW_INDEX["pid"]
+_I_TYPE = decode.ROW_INDEX["type"]
+_I_HANDLER = decode.ROW_INDEX["handler"]
+_HANDLER = layout.const("PFT_EV_HANDLER")
+CLOCK_SAMPLE_EVERY_S = 0.25
+CLOCK_STEP_NS = 100_000  # offset changes below this are read jitter
+STATUS_EVERY_S = 0.5
+
+
+def clock_sample():
+    """[monotonic ns, realtime - monotonic ns], read as close together as we can.
+
+    Two clock reads around one: the midpoint cancels most of the gap.
+    """
+    m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    r = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    m2 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    mid = (m1 + m2) // 2
+    return [mid, r - mid]
+
+
+def tick_ns():
+    """Length of the kernel's timer tick: coarse timestamps move in these steps."""
+    try:
+        hz = kconfig.load().get("CONFIG_HZ")
+        return 1_000_000_000 // int(hz)
+    except (kconfig.KconfigError, TypeError, ValueError):
+        return 4_000_000  # CONFIG_HZ=250, Debian's
+
+
+@dataclass
+class RecordOptions:
+    output: str
+    command: list = field(default_factory=list)
+    pid: int = 0
+    duration: float = 0.0
+    mounts: list = field(default_factory=list)  # [(path, major, minor)]
+    all_files: bool = False
+    status: bool = True  # a live status line on stderr
+
+
+class Recorder:
+    def __init__(self, tracer, plan, options):
+        self.tracer = tracer
+        self.plan = plan
+        self.opt = options
+        self.writer = None
+        self.events = 0
+        self.by_type = {}
+        self.files = {}      # (major, minor, ino) -> path or None
+        self.procs = {}      # pid -> {"comm", "cmdline"}
+        self.symbols = {}    # handler address -> kallsyms name
+        self.kallsyms = None
+        self._stop = False
+        self.child = None
+        self.exit_code = None
+
+    # --- set-up ----------------------------------------------------------
+
+    def header(self):
+        sample = clock_sample()
+        return {
+            "tool": "pfntrace", "pfntrace_version": __version__,
+            "kernel": os.uname().release, "machine": os.uname().machine,
+            "hostname": socket.gethostname(),
+            "plan": self.plan,
+            "clock": {
+                "events": "CLOCK_MONOTONIC", "timestamps": "CLOCK_REALTIME (coarse)",
+                "realtime_minus_monotonic_ns": sample[1], "sampled_at_ns": sample[0],
+                "tick_ns": tick_ns(),
+            },
+            "started_wall_ns": time.time_ns(),
+            "command": self.opt.command, "pid": self.opt.pid,
+            "mounts": [m[0] for m in self.opt.mounts],
+            "all_files": self.opt.all_files,
+            "lab": {k: v for k, v in os.environ.items() if k.startswith("PFNTRACE_LAB_")},
+        }
+
+    def open(self):
+        """Create the recording (mode 0600) and write its header.
+
+        Done before the BPF program is compiled, so an unwritable -o fails
+        in a moment rather than after the compile."""
+        self.writer = RecordingWriter.create(self.opt.output, self.header())
+
+    def abort(self):
+        """Remove a recording that never got past its header."""
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    def _spawn(self):
+        """Fork COMMAND, held before exec until its pid is in the traced map,
+        so its very first fault is seen."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(w)
+            os.read(r, 1)
+            os.close(r)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                os.execvp(self.opt.command[0], self.opt.command)
+            except OSError as e:
+                os.write(2, ("pfntrace: cannot run %s: %s\n"
+                             % (self.opt.command[0], e.strerror)).encode())
+                os._exit(127)
+        os.close(r)
+        self.tracer.follow_pid(pid)
+        os.write(w, b"x")
+        os.close(w)
+        self.child = pid
+
+    # --- the loop --------------------------------------------------------
+
+    def _on_signal(self, signum, frame):
+        self._stop = True
+        if self.child:
+            try:
+                os.kill(self.child, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def _child_done(self):
+        if not self.child or self.exit_code is not None:
+            return self.exit_code is not None
+        pid, status = os.waitpid(self.child, os.WNOHANG)
+        if pid == 0:
+            return False
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        if self.exit_code < 0:  # killed by a signal: the shell's convention
+            self.exit_code = 128 - self.exit_code
+        return True
+
+    def _take(self, buf):
+        if not buf:
+            return
+        self.writer.add_events(buf)
+        new_meta = {}
+        for row in decode.iter_rows(buf):
+            self.events += 1
+            t = row[_I_TYPE]
+            self.by_type[t] = self.by_type.get(t, 0) + 1
+            if t == _HANDLER and row[_I_HANDLER] not in self.symbols:
+                # The handler is named here, where kallsyms is the live one:
+                # module addresses differ from boot to boot.
+                name = self._symbol(row[_I_HANDLER])
+                self.symbols[row[_I_HANDLER]] = name
+                new_meta.setdefault("symbols", {})["0x%x" % row[_I_HANDLER]] = name
+            pid = row[_I_PID]
+            if pid not in self.procs:
+                info = procinfo.proc_info(pid)
+                if info and not info["cmdline"] and pid == self.child:
+                    info["cmdline"] = " ".join(self.opt.command)  # exited already
+                if info:
+                    self.procs[pid] = info
+                    new_meta.setdefault("procs", {})[str(pid)] = info
+            major, minor = procinfo.split_kernel_dev(row[_I_DEV])
+            key = (major, minor, row[_I_INO])
+            if self.files.get(key) is None:
+                path = procinfo.maps_paths(pid).get(key)
+                self.files[key] = path
+                if path:
+                    new_meta.setdefault("files", {})[procinfo.file_key(*key)] = {"path": path}
+        if new_meta:
+            self.writer.add_meta(new_meta)
+
+    def _sample_clock(self, samples, force=False):
+        """Keep the clock samples where the wall-clock offset moved (a clock
+        step or slew): the correlation needs the offset in force at each
+        fault, and a steady clock needs no new sample.  The whole list goes
+        into META (later META wins), so it is rewritten only on change."""
+        sample = clock_sample()
+        if samples and not force and abs(sample[1] - samples[-1][1]) < CLOCK_STEP_NS:
+            return
+        samples.append(sample)
+        self.writer.add_meta({"clock_samples": samples})
+
+    def _symbol(self, addr):
+        from pfntrace.kernel.kallsyms import Kallsyms, KallsymsError
+
+        try:
+            if self.kallsyms is None:
+                self.kallsyms = Kallsyms.load()
+            return self.kallsyms.resolve(addr)
+        except KallsymsError:
+            return "0x%x" % addr
+
+    def _status(self, start, force_end=False):
+        elapsed = time.monotonic() - start
+        lost = sum(self.tracer.lost())
+        line = "pfntrace: %6.1fs  %d events  %.0f/s  lost %d" % (
+            elapsed, self.events, self.events / elapsed if elapsed > 0 else 0, lost)
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K" + line + ("\n" if force_end else ""))
+            sys.stderr.flush()
+
+    def run(self):
+        """Record until COMMAND exits, --duration passes, or SIGINT/SIGTERM.
+
+        Returns the trailer written (with "exit_code" when a command ran).
+        """
+        if self.writer is None:
+            self.open()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        start = time.monotonic()
+        samples = []
+        try:
+            if self.opt.command:
+                self._spawn()
+            elif self.opt.pid:
+                self.tracer.follow_pid(self.opt.pid)
+            next_sample = next_status = 0.0
+            while not self._stop:
+                now = time.monotonic()
+                if now >= next_sample:
+                    self._sample_clock(samples)
+                    next_sample = now + CLOCK_SAMPLE_EVERY_S
+                if self.opt.status and now >= next_status:
+                    self._status(start)
+                    next_status = now + STATUS_EVERY_S
+                self._take(self.tracer.poll())
+                if self.opt.command and self._child_done():
+                    break
+                if self.opt.pid and not os.path.exists("/proc/%d" % self.opt.pid):
+                    break
+                if self.opt.duration and now - start >= self.opt.duration:
+                    break
+            if self.child and self.exit_code is None:
+                _, status = os.waitpid(self.child, 0)
+                self.exit_code = os.waitstatus_to_exitcode(status)
+                if self.exit_code < 0:
+                    self.exit_code = 128 - self.exit_code
+            # Events still in flight when the loop ended.
+            self._take(self.tracer.poll(0))
+            self._sample_clock(samples, force=True)
+            lost = self.tracer.lost()
+            self.writer.set_lost(lost)
+            trailer = self._trailer(start, lost)
+            if self.opt.status:
+                self._status(start, force_end=True)
+            self.writer.close(trailer)
+            return trailer
+        except BaseException:
+            if self.writer and not self.writer.closed:
+                # Keep what was recorded: the file reads as truncated.
+                try:
+                    self.writer.flush()
+                except Exception:
+                    pass
+            raise
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _trailer(self, start, lost):
+        self._name_unresolved_files()
+        files = {}
+        for key, path in self.files.items():
+            entry = {"path": path, "exists": False}
+            if path:
+                try:
+                    st = statx(path)
+                    if (st["dev_major"], st["dev_minor"], st["ino"]) == key:
+                        entry.update(exists=True, mtime_ns=st["mtime_ns"], ctime_ns=st["ctime_ns"],
+                                     size=st["size"], dax=st["dax"])
+                except OSError:
+                    pass
+            files[procinfo.file_key(*key)] = entry
+        return {
+            "duration_ns": int((time.monotonic() - start) * 1e9),
+            "ended_wall_ns": time.time_ns(),
+            "events": self.events,
+            "events_by_type": {str(k): v for k, v in sorted(self.by_type.items())},
+            "lost": sum(lost),
+            "exit_code": self.exit_code,
+            "attached": ["%s %s" % a for a in self.tracer.attached],
+            "statx": files,
+        }
+
+    def _name_unresolved_files(self):
+        wanted = {k for k, p in self.files.items() if p is None}
+        if not wanted:
+            return
+        roots = [m[0] for m in self.opt.mounts] or _dax_mount_points()
+        found = procinfo.walk_for_inodes(roots, wanted)
+        if found:
+            self.files.update(found)
+            self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
+                                            for k, p in found.items()}})
+
+
+def _dax_mount_points():
+    """Mount points mounted with a dax option: where unnamed inodes may be."""
+    from pfntrace.doctor import dax_mounts
+
+    with open("/proc/self/mountinfo") as f:
+        return [m[0] for m in dax_mounts(f.read())]

@@ -1,0 +1,304 @@
+"""Reading a recording: Recording.open()."""
+
+import os
+import stat
+
+from pfntrace import decode
+from pfntrace.recording import format as fmt
+from pfntrace.recording.format import RecordingError
+
+
+class Recording:
+    """An open recording.
+
+    open() makes one quick pass over the block headers: HEADER, META, LOST
+    and TRAILER payloads are read and CRC-checked there, EVENTS payloads are
+    only located (their CRC is checked when they are read, by
+    iter_event_blocks() or verify()).  Reading stops at the first incomplete
+    or corrupt block; everything before it is usable and ``truncated`` says
+    so.  Memory use does not depend on the file size.
+
+    Attributes: path, size, header, meta (merged), lost (per-CPU list),
+    trailer (dict or None), truncated, truncation_reason, ignored_bytes,
+    warnings (list of str), event_count, event_blocks, format_version.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._fd = None
+        self.size = 0
+        self.header = {}
+        self.meta = {}
+        self.lost = []
+        self.trailer = None
+        self.truncated = False
+        self.truncation_reason = None
+        self.ignored_bytes = 0
+        self.warnings = []
+        self.blocks = 0
+        self.format_version = None
+        self._event_blocks = []     # [(payload offset, length, crc, seq)]
+        self._bad_event_block = None
+
+    # -- opening ----------------------------------------------------------
+
+    @classmethod
+    def open(cls, path, verify=False):
+        """Open and index path; verify=True also checks every EVENTS CRC now
+        (reads the whole file once)."""
+        path = os.fspath(path)
+        rec = cls(path)
+        try:
+            rec._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(rec._fd)
+        except OSError as e:
+            rec.close()
+            raise RecordingError("cannot read %s: %s" % (path, e.strerror)) from None
+        try:
+            if not stat.S_ISREG(st.st_mode):
+                raise RecordingError("%s is not a regular file" % path)
+            rec.size = st.st_size
+            rec._index()
+            if verify:
+                rec.verify()
+        except RecordingError:
+            rec.close()
+            raise
+        except OSError as e:
+            rec.close()
+            raise RecordingError("cannot read %s: %s" % (path, e.strerror)) from None
+        return rec
+
+    def _pread(self, n, offset):
+        data = os.pread(self._fd, n, offset)
+        # pread may return short on a file that shrank under us; callers check.
+        return data
+
+    def _read_header(self):
+        path = self.path
+        if self.size == 0:
+            raise RecordingError("%s is empty: not a pfntrace recording" % path)
+        magic = self._pread(len(fmt.FILE_MAGIC), 0)
+        if magic != fmt.FILE_MAGIC:
+            if fmt.FILE_MAGIC.startswith(magic):
+                raise RecordingError("%s is cut short before its header (%d bytes)"
+                                     % (path, self.size))
+            raise RecordingError("%s is not a pfntrace recording" % path)
+        off = len(fmt.FILE_MAGIC)
+        raw = self._pread(fmt.BLOCK_HEADER_SIZE, off)
+        if len(raw) < fmt.BLOCK_HEADER_SIZE:
+            raise RecordingError("%s is cut short before its header (%d bytes)"
+                                 % (path, self.size))
+        bh = fmt.unpack_block_header(raw)
+        if bh is None or bh.kind != fmt.BLOCK_HEADER or bh.seq != 0:
+            raise RecordingError("%s has a corrupt header block" % path)
+        if bh.length > fmt.MAX_JSON_PAYLOAD:
+            raise RecordingError("%s has a corrupt header block (length %d)"
+                                 % (path, bh.length))
+        start = off + fmt.BLOCK_HEADER_SIZE
+        payload = self._pread(bh.length, start)
+        if len(payload) < bh.length:
+            raise RecordingError("%s is cut short inside its header block (%d bytes)"
+                                 % (path, self.size))
+        if fmt.crc32(payload) != bh.crc:
+            raise RecordingError("%s has a corrupt header block (CRC mismatch)" % path)
+        try:
+            header = fmt.decode_json(payload)
+        except ValueError as e:
+            raise RecordingError("%s has a corrupt header block (%s)"
+                                 % (path, str(e).splitlines()[0])) from None
+        version = header.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise RecordingError("%s has a corrupt header block (format_version %r)"
+                                 % (path, version))
+        if version > fmt.FORMAT_VERSION:
+            raise RecordingError(
+                "%s was written by a newer pfntrace (format %d, this reads up to %d)"
+                % (path, version, fmt.FORMAT_VERSION))
+        why = fmt.layout_mismatch(header)
+        if why:
+            raise RecordingError("%s was recorded with a different event layout "
+                                 "(%s)" % (path, why))
+        self.header = header
+        self.format_version = version
+        self.blocks = 1
+        return start + bh.length
+
+    def _stop(self, offset, reason):
+        self.truncated = True
+        self.truncation_reason = reason
+        self.ignored_bytes = self.size - offset
+
+    def _index(self):
+        off = self._read_header()
+        seq = 1
+        event_size = self.header["event_size"]
+        size = self.size
+        while True:
+            if off == size:
+                self._stop(off, "no trailer: the recording did not finish")
+                return
+            if size - off < fmt.BLOCK_HEADER_SIZE:
+                self._stop(off, "incomplete block header at offset %d" % off)
+                return
+            bh = fmt.unpack_block_header(self._pread(fmt.BLOCK_HEADER_SIZE, off))
+            if bh is None:
+                self._stop(off, "corrupt block header at offset %d" % off)
+                return
+            if bh.seq != seq:
+                self._stop(off, "block out of sequence at offset %d (%d, expected %d)"
+                           % (off, bh.seq, seq))
+                return
+            start = off + fmt.BLOCK_HEADER_SIZE
+            end = start + bh.length
+            if end > size:
+                self._stop(off, "incomplete %s block at offset %d (%d of %d bytes)"
+                           % (bh.kind_name, off, size - start, bh.length))
+                return
+            if bh.kind == fmt.BLOCK_EVENTS:
+                if bh.length % event_size:
+                    self._stop(off, "corrupt EVENTS block at offset %d (%d bytes is not "
+                               "a whole number of events)" % (off, bh.length))
+                    return
+                self._event_blocks.append((start, bh.length, bh.crc, bh.seq))
+            elif bh.kind in (fmt.BLOCK_META, fmt.BLOCK_LOST, fmt.BLOCK_TRAILER):
+                if bh.length > fmt.MAX_JSON_PAYLOAD:
+                    self._stop(off, "corrupt %s block at offset %d (length %d)"
+                               % (bh.kind_name, off, bh.length))
+                    return
+                payload = self._pread(bh.length, start)
+                if len(payload) < bh.length:
+                    self._stop(off, "incomplete %s block at offset %d"
+                               % (bh.kind_name, off))
+                    return
+                if fmt.crc32(payload) != bh.crc:
+                    self._stop(off, "corrupt %s block at offset %d (CRC mismatch)"
+                               % (bh.kind_name, off))
+                    return
+                try:
+                    obj = fmt.decode_json(payload)
+                except ValueError:
+                    self._stop(off, "corrupt %s block at offset %d (bad JSON)"
+                               % (bh.kind_name, off))
+                    return
+                if bh.kind == fmt.BLOCK_META:
+                    fmt.merge_meta(self.meta, obj)
+                elif bh.kind == fmt.BLOCK_LOST:
+                    per_cpu = obj.get("per_cpu")
+                    if isinstance(per_cpu, list):
+                        self.lost = per_cpu
+                    else:
+                        self.warnings.append("LOST block at offset %d has no per_cpu list"
+                                             % off)
+                else:
+                    self.trailer = obj
+            elif bh.kind == fmt.BLOCK_HEADER:
+                self._stop(off, "second HEADER block at offset %d" % off)
+                return
+            else:
+                self.warnings.append("skipped a block of unknown kind %d at offset %d"
+                                     % (bh.kind, off))
+            self.blocks += 1
+            seq += 1
+            off = end
+            if self.trailer is not None:
+                if off < size:
+                    self.ignored_bytes = size - off
+                    self.warnings.append("%d bytes after the trailer ignored"
+                                         % (size - off))
+                self._check_trailer()
+                return
+
+    def _check_trailer(self):
+        written = self.trailer.get("written")
+        if isinstance(written, dict) and isinstance(written.get("events"), int):
+            if written["events"] != self.event_count:
+                self.warnings.append("trailer says %d events were written, the file "
+                                     "holds %d" % (written["events"], self.event_count))
+
+    # -- events -----------------------------------------------------------
+
+    @property
+    def event_count(self):
+        """Events in the usable EVENTS blocks (exact once they were read or
+        verified: a block failing its CRC then no longer counts)."""
+        size = self.header.get("event_size") or 1
+        blocks = self._event_blocks
+        if self._bad_event_block is not None:
+            blocks = blocks[:self._bad_event_block]
+        return sum(length for _, length, _, _ in blocks) // size
+
+    @property
+    def event_blocks(self):
+        if self._bad_event_block is not None:
+            return self._bad_event_block
+        return len(self._event_blocks)
+
+    def iter_event_blocks(self):
+        """Yield each EVENTS payload (bytes, a whole number of events) in file
+        order, checking its CRC; at the first bad one the recording becomes
+        truncated there (with a warning) and iteration ends."""
+        if self._fd is None:
+            raise RecordingError("%s is closed" % self.path)
+        for i, (start, length, crc, seq) in enumerate(self._event_blocks):
+            if self._bad_event_block is not None and i >= self._bad_event_block:
+                return
+            payload = self._pread(length, start)
+            if len(payload) != length or fmt.crc32(payload) != crc:
+                self._mark_bad(i, start, "CRC mismatch" if len(payload) == length
+                               else "file shrank")
+                return
+            yield payload
+
+    def _mark_bad(self, i, start, why):
+        if self._bad_event_block is not None and self._bad_event_block <= i:
+            return
+        self._bad_event_block = i
+        off = start - fmt.BLOCK_HEADER_SIZE
+        reason = ("corrupt EVENTS block at offset %d (%s): events from there on ignored"
+                  % (off, why))
+        self.warnings.append(reason)
+        self.truncated = True
+        self.truncation_reason = reason
+        self.ignored_bytes = sum(
+            fmt.BLOCK_HEADER_SIZE + length for _, length, _, _ in self._event_blocks[i:])
+
+    def verify(self):
+        """Read every EVENTS block once, checking CRCs; returns not truncated."""
+        for _ in self.iter_event_blocks():
+            pass
+        return not self.truncated
+
+    def iter_rows(self):
+        """Fast: flat tuples for every event (see pfntrace.decode.ROW_INDEX)."""
+        for payload in self.iter_event_blocks():
+            yield from decode.iter_rows(payload)
+
+    def iter_events(self):
+        """Every event as a dict shaped like layout.decode()."""
+        for payload in self.iter_event_blocks():
+            yield from decode.iter_events(payload)
+
+    # -- lifetime ---------------------------------------------------------
+
+    def close(self):
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return "<Recording %s: %d events%s>" % (
+            self.path, self.event_count, ", truncated" if self.truncated else "")

@@ -1,0 +1,144 @@
+"""Load pfntrace.bpf.c with bcc, attach what the probe plan allows, drain events.
+
+This is the only module that imports bcc: everything downstream (recording,
+correlation, views) works on raw event bytes and runs where bcc does not.
+"""
+
+import ctypes
+import os
+
+BPF_DIR = os.path.join(os.path.dirname(__file__), "bpf")
+BPF_SOURCE = os.path.join(BPF_DIR, "pfntrace.bpf.c")
+MAX_DEVS = 8  # keep in step with MAX_DEVS in pfntrace.bpf.c
+# 16 MiB: at the emulated lab's fault rates this holds seconds of events, and
+# the consumer drains it every POLL_MS whether or not it was woken.
+RINGBUF_PAGES = 4096
+POLL_MS = 50
+
+
+class TracerError(Exception):
+    """Loading or attaching failed; one line."""
+
+
+def kernel_dev(major, minor):
+    """The kernel's internal dev_t (MKDEV), as super_block.s_dev holds it."""
+    return (major << 20) | minor
+
+
+def cflags(plan):
+    """The -D/-I flags pfntrace.bpf.c is compiled with for this kernel."""
+    offsets = plan.get("offsets")
+    if not offsets:
+        raise TracerError("cannot compute struct offsets: %s"
+                          % plan.get("offsets_error", "no kernel BTF"))
+    flags = ["-I" + BPF_DIR, "-DRINGBUF_PAGES=%d" % RINGBUF_PAGES]
+    flags += ["-D%s=%d" % (k, v) for k, v in sorted(offsets.items())]
+    for hook in plan["hooks"]:
+        if hook["kind"] == "tracepoint" and hook["status"] == "attach":
+            flags.append("-DHAVE_TP_%s" % hook["hook"].split(":")[1].upper())
+    # clang warns about the kernel's own headers (6.12); none of it is ours.
+    flags.append("-w")
+    return flags
+
+
+class Tracer:
+    """One loaded BPF program and its attachments.
+
+    follow=True traces only the tasks handed to follow_pid() and their
+    descendants; False traces every task.
+    """
+
+    def __init__(self, plan, follow=False, devs=(), ino=0, all_files=False):
+        self.plan = plan
+        self.follow = follow
+        self.devs = list(devs)
+        self.ino = ino
+        self.all_files = all_files
+        self.bpf = None
+        self.attached = []
+        self._batch = []
+        if len(self.devs) > MAX_DEVS:
+            raise TracerError("at most %d --mount filters" % MAX_DEVS)
+
+    def start(self):
+        try:
+            from bcc import BPF
+        except ImportError:
+            raise TracerError("bcc is not importable: install Debian's python3-bpfcc and run "
+                              "with /usr/bin/python3 (or a venv made with "
+                              "--system-site-packages)") from None
+        try:
+            self.bpf = BPF(src_file=BPF_SOURCE.encode(), cflags=cflags(self.plan))
+        except Exception as e:  # bcc raises bare Exception on compile errors
+            raise TracerError("bcc could not compile the BPF program: %s"
+                              % str(e).splitlines()[0]) from None
+        self._configure()
+        self._attach()
+        self.bpf["events"].open_ring_buffer(self._on_event)
+
+    def _configure(self):
+        conf = self.bpf["config"]
+        c = conf[0]
+        c.follow = 1 if self.follow else 0
+        c.all_files = 1 if self.all_files else 0
+        c.ino = self.ino
+        c.ndevs = len(self.devs)
+        for i, d in enumerate(self.devs):
+            c.devs[i] = d
+        conf[0] = c
+
+    def _attach(self):
+        for hook in self.plan["hooks"]:
+            if hook["status"] != "attach" or hook["kind"] == "tracepoint":
+                continue  # tracepoints attach themselves (TRACEPOINT_PROBE)
+            name = hook["hook"]
+            if name == "do_wp_page":
+                fn = "wp_entry" if hook["kind"] == "kprobe" else "wp_return"
+            elif name == "file_update_time":
+                fn = "ftu_entry"
+            elif name == "wp_pfn_shared":
+                # Where it is a symbol, the handler probe inside it already
+                # tells the pfn path; attaching it adds nothing we record.
+                continue
+            else:
+                fn = "handler_entry" if hook["kind"] == "kprobe" else "handler_return"
+            try:
+                if hook["kind"] == "kprobe":
+                    self.bpf.attach_kprobe(event=name.encode(), fn_name=fn.encode())
+                else:
+                    self.bpf.attach_kretprobe(event=name.encode(), fn_name=fn.encode(),
+                                              maxactive=64)
+            except Exception as e:
+                hook["status"] = "missing"
+                hook["why"] = "attach failed: %s" % str(e).splitlines()[0]
+                continue
+            self.attached.append((hook["kind"], name))
+        if ("kprobe", "do_wp_page") not in self.attached:
+            raise TracerError("could not attach do_wp_page: %s"
+                              % next(h["why"] for h in self.plan["hooks"]
+                                     if h["hook"] == "do_wp_page"))
+
+    def follow_pid(self, pid):
+        self.bpf["traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def _on_event(self, ctx, data, size):
+        # Copy out only: decoding happens in bulk, off the BPF callback path.
+        self._batch.append(ctypes.string_at(data, size))
+
+    def poll(self, timeout_ms=POLL_MS):
+        """Raw events that arrived, as one bytes object (whole events)."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+        # Events submitted without a wakeup are there too: consume them.
+        self.bpf.ring_buffer_consume()
+        batch, self._batch = self._batch, []
+        return b"".join(batch)
+
+    def lost(self):
+        """Events the kernel could not hand over, per CPU."""
+        return [int(v) for v in self.bpf["lost"][0]]
+
+    def close(self):
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+

@@ -1,0 +1,250 @@
+"""Human view of an Analysis: rich tables.
+
+render(console, analysis, events=False) prints, in order: the summary, the
+probe plan, the per-file table, the per-process table, the handler latency
+histogram (bcc print_log2_hist style) and, with events=True, every write
+fault.
+"""
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from pfntrace import correlate
+from pfntrace.views import export
+
+VERDICT_STYLE = {
+    "UPDATED": "green",
+    "CURRENT": "cyan",
+    "MISSED": "bold red",
+    "NO_NOTIFIER": "bold magenta",
+    "UNKNOWN": "yellow",
+}
+
+
+def _n(v):
+    return "-" if v is None else str(v)
+
+
+def fmt_duration(ns):
+    if ns is None:
+        return "-"
+    if ns < 1_000:
+        return "%d ns" % ns
+    if ns < 1_000_000:
+        return "%.1f us" % (ns / 1e3)
+    if ns < 1_000_000_000:
+        return "%.1f ms" % (ns / 1e6)
+    return "%.3f s" % (ns / 1e9)
+
+
+def fmt_rel(an, ts):
+    if ts is None or an.first_ts is None:
+        return "-"
+    return "+%.3fs" % ((ts - an.first_ts) / 1e9)
+
+
+def verdict_text(counts, keys=("UPDATED", "CURRENT", "MISSED", "NO_NOTIFIER", "UNKNOWN")):
+    """'UPDATED 3  CURRENT 1  MISSED 2' with MISSED in bold red; zeros left
+    out ('-' when all are)."""
+    t = Text()
+    for k in keys:
+        n = counts.get(k, 0)
+        if not n:
+            continue
+        if len(t):
+            t.append("  ")
+        t.append("%s %d" % (k, n), style=VERDICT_STYLE[k])
+    return t if len(t) else Text("-")
+
+
+def _verdict_cell(name, n):
+    if not n:
+        return Text("0")
+    return Text(str(n), style=VERDICT_STYLE[name])
+
+
+def summary_table(an, source=None):
+    s = an.summary()
+    t = Table(title="pfntrace report", box=box.SIMPLE, show_header=False,
+              title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    if source:
+        t.add_row("recording", source)
+    t.add_row("kernel", _n(s["kernel"]))
+    if s.get("command"):
+        cmd = s["command"]
+        t.add_row("command", " ".join(cmd) if isinstance(cmd, (list, tuple)) else str(cmd))
+    t.add_row("duration", fmt_duration(s["duration_ns"]))
+    if s.get("exit_code") is not None:
+        t.add_row("exit code", str(s["exit_code"]))
+    t.add_row("events", "%d (%s)" % (s["events"], ", ".join(
+        "%s %d" % (k, v) for k, v in s["event_counts"].items() if v) or "none"))
+    t.add_row("write faults", "%d: pfn_mkwrite %d, page_mkwrite %d, pmd %d, "
+              "first-touch %d, no notifier %d" % (
+                  s["write_faults"], s["pfn_mkwrite"], s["page_mkwrite"], s["pmd"],
+                  s["first_touch"], s["no_notifier"]))
+    t.add_row("verdicts", verdict_text(s["verdicts"]))
+    t.add_row("other", "reads %d, retries %d, PMD fallbacks %d, do_wp_page %d, "
+              "MAP_SYNC %d, re-protects %d (%d pages)" % (
+                  s["reads"], s["retries"], s["huge_fault_fallbacks"], s["wp_entries"],
+                  s["map_sync"], s["reprotects"], s["reprotect_pages"]))
+    t.add_row("fs_dax tracepoints", "pte %d, pmd %d, write %d" % (
+        s["dax_pte_faults"], s["dax_pmd_faults"], s["dax_write_faults"]))
+    lost = Text(str(s["lost"]), style="bold red" if s["lost"] else None)
+    if s["lost"]:
+        lost.append(" (per CPU: %s)" % ", ".join(str(x) for x in s["lost_per_cpu"]))
+    t.add_row("lost events", lost)
+    if s["truncated"]:
+        t.add_row("truncated", Text("yes: %s" % (s["truncation_reason"] or "?"),
+                                    style="bold yellow"))
+    if s.get("filter"):
+        t.add_row("filter", s["filter"])
+    return t
+
+
+def plan_table(an):
+    plan = an.header.get("plan") or {}
+    hooks = plan.get("hooks") if isinstance(plan, dict) else None
+    t = Table(title="probe plan", box=box.SIMPLE, title_justify="left")
+    t.add_column("hook")
+    t.add_column("status")
+    if isinstance(hooks, list):
+        merged = {}
+        for h in hooks:
+            if not isinstance(h, dict):
+                continue
+            name = h.get("hook") or h.get("name") or "?"
+            st = str(h.get("status", "?"))
+            merged.setdefault(name, [])
+            if st not in merged[name]:
+                merged[name].append(st)
+        for name, sts in merged.items():
+            st = "/".join(sts)
+            style = "green" if st == "attach" else ("yellow" if "missing" in st else None)
+            t.add_row(name, Text(st, style=style))
+    elif isinstance(hooks, dict):
+        for name, st in hooks.items():
+            t.add_row(str(name), str(st))
+    for key in ("huge_fault_arg_is_order",):
+        if isinstance(plan, dict) and key in plan:
+            t.add_row(key, str(plan[key]))
+    return t
+
+
+def files_table(an):
+    t = Table(title="files", box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1),
+              collapse_padding=True,
+              pad_edge=False)
+    for name, just in (("file", "left"), ("writes", "right"), ("pfn_mkw", "right"),
+                       ("page_mkw", "right"), ("pmd", "right"), ("1st", "right"),
+                       ("sync", "right"), ("reprot", "right"), ("updated", "right"),
+                       ("current", "right"), ("MISSED", "right"), ("no_notif", "right"),
+                       ("first", "right"), ("last", "right"), ("final mtime", "left")):
+        if name == "file":
+            t.add_column(name, justify=just, min_width=12, overflow="fold")
+        else:
+            t.add_column(name, justify=just, no_wrap=True,
+                         min_width=18 if name == "final mtime" else None)
+    for f in an.files:
+        k = f.kinds
+        path = Text(f.path)
+        if f.deleted:
+            path.append(" (deleted)", style="yellow")
+        if f.external:
+            path.append(" (timestamps set externally)", style="yellow")
+        if f.deleted:
+            final = Text("deleted", style="yellow")
+        elif f.final_mtime is not None:
+            final = Text("%s %s" % (f.final_cmp or "?",
+                                    correlate.fmt_wall(f.final_mtime)[11:23]))
+        else:
+            final = Text("-")
+        v = f.verdicts
+        t.add_row(path, str(f.write_faults), str(k[correlate.K_PFN]),
+                  str(k[correlate.K_PAGE]), str(k[correlate.K_PMD]),
+                  str(k[correlate.K_FAULT]), str(f.map_sync), str(f.reprotects),
+                  _verdict_cell("UPDATED", v[correlate.V_UPDATED]),
+                  _verdict_cell("CURRENT", v[correlate.V_CURRENT]),
+                  _verdict_cell("MISSED", v[correlate.V_MISSED]),
+                  _verdict_cell("NO_NOTIFIER", v[correlate.V_NO_NOTIFIER]),
+                  fmt_rel(an, f.first_ts), fmt_rel(an, f.last_fault_ts), final)
+    return t
+
+
+def processes_table(an):
+    t = Table(title="processes", box=box.SIMPLE_HEAD, title_justify="left")
+    for name, just in (("pid", "right"), ("comm", "left"), ("writes", "right"),
+                       ("reads", "right"), ("files", "right"), ("verdicts", "left")):
+        t.add_column(name, justify=just)
+    for p in an.processes:
+        t.add_row(str(p.pid), p.comm, str(p.write_faults), str(p.reads),
+                  str(len(p.files)), verdict_text(p.verdict_counts()))
+    return t
+
+
+def latency_text(an, width=40):
+    """bcc print_log2_hist style: 'nsecs : count distribution'."""
+    rows = export.latency_rows(an)
+    out = ["handler latency of write faults (log2 histogram)"]
+    if not rows:
+        out.append("  (no handler write faults)")
+        return Text("\n".join(out))
+    top = max(r["count"] for r in rows) or 1
+    hw = max(len(str(r["high"])) for r in rows)
+    hw = max(hw, 10)
+    out.append("%*s : count     distribution" % (hw * 2 + 4, "nsecs"))
+    for r in rows:
+        stars = int(r["count"] * width / top)
+        out.append("%*d -> %-*d : %-8d |%-*s|" % (
+            hw, r["low"], hw, r["high"], r["count"], width, "*" * stars))
+    return Text("\n".join(out))
+
+
+def events_table(an):
+    t = Table(title="write faults", box=box.SIMPLE_HEAD, title_justify="left",
+              collapse_padding=True, pad_edge=False)
+    for name, just in (("time", "right"), ("pid", "right"), ("tid", "right"),
+                       ("comm", "left"), ("file", "left"), ("page", "right"),
+                       ("kind", "left"), ("verdict", "left"), ("latency", "right"),
+                       ("ftu", "right"), ("detail", "left")):
+        if name == "detail":
+            t.add_column(name, justify=just, min_width=36, ratio=1)
+        elif name == "file":
+            t.add_column(name, justify=just, overflow="fold", min_width=8)
+        else:
+            t.add_column(name, justify=just, no_wrap=True)
+    for f in an.faults:
+        t.add_row(fmt_rel(an, f.ts), str(f.pid), str(f.tid), f.comm, f.path,
+                  str(f.pgoff), f.kind, Text(f.verdict, style=VERDICT_STYLE[f.verdict]),
+                  fmt_duration(f.latency), str(f.ftu_calls), f.detail)
+    return t
+
+
+def events_lines(an):
+    """The write faults as two lines each, for narrow consoles."""
+    out = Text()
+    out.append("write faults\n", style="italic")
+    for f in an.faults:
+        out.append("%s pid %d/%d %s %s page %d %s " % (
+            fmt_rel(an, f.ts), f.pid, f.tid, f.comm, f.path, f.pgoff, f.kind))
+        out.append(f.verdict, style=VERDICT_STYLE[f.verdict])
+        out.append(" %s ftu %d\n    %s\n" % (fmt_duration(f.latency), f.ftu_calls, f.detail))
+    return out
+
+
+def render(console, an, events=False, source=None):
+    console.print(summary_table(an, source))
+    if an.header.get("plan"):
+        console.print(plan_table(an))
+    console.print(files_table(an))
+    console.print(processes_table(an))
+    console.print(latency_text(an))
+    if events:
+        if not an.faults_kept:
+            console.print("(write faults were not kept)")
+        elif console.width < 120:
+            console.print(events_lines(an), overflow="fold")
+        else:
+            console.print(events_table(an))

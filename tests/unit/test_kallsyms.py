@@ -1,0 +1,66 @@
+"""/proc/kallsyms parsing, over an excerpt captured on the 6.18 host."""
+
+import os
+import re
+
+import pytest
+
+from pfntrace.kernel.kallsyms import Kallsyms, KallsymsError
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+CAPTURED = os.path.join(DATA, "kallsyms-6.18.txt")
+
+
+@pytest.fixture
+def kallsyms():
+    return Kallsyms.load(CAPTURED)
+
+
+def test_names_addresses_and_modules(kallsyms):
+    assert "do_wp_page" in kallsyms
+    assert "wp_pfn_shared" not in kallsyms  # inlined into do_wp_page
+    assert kallsyms.address("do_wp_page") == 0xFFFFFFFF815E2F50
+    assert kallsyms.address("wp_pfn_shared") is None
+    assert kallsyms.module("ftrace_trampoline") == "__builtin__ftrace"
+    assert kallsyms.module("do_wp_page") is None
+    assert not kallsyms.addresses_hidden
+
+
+def test_resolve(kallsyms):
+    assert kallsyms.resolve(0xFFFFFFFF815E2F50) == "do_wp_page"
+    assert kallsyms.resolve(0xFFFFFFFF815E2F50 + 0x42) == "do_wp_page+0x42"
+    assert kallsyms.resolve(0xFFFFFFFF817A8E30) == "ext4_dax_fault"
+    assert kallsyms.resolve(0x1000) == "0x1000"
+
+
+def test_first_of_repeated_static_names_wins():
+    text = ("ffffffff81000100 t helper\nffffffff81000200 t helper\n"
+            "ffffffffc0001000 t ext4_dax_fault\t[ext4]\n")
+    kallsyms = Kallsyms(text)
+    assert kallsyms.address("helper") == 0xFFFFFFFF81000100
+    assert kallsyms.module("ext4_dax_fault") == "ext4"
+
+
+def test_zero_addresses_are_detected():
+    # What a non-root reader sees with kptr_restrict.
+    with open(CAPTURED) as f:
+        hidden = re.sub(r"^[0-9a-f]+", "0" * 16, f.read(), flags=re.M)
+    kallsyms = Kallsyms(hidden, source="hidden")
+    assert kallsyms.addresses_hidden
+    assert "do_wp_page" in kallsyms
+    with pytest.raises(KallsymsError, match="zero addresses"):
+        kallsyms.resolve(0xFFFFFFFF815E2F50)
+
+
+def test_bad_input_is_one_line_error(tmp_path):
+    with pytest.raises(KallsymsError, match="line 2 is not a kallsyms line"):
+        Kallsyms("ffffffff81000000 T _text\nnot kallsyms at all\n")
+    with pytest.raises(KallsymsError, match="cannot read"):
+        Kallsyms.load(str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/kallsyms"), reason="no /proc/kallsyms")
+def test_host_kallsyms_loads():
+    kallsyms = Kallsyms.load()
+    assert len(kallsyms) > 1000
+    assert "do_wp_page" in kallsyms

@@ -1,0 +1,174 @@
+"""bpf_defines over synthetic kernels (one per timestamp layout) and over the
+real BTF of this host and of the two lab kernels."""
+
+import lzma
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from test_btf import HOST_BTF, BtfBuilder
+
+from pfntrace.kernel.btf import Btf
+from pfntrace.kernel.offsets import OffsetError, bpf_defines
+
+NSEC = 1  # marker: the timestamp is a timespec64
+
+
+def synthetic_kernel(timestamps, page_entry_size=False, drop=None):
+    """A BTF with every struct bpf_defines reads.
+
+    timestamps: [(member name, byte offset, NSEC)] for timespec64 members or
+    [(member name, byte offset, size)] for plain integers.  drop removes one
+    (struct, member) to test the error.
+    """
+    b = BtfBuilder()
+    u64 = b.int("long unsigned int", 8)
+    s64 = b.int("long long int", 8, signed=True)
+    u32 = b.int("unsigned int", 4)
+    long_ = b.int("long int", 8, signed=True)
+    ptr = b.ptr()
+    timespec64 = b.struct("timespec64", 16, [("tv_sec", s64, 0), ("tv_nsec", long_, 64)])
+
+    def members(*fields):
+        return [(name, typ, off * 8) for name, typ, off in fields if drop != name]
+
+    head = b.struct("", 40, members(("vma", ptr, 0), ("gfp_mask", u32, 8), ("pgoff", u64, 16),
+                                    ("address", u64, 24), ("real_address", u64, 32)))
+    b.struct("vm_fault", 48, [("", b.const(head), 0)] + members(("flags", u32, 40)))
+    flags = b.struct("", 8, members(("vm_flags", u64, 0), ("__vm_flags", u64, 0)), union=True)
+    b.struct("vm_area_struct", 136, members(("vm_start", u64, 0), ("vm_ops", ptr, 72),
+                                            ("vm_file", ptr, 88)) + [("", flags, 32 * 8)])
+    b.struct("vm_operations_struct", 96, members(
+        ("fault", ptr, 40), ("huge_fault", ptr, 48), ("page_mkwrite", ptr, 72),
+        ("pfn_mkwrite", ptr, 80)))
+    b.struct("file", 64, members(("f_inode", ptr, 32)))
+    stamp_members = [(name, timespec64 if kind == NSEC else (u32 if kind == 4 else s64), off)
+                     for name, off, kind in timestamps]
+    b.struct("inode", 256, members(("i_flags", u32, 12), ("i_sb", ptr, 40), ("i_ino", u64, 64),
+                                   *stamp_members))
+    b.struct("super_block", 64, members(("s_dev", u32, 16)))
+    if page_entry_size:
+        b.enum("page_entry_size", [("PE_SIZE_PTE", 0), ("PE_SIZE_PMD", 1), ("PE_SIZE_PUD", 2)])
+    return Btf(b.build())
+
+
+def stamps(defines):
+    return tuple(defines["INODE_%s" % k] for k in
+                 ("MTIME_SEC", "MTIME_NSEC", "CTIME_SEC", "CTIME_NSEC"))
+
+
+def test_6_1_layout_i_mtime_timespec64_and_page_entry_size():
+    btf = synthetic_kernel([("i_mtime", 104, NSEC), ("i_ctime", 120, NSEC)],
+                           page_entry_size=True)
+    defines = bpf_defines(btf)
+    assert stamps(defines) == (104, 112, 120, 128)
+    assert defines["HUGE_FAULT_ARG_IS_ORDER"] == 0
+
+
+def test_6_6_layout_i_mtime_and___i_ctime():
+    btf = synthetic_kernel([("i_mtime", 96, NSEC), ("__i_ctime", 112, NSEC)])
+    defines = bpf_defines(btf)
+    assert stamps(defines) == (96, 104, 112, 120)
+    assert defines["HUGE_FAULT_ARG_IS_ORDER"] == 1
+
+
+def test_6_7_layout___i_mtime_and___i_ctime():
+    btf = synthetic_kernel([("__i_atime", 80, NSEC), ("__i_mtime", 96, NSEC),
+                            ("__i_ctime", 112, NSEC)])
+    assert stamps(bpf_defines(btf)) == (96, 104, 112, 120)
+
+
+def test_6_11_layout_split_sec_and_nsec():
+    btf = synthetic_kernel([("i_atime_sec", 88, 8), ("i_mtime_sec", 96, 8),
+                            ("i_ctime_sec", 104, 8), ("i_atime_nsec", 112, 4),
+                            ("i_mtime_nsec", 116, 4), ("i_ctime_nsec", 120, 4)])
+    assert stamps(bpf_defines(btf)) == (96, 116, 104, 120)
+
+
+def test_fixed_fields_through_anonymous_members():
+    defines = bpf_defines(synthetic_kernel([("i_mtime_sec", 96, 8), ("i_mtime_nsec", 116, 4),
+                                            ("i_ctime_sec", 104, 8), ("i_ctime_nsec", 120, 4)]))
+    assert defines["VMF_VMA"] == 0 and defines["VMF_PGOFF"] == 16
+    assert defines["VMF_ADDRESS"] == 24 and defines["VMF_FLAGS"] == 40
+    assert defines["VMA_VM_FLAGS"] == 32 and defines["VMA_VM_FILE"] == 88
+    assert defines["VMOPS_PFN_MKWRITE"] == 80 and defines["SB_S_DEV"] == 16
+
+
+def test_missing_member_names_struct_and_member():
+    btf = synthetic_kernel([("i_mtime", 104, NSEC), ("i_ctime", 120, NSEC)], drop="vm_file")
+    with pytest.raises(OffsetError, match="struct vm_area_struct has no member vm_file"):
+        bpf_defines(btf)
+
+
+def test_missing_timestamps_name_what_was_tried():
+    btf = synthetic_kernel([("i_mtime", 104, NSEC)])
+    with pytest.raises(OffsetError, match="ctime members i_ctime_sec, __i_ctime, i_ctime"):
+        bpf_defines(btf)
+
+
+@pytest.mark.skipif(not os.path.exists(HOST_BTF), reason="no %s" % HOST_BTF)
+def test_host_defines():
+    if not os.uname().release.startswith("6.18."):
+        pytest.skip("expected values are for 6.18")
+    defines = bpf_defines(Btf.load(HOST_BTF))
+    assert defines["VMA_VM_FILE"] == 88
+    assert stamps(defines) == (96, 116, 104, 120)
+    assert defines["HUGE_FAULT_ARG_IS_ORDER"] == 1
+
+
+# The lab kernels' BTF, extracted from the Debian bzImages the lab boots.  By
+# hand this was:
+#   python3 -c 'read setup_sects at 0x1f1, payload_offset/length at 0x248'
+#     -> payload (6.1: xz, 6.12: zstd); xz -dc / zstd -dcq > vmlinux
+#   objcopy -O binary --only-section=.BTF vmlinux btf
+# The test does the same in Python (Btf reads .BTF from the ELF itself).
+LAB_KERNELS = {
+    "6.1.0-56-amd64": {
+        "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
+        "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 96, "VMA_VM_FILE": 112,
+        "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_PAGE_MKWRITE": 72,
+        "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 32, "INODE_I_INO": 64, "INODE_I_SB": 40,
+        "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 104, "INODE_MTIME_NSEC": 112,
+        "INODE_CTIME_SEC": 120, "INODE_CTIME_NSEC": 128, "HUGE_FAULT_ARG_IS_ORDER": 0,
+    },
+    "6.12.117+deb12-amd64": {
+        "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
+        "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 112, "VMA_VM_FILE": 128,
+        "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_PAGE_MKWRITE": 72,
+        "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 40, "INODE_I_INO": 64, "INODE_I_SB": 40,
+        "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
+        "INODE_CTIME_SEC": 104, "INODE_CTIME_NSEC": 120, "HUGE_FAULT_ARG_IS_ORDER": 1,
+    },
+}
+
+
+def vmlinux_from_bzimage(path):
+    """The uncompressed vmlinux ELF inside a bzImage, or skip."""
+    with open(path, "rb") as f:
+        image = f.read()
+    setup_sects = image[0x1F1] or 4
+    offset, length = struct.unpack_from("<II", image, 0x248)
+    start = (setup_sects + 1) * 512 + offset
+    payload = image[start:start + length]
+    if payload.startswith(b"\xfd7zXZ"):
+        # The kernel appends the uncompressed size: stop at the end of stream.
+        return lzma.LZMADecompressor().decompress(payload)
+    if payload.startswith(b"\x28\xb5\x2f\xfd"):
+        if not shutil.which("zstd"):
+            pytest.skip("no zstd to decompress %s" % path)
+        # zstd complains about the same trailing size but writes the image.
+        return subprocess.run(["zstd", "-dcq"], input=payload, capture_output=True).stdout
+    pytest.skip("unknown payload compression in %s" % path)
+
+
+@pytest.mark.parametrize("release", sorted(LAB_KERNELS))
+def test_lab_kernel_defines(release, tmp_path):
+    image = "/boot/vmlinuz-%s" % release
+    if not os.path.exists(image):
+        pytest.skip("no %s" % image)
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(vmlinux_from_bzimage(image))
+    assert bpf_defines(Btf.load(str(vmlinux))) == LAB_KERNELS[release]

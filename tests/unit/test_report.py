@@ -1,0 +1,325 @@
+"""pfntrace report: rich text (golden), JSON contract, CSV tables, CLI errors."""
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from pfntrace import correlate, layout
+from pfntrace.cli import main
+from pfntrace.findings import findings
+from pfntrace.recording import Recording, RecordingWriter
+from pfntrace.recording import format as recfmt
+from pfntrace.views import export, report
+
+C = layout.const
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+DEV = (259 << 20) | 3
+IN_WP, DAX = C("PFT_F_IN_WP"), C("PFT_F_INODE_DAX")
+R_PFN = C("PFT_ROLE_PFN_MKWRITE")
+EXT4 = C("PFT_ROLE_FAULT") | C("PFT_ROLE_PAGE_MKWRITE") | R_PFN
+
+HEADER = {
+    "kernel": "6.12.117+deb12-amd64",
+    "command": ["./writer", "/mnt/dax/f"],
+    "clock": {"realtime_minus_monotonic_ns": T0, "tick_ns": 4_000_000},
+    "plan": {"huge_fault_arg_is_order": True, "hooks": [
+        {"hook": "do_wp_page", "kind": "kprobe", "status": "attach", "why": ""},
+        {"hook": "do_wp_page", "kind": "kretprobe", "status": "attach", "why": ""},
+        {"hook": "ext4_dax_fault", "kind": "kprobe", "status": "attach", "why": ""},
+        {"hook": "xfs_filemap_pfn_mkwrite", "kind": "kprobe", "status": "missing",
+         "why": "not loaded"},
+    ]},
+}
+META = {"files": {"259:3:12": {"path": "/mnt/dax/f"}, "259:3:13": {"path": "/mnt/dax/g"}},
+        "procs": {"100": {"comm": "writer", "cmdline": "./writer /mnt/dax/f"}},
+        "clock_samples": [[0, T0]]}
+
+
+def _ts(ns):
+    s, n = divmod(ns, NS)
+    return s, n
+
+
+def fault(ts, before, after, ino=12, pgoff=0, pid=100, comm="writer", dur=3000, **kw):
+    (s0, n0), (s1, n1) = _ts(before), _ts(after)
+    fields = dict(type=C("PFT_EV_HANDLER"), ts_ns=ts, duration_ns=dur,
+                  dev=DEV, ino=ino, pgoff=pgoff, pid=pid, tid=pid, comm=comm,
+                  roles=EXT4, flags=IN_WP | DAX, fault_flags=3,
+                  mtime_sec=[s0, s1], mtime_nsec=[n0, n1],
+                  ctime_sec=[s0, s1], ctime_nsec=[n0, n1], ftu_calls=int(before != after))
+    fields.update(kw)
+    return layout.encode(**fields)
+
+
+def stream():
+    t1 = T0 + 1 * NS
+    return [
+        fault(1 * NS, T0, t1, pgoff=0),                        # UPDATED
+        fault(1 * NS + 5000, t1, t1, pgoff=1, dur=9000),       # CURRENT (same tick)
+        fault(3 * NS, t1, t1, pgoff=2, dur=1500),              # MISSED
+        layout.encode(type=C("PFT_EV_WP"), ts_ns=4 * NS, dev=DEV, ino=13,
+                      pgoff=5, pid=200, tid=200, comm="other",
+                      vm_flags=C("PFT_VM_SHARED") | C("PFT_VM_MIXEDMAP")),  # NO_NOTIFIER
+        layout.encode(type=C("PFT_EV_DAX_WRITEBACK"), ts_ns=5 * NS, dev=DEV, ino=12,
+                      arg=3, pid=100, tid=100, comm="writer"),
+        layout.encode(type=C("PFT_EV_DAX_FAULT"), ts_ns=1 * NS, dev=DEV, ino=12,
+                      fault_flags=3, pid=100, tid=100, comm="writer"),
+    ]
+
+
+def write_recording(path, events=None, trailer=None):
+    w = RecordingWriter.create(path, HEADER)
+    w.add_meta(META)
+    w.add_events(b"".join(stream() if events is None else events))
+    w.set_lost([0, 2])
+    w.close(trailer if trailer is not None else {
+        "duration_ns": 6 * NS, "exit_code": 0,
+        "statx": {"259:3:12": {"path": "/mnt/dax/f", "exists": True,
+                               "mtime_ns": T0 + NS, "ctime_ns": T0 + NS},
+                  "259:3:13": {"path": "/mnt/dax/g", "exists": False}}})
+    return path
+
+
+@pytest.fixture
+def rec_path(tmp_path):
+    return write_recording(tmp_path / "run.pft")
+
+
+@pytest.fixture
+def analysis(rec_path):
+    with Recording.open(rec_path) as rec:
+        return correlate.analyse(rec)
+
+
+GOLDEN = """\
+pfntrace report
+
+  recording            run.pft
+  kernel               6.12.117+deb12-amd64
+  command              ./writer /mnt/dax/f
+  duration             6.000 s
+  exit code            0
+  events               6 (WP 1, HANDLER 3, DAX_FAULT 1, DAX_WRITEBACK 1)
+  write faults         4: pfn_mkwrite 3, page_mkwrite 0, pmd 0, first-touch 0, no notifier 1
+  verdicts             UPDATED 1  CURRENT 1  MISSED 1  NO_NOTIFIER 1
+  other                reads 0, retries 0, PMD fallbacks 0, do_wp_page 1, MAP_SYNC 0, re-protects 1 (3 pages)
+  fs_dax tracepoints   pte 1, pmd 0, write 1
+  lost events          2 (per CPU: 0, 2)
+
+probe plan
+
+  hook                      status
+ ───────────────────────────────────
+  do_wp_page                attach
+  ext4_dax_fault            attach
+  xfs_filemap_pfn_mkwrite   missing
+  huge_fault_arg_is_order   True
+
+files
+
+ file           writes  pfn_mkw  page_mkw  pmd  1st  sync  reprot  updated  current  MISSED  no_notif    first     last  final mtime
+ ───────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
+ /mnt/dax/f          3        3         0    0    0     0       1        1        1       1         0  +0.000s  +2.000s  equal 22:13:21.000
+ /mnt/dax/g          1        0         0    0    0     0       0        0        0       0         1  +3.000s  +3.000s  deleted
+ (deleted)
+
+processes
+
+  pid   comm     writes   reads   files   verdicts
+ ────────────────────────────────────────────────────────────────────────
+  100   writer        3       0       1   UPDATED 1  CURRENT 1  MISSED 1
+  200   other         1       0       1   NO_NOTIFIER 1
+
+handler latency of write faults (log2 histogram)
+                   nsecs : count     distribution
+      1024 -> 2047       : 1        |****************************************|
+      2048 -> 4095       : 1        |****************************************|
+      4096 -> 8191       : 0        |                                        |
+      8192 -> 16383      : 1        |****************************************|
+write faults
+
+    time  pid  tid  comm    file        page  kind         verdict      latency  ftu  detail
+ ──────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
+ +0.000s  100  100  writer  /mnt/dax/f     0  pfn_mkwrite  UPDATED       3.0 us    1  mtime 2023-11-14 22:13:20.000000000 -> 2023-11-14
+                                                                                      22:13:21.000000000
+ +0.000s  100  100  writer  /mnt/dax/f     1  pfn_mkwrite  CURRENT       9.0 us    0  mtime 2023-11-14 22:13:21.000000000 already current
+                                                                                      at the fault (2023-11-14 22:13:21.000005000)
+ +2.000s  100  100  writer  /mnt/dax/f     2  pfn_mkwrite  MISSED        1.5 us    0  mtime stayed at 2023-11-14 22:13:21.000000000, 2.000
+                                                                                      s before the fault (2023-11-14 22:13:23.000000000),
+                                                                                      file_update_time not called
+ +3.000s  200  200  other   /mnt/dax/g     5  no_notifier  NO_NOTIFIER     0 ns    0  made writable without ->pfn_mkwrite: the filesystem
+                                                                                      was not told
+
+"""
+
+
+def test_golden_text(analysis):
+    console = Console(record=True, width=140, color_system=None, force_terminal=False,
+                      file=io.StringIO())
+    report.render(console, analysis, events=True, source="run.pft")
+    text = console.export_text()
+    got = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    assert got == GOLDEN
+
+
+def test_missed_is_bold_red(analysis):
+    console = Console(record=True, width=140, force_terminal=True, color_system="standard",
+                      file=io.StringIO())
+    console.print(report.files_table(analysis))
+    styled = console.export_text(styles=True)
+    assert re.search(r"\x1b\[1;31m *1\x1b\[0m", styled)
+
+
+def test_json_contract(analysis):
+    doc = json.loads(export.to_json(analysis))
+    s = doc["summary"]
+    for k in ("write_faults", "pfn_mkwrite", "page_mkwrite", "lost", "verdicts"):
+        assert k in s
+    assert s["write_faults"] == 4 and s["pfn_mkwrite"] == 3 and s["lost"] == 2
+    assert s["verdicts"] == {"UPDATED": 1, "CURRENT": 1, "MISSED": 1, "NO_NOTIFIER": 1,
+                             "UNKNOWN": 0}
+    assert s["kernel"] == "6.12.117+deb12-amd64" and s["truncated"] is False
+    files = {f["path"]: f for f in doc["files"]}
+    f = files["/mnt/dax/f"]
+    assert (f["dev"], f["ino"], f["write_faults"], f["pfn_mkwrite"]) == ("259:3", 12, 3, 3)
+    assert f["verdicts"]["MISSED"] == 1 and f["final_vs_last_fault"] == "equal"
+    assert f["reprotects"] == 1 and f["reprotect_pages"] == 3 and f["dax_pte_faults"] == 1
+    assert files["/mnt/dax/g"]["deleted"] is True
+    procs = {p["pid"]: p for p in doc["processes"]}
+    assert procs[100]["write_faults"] == 3 and procs[200]["verdicts"]["NO_NOTIFIER"] == 1
+    assert [b["count"] for b in doc["latency"]["buckets"]] == [1, 1, 0, 1]
+    assert len(doc["findings"]) == 2
+    assert "events" not in doc
+    doc = json.loads(export.to_json(analysis, events=True))
+    assert [e["verdict"] for e in doc["events"]] == ["UPDATED", "CURRENT", "MISSED",
+                                                    "NO_NOTIFIER"]
+
+
+@pytest.mark.parametrize("table,n,first_cols", [
+    ("summary", None, ["key", "value"]),
+    ("files", 2, ["path", "key", "dev", "ino", "write_faults"]),
+    ("processes", 2, ["pid", "comm"]),
+    ("events", 4, ["ts_ns", "kind", "verdict"]),
+    ("latency", 4, ["low", "high", "count"]),
+])
+def test_csv_tables(analysis, table, n, first_cols):
+    out = io.StringIO()
+    export.write_csv(analysis, table, out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0][:len(first_cols)] == first_cols
+    if n is not None:
+        assert len(rows) == n + 1
+    if table == "files":
+        assert "MISSED" in rows[0] and "UPDATED" in rows[0]
+    if table == "summary":
+        d = dict(rows[1:])
+        assert d["write_faults"] == "4" and d["MISSED"] == "1"
+
+
+def test_findings_lines(analysis):
+    lines = findings(analysis)
+    assert lines[0].startswith("MISSED /mnt/dax/f page 2 pid 100 (writer): mtime stayed at "
+                               "2023-11-14 22:13:21.000000000")
+    assert lines[1].startswith("NO_NOTIFIER /mnt/dax/g page 5 pid 200 (other):")
+
+
+# -- CLI --------------------------------------------------------------------
+
+def cli(*args):
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:          # click >= 8.2 always separates stderr
+        runner = CliRunner()
+    return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def test_cli_text(rec_path):
+    r = cli("report", str(rec_path))
+    assert r.exit_code == 0, r.stderr
+    assert "pfntrace report" in r.stdout and "/mnt/dax/f" in r.stdout
+    assert r.stderr == ""
+
+
+def test_cli_json_and_filters(rec_path):
+    r = cli("report", str(rec_path), "--json", "--pid", "100", "--events")
+    doc = json.loads(r.stdout)
+    assert doc["summary"]["write_faults"] == 3 and len(doc["events"]) == 3
+    r = cli("report", str(rec_path), "--json", "--verdict", "missed")
+    assert json.loads(r.stdout)["summary"]["verdicts"]["MISSED"] == 1
+    assert json.loads(r.stdout)["summary"]["write_faults"] == 1
+    r = cli("report", str(rec_path), "--json", "--file", "/g")
+    assert [f["path"] for f in json.loads(r.stdout)["files"]] == ["/mnt/dax/g"]
+    r = cli("report", str(rec_path), "--json", "--comm", "other")
+    assert json.loads(r.stdout)["summary"]["no_notifier"] == 1
+
+
+def test_cli_csv(rec_path):
+    r = cli("report", str(rec_path), "--csv", "events")
+    assert r.exit_code == 0
+    assert r.stdout.splitlines()[0].startswith("ts_ns,kind,verdict")
+    assert len(r.stdout.splitlines()) == 5
+
+
+def _one_line_error(r):
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pfntrace: "), r.stderr
+    return lines[0]
+
+
+def test_cli_missing_file(tmp_path):
+    line = _one_line_error(cli("report", str(tmp_path / "nope.pft")))
+    assert "nope.pft" in line
+
+
+def test_cli_garbage_file(tmp_path):
+    p = tmp_path / "garbage.pft"
+    p.write_bytes(b"this is not a recording at all\n" * 10)
+    line = _one_line_error(cli("report", str(p)))
+    assert "not a pfntrace recording" in line
+
+
+def test_cli_newer_version(tmp_path):
+    p = tmp_path / "new.pft"
+    payload = json.dumps({"format_version": recfmt.FORMAT_VERSION + 1}).encode()
+    p.write_bytes(recfmt.FILE_MAGIC + recfmt.pack_block_header(recfmt.BLOCK_HEADER, 0, payload)
+                  + payload)
+    line = _one_line_error(cli("report", str(p)))
+    assert "newer" in line
+
+
+def test_cli_truncated_warns_and_reports(tmp_path):
+    p = write_recording(tmp_path / "t.pft")
+    data = p.read_bytes()
+    p.write_bytes(data[:-40])                # tear the trailer block
+    r = cli("report", str(p), "--json")
+    assert r.exit_code == 0
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("pfntrace: warning: ") and "truncated" in line
+    doc = json.loads(r.stdout)
+    assert doc["summary"]["truncated"] is True and doc["summary"]["write_faults"] == 4
+
+
+def test_cli_bad_verdict(rec_path):
+    r = cli("report", str(rec_path), "--verdict", "BOGUS")
+    assert r.exit_code == 2 and "BOGUS" in r.stderr
+
+
+def test_cli_json_and_csv_exclusive(rec_path):
+    r = cli("report", str(rec_path), "--json", "--csv", "files")
+    assert r.exit_code == 2
+
+
+def test_narrow_console_lists_events_as_lines(analysis):
+    console = Console(record=True, width=80, color_system=None, file=io.StringIO())
+    report.render(console, analysis, events=True)
+    text = console.export_text()
+    assert "pfn_mkwrite MISSED 1.5 us ftu 0" in text
+    assert "    mtime stayed at 2023-11-14 22:13:21.000000000" in text
