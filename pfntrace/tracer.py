@@ -25,15 +25,21 @@ def kernel_dev(major, minor):
     return (major << 20) | minor
 
 
-def cflags(plan):
-    """The -D/-I flags pfntrace.bpf.c is compiled with for this kernel."""
+def cflags(plan, aggregate=False):
+    """The -D/-I flags pfntrace.bpf.c is compiled with for this kernel.
+
+    aggregate=True builds the in-kernel counters of `pfntrace top` instead of
+    the event stream (-DPFT_AGGREGATE -DPFT_NO_STREAM), without the fs_dax
+    tracepoints, which the counters do not use."""
     offsets = plan.get("offsets")
     if not offsets:
         raise TracerError("cannot compute struct offsets: %s"
                           % plan.get("offsets_error", "no kernel BTF"))
-    flags = ["-I" + BPF_DIR, "-DRINGBUF_PAGES=%d" % RINGBUF_PAGES]
+    flags = ["-I" + BPF_DIR, "-DRINGBUF_PAGES=%d" % (1 if aggregate else RINGBUF_PAGES)]
+    if aggregate:
+        flags += ["-DPFT_AGGREGATE", "-DPFT_NO_STREAM"]
     flags += ["-D%s=%d" % (k, v) for k, v in sorted(offsets.items())]
-    for hook in plan["hooks"]:
+    for hook in ([] if aggregate else plan["hooks"]):
         if hook["kind"] == "tracepoint" and hook["status"] == "attach":
             flags.append("-DHAVE_TP_%s" % hook["hook"].split(":")[1].upper())
     # clang warns about the kernel's own headers (6.12); none of it is ours.
@@ -48,8 +54,9 @@ class Tracer:
     descendants; False traces every task.
     """
 
-    def __init__(self, plan, follow=False, devs=(), ino=0, all_files=False):
+    def __init__(self, plan, follow=False, devs=(), ino=0, all_files=False, aggregate=False):
         self.plan = plan
+        self.aggregate = aggregate  # counters in maps (pfntrace/aggregate.py), no events
         self.follow = follow
         self.devs = list(devs)
         self.ino = ino
@@ -68,13 +75,15 @@ class Tracer:
                               "with /usr/bin/python3 (or a venv made with "
                               "--system-site-packages)") from None
         try:
-            self.bpf = BPF(src_file=BPF_SOURCE.encode(), cflags=cflags(self.plan))
+            self.bpf = BPF(src_file=BPF_SOURCE.encode(),
+                           cflags=cflags(self.plan, aggregate=self.aggregate))
         except Exception as e:  # bcc raises bare Exception on compile errors
             raise TracerError("bcc could not compile the BPF program: %s"
                               % str(e).splitlines()[0]) from None
         self._configure()
         self._attach()
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        if not self.aggregate:
+            self.bpf["events"].open_ring_buffer(self._on_event)
 
     def _configure(self):
         conf = self.bpf["config"]

@@ -41,8 +41,210 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 #define READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
+#ifdef PFT_AGGREGATE
+/* ---- In-kernel aggregation (pfntrace top) -----------------------------------
+ * Every event emit() sees is classified and judged here with the rules of
+ * pfntrace/correlate.py (_analyse), and counted per file, per process and
+ * globally.  With PFT_NO_STREAM nothing goes to the ring buffer at all. */
+#define AGG_FILES 10240
+#define AGG_PROCS 4096
+#if HUGE_FAULT_ARG_IS_ORDER
+#define AGG_PMD_ARG 9
+#define AGG_PUD_ARG 18
+#else
+#define AGG_PMD_ARG 1
+#define AGG_PUD_ARG 2
+#endif
+#define AGG_ROLE_FAULTS (PFT_ROLE_FAULT | PFT_ROLE_HUGE_FAULT)
+/* VM_FAULT_ERROR = OOM | SIGBUS | SIGSEGV | HWPOISON | HWPOISON_LARGE | FALLBACK */
+#define AGG_VM_FAULT_ERROR (0x0001 | 0x0002 | 0x0040 | 0x0010 | 0x0020 | 0x0800)
+#define AGG_NS 1000000000ULL
+
+struct agg_nest {
+	u64 start;
+	u64 end;
+	u64 pgoff;
+};
+
+BPF_ARRAY(aggconfig, struct pft_agg_config, 1);
+BPF_HASH(aggfiles, struct pft_file_key, struct pft_agg_stats, AGG_FILES);
+BPF_HASH(aggprocs, u32, struct pft_proc_stats, AGG_PROCS);
+BPF_PERCPU_ARRAY(aggtotal, struct pft_agg_stats, 1);
+BPF_ARRAY(aggrate, struct pft_rate_slot, PFT_AGG_RATE_SLOTS);
+BPF_PERCPU_ARRAY(aggzero, struct pft_agg_stats, 1);	/* all-zero seeds */
+BPF_PERCPU_ARRAY(aggzproc, struct pft_proc_stats, 1);
+BPF_HASH(aggnest, u32, struct agg_nest, 4096);	/* per tid: last PTE ->huge_fault */
+
+/* Kind of a write fault (correlate.K_*), or -1 when the event is not one. */
+static __always_inline int agg_kind(struct pft_event *ev)
+{
+	if (ev->type == PFT_EV_HANDLER) {
+		if (ev->ret & (PFT_VM_FAULT_RETRY | AGG_VM_FAULT_ERROR))
+			return -1;
+		if (ev->flags & PFT_F_IN_WP) {
+			if (ev->roles & PFT_ROLE_PFN_MKWRITE) {
+				if ((ev->roles & PFT_ROLE_PAGE_MKWRITE) && !(ev->flags & PFT_F_INODE_DAX))
+					return 1;
+				return 0;
+			}
+			if (ev->roles & PFT_ROLE_PAGE_MKWRITE)
+				return 1;
+			return -1;	/* nested handler */
+		}
+		if (!(ev->fault_flags & PFT_FAULT_FLAG_WRITE))
+			return -1;	/* a read fault */
+		if ((ev->roles & PFT_ROLE_HUGE_FAULT) &&
+		    (ev->arg == AGG_PMD_ARG || ev->arg == AGG_PUD_ARG))
+			return 2;
+		if ((ev->fault_flags & PFT_FAULT_FLAG_MKWRITE) || !(ev->roles & AGG_ROLE_FAULTS))
+			return -1;
+		/* First-touch write.  A PTE-size ->huge_fault enclosed by a ->fault
+		 * of the same task at the same pgoff is that same fault. */
+		u32 tid = ev->tid;
+		if (ev->roles & PFT_ROLE_HUGE_FAULT) {
+			struct agg_nest n = {};
+			n.start = ev->ts_ns;
+			n.end = ev->ts_ns + ev->duration_ns;
+			n.pgoff = ev->pgoff;
+			aggnest.update(&tid, &n);
+		} else {
+			struct agg_nest *n = aggnest.lookup(&tid);
+			if (n) {
+				int inner = ev->ts_ns <= n->start &&
+					    n->end <= ev->ts_ns + ev->duration_ns &&
+					    n->pgoff == ev->pgoff;
+				aggnest.delete(&tid);
+				if (inner)
+					return -1;
+			}
+		}
+		return 3;
+	}
+	if (ev->type == PFT_EV_WP) {
+		if (ev->flags & PFT_F_HANDLER_RAN)
+			return -1;
+		if (ev->ret & PFT_VM_FAULT_RETRY)
+			return -1;
+		if ((ev->vm_flags & PFT_VM_SHARED) &&
+		    (ev->vm_flags & (PFT_VM_PFNMAP | PFT_VM_MIXEDMAP)) &&
+		    !(ev->flags & PFT_F_HAS_PFN_MKWRITE) && !(ev->ret & AGG_VM_FAULT_ERROR))
+			return 4;
+	}
+	return -1;
+}
+
+/* Verdict (correlate.V_*) of a write fault of a handler kind. */
+static __always_inline int agg_verdict(struct pft_event *ev, struct pft_agg_config *c)
+{
+	u64 m0 = ev->mtime_sec[0] * AGG_NS + ev->mtime_nsec[0];
+	u64 m1 = ev->mtime_sec[1] * AGG_NS + ev->mtime_nsec[1];
+	u64 c0 = ev->ctime_sec[0] * AGG_NS + (ev->ctime_nsec[0] & 0x7FFFFFFF);
+	u64 c1 = ev->ctime_sec[1] * AGG_NS + (ev->ctime_nsec[1] & 0x7FFFFFFF);
+
+	if (m0 != m1)
+		return c0 != c1 ? 0 : 2;
+	if (c0 != c1)
+		return 2;
+	if (ev->ftu_calls)
+		return 1;
+	s64 tick = 0, tol = 0, off = 0;
+	if (c) {
+		off = c->wall_offset_ns;
+		tick = c->tick_ns;
+		tol = c->tolerance_ns;
+	}
+	if ((s64)m1 >= (s64)ev->ts_ns + off - tick - tol)
+		return 1;
+	if (!(m0 | m1 | c0 | c1))
+		return 4;
+	return 2;
+}
+
+static __always_inline u32 agg_bucket(u64 d)
+{
+	u32 b = d ? bpf_log2l(d) : 0;	/* bit_length(d) */
+	return b > PFT_AGG_LAT_BUCKETS - 1 ? PFT_AGG_LAT_BUCKETS - 1 : b;
+}
+
+static __always_inline void agg_account(struct pft_event *ev)
+{
+	u32 zero = 0;
+	int kind = agg_kind(ev);
+	if (kind < 0 || kind >= PFT_AGG_KINDS)
+		return;
+	struct pft_agg_config *c = aggconfig.lookup(&zero);
+	int verdict = kind == 4 ? 3 : agg_verdict(ev, c);
+	if (verdict < 0 || verdict >= PFT_AGG_VERDICTS)
+		return;
+	u32 b = agg_bucket(ev->duration_ns);
+	int timed = kind != 4;	/* latency is the handler's */
+
+	struct pft_agg_stats *zs = aggzero.lookup(&zero);
+	if (!zs)
+		return;
+	struct pft_file_key key = {};
+	key.ino = ev->ino;
+	key.dev = ev->dev;
+	struct pft_agg_stats *f = aggfiles.lookup_or_try_init(&key, zs);
+	if (f) {
+		__sync_fetch_and_add(&f->kinds[kind], 1);
+		__sync_fetch_and_add(&f->verdicts[verdict], 1);
+		if (timed)
+			__sync_fetch_and_add(&f->lat[b], 1);
+		__sync_fetch_and_add(&f->total, 1);
+		f->last_ts = ev->ts_ns;
+		f->last_pid = ev->pid;
+	} else {
+		u64 *l = lost.lookup(&zero);	/* no ring buffer here: lost = not counted */
+		if (l)
+			*l += 1;
+	}
+
+	struct pft_proc_stats *zp = aggzproc.lookup(&zero);
+	if (!zp)
+		return;
+	u32 pid = ev->pid;
+	struct pft_proc_stats *p = aggprocs.lookup_or_try_init(&pid, zp);
+	if (p) {
+		__sync_fetch_and_add(&p->kinds[kind], 1);
+		__sync_fetch_and_add(&p->verdicts[verdict], 1);
+		__sync_fetch_and_add(&p->total, 1);
+		p->last_ts = ev->ts_ns;
+		__builtin_memcpy(p->comm, ev->comm, sizeof(p->comm));
+	}
+
+	struct pft_agg_stats *t = aggtotal.lookup(&zero);	/* per CPU: no atomics */
+	if (t) {
+		t->kinds[kind] += 1;
+		t->verdicts[verdict] += 1;
+		if (timed)
+			t->lat[b] += 1;
+		t->total += 1;
+		t->last_ts = ev->ts_ns;
+	}
+
+	u64 interval = c && c->interval_ns ? c->interval_ns : AGG_NS;
+	u64 epoch = ev->ts_ns / interval;
+	u32 slot = epoch % PFT_AGG_RATE_SLOTS;
+	struct pft_rate_slot *r = aggrate.lookup(&slot);
+	if (r) {
+		if (r->epoch != epoch) {
+			/* First fault of a new interval here (racy by a few counts
+			 * at the boundary; a rate, not a tally). */
+			r->epoch = epoch;
+			r->count = 0;
+		}
+		__sync_fetch_and_add(&r->count, 1);
+	}
+}
+#endif /* PFT_AGGREGATE */
+
 static __always_inline void emit(struct pft_event *ev)
 {
+#ifdef PFT_AGGREGATE
+	agg_account(ev);
+#endif
+#ifndef PFT_NO_STREAM
 	u32 zero = 0;
 	u64 flags = BPF_RB_NO_WAKEUP;
 	u32 *n = pending.lookup(&zero);
@@ -62,6 +264,7 @@ static __always_inline void emit(struct pft_event *ev)
 		if (l)
 			*l += 1;
 	}
+#endif /* PFT_NO_STREAM */
 }
 
 static __always_inline struct pft_config *cfg(void)

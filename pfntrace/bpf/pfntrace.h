@@ -89,4 +89,58 @@ struct pft_event {
 	char comm[16];
 };
 
+/* ---- In-kernel aggregation (pfntrace top; compiled with -DPFT_AGGREGATE) ----
+ * Per-file, per-process and global counters kept in BPF maps, so a live view
+ * reads a few maps per refresh instead of receiving every event.  The array
+ * lengths are literals (cffi cdef takes no macros there); they must equal
+ * the PFT_AGG_* counts, which pfntrace/aggregate.py asserts. */
+#define PFT_AGG_KINDS      5   /* pfn_mkwrite, page_mkwrite, pmd, fault, no_notifier
+                                  (correlate.KINDS order) */
+#define PFT_AGG_VERDICTS   5   /* UPDATED, CURRENT, MISSED, NO_NOTIFIER, UNKNOWN
+                                  (correlate.VERDICTS order) */
+#define PFT_AGG_LAT_BUCKETS 32 /* [b]: handler durations with bit_length b (ns) */
+#define PFT_AGG_RATE_SLOTS 64  /* ring of per-interval write fault counts */
+
+struct pft_file_key {
+	__u64 ino;
+	__u32 dev;              /* kernel dev_t */
+	__u32 pad;              /* zero */
+};
+
+/* Per file (hash pft_file_key -> this) and global (per-CPU array, [0]). */
+struct pft_agg_stats {
+	__u64 kinds[5];         /* write faults by kind */
+	__u64 verdicts[5];      /* write faults by verdict */
+	__u64 lat[32];          /* log2 histogram of handler duration, ns */
+	__u64 total;            /* write faults */
+	__u64 last_ts;          /* CLOCK_MONOTONIC of the latest write fault */
+	__u32 last_pid;         /* who faulted last: /proc/PID/maps names the file */
+	__u32 pad;
+};
+
+/* Per process (hash: tgid -> this). */
+struct pft_proc_stats {
+	__u64 kinds[5];
+	__u64 verdicts[5];
+	__u64 total;
+	__u64 last_ts;
+	__u64 files;            /* reserved: 0 */
+	char comm[16];
+};
+
+/* One slot of the rate ring: write faults in interval `epoch`
+ * (ts_ns / interval_ns), stored at [epoch % PFT_AGG_RATE_SLOTS]. */
+struct pft_rate_slot {
+	__u64 epoch;
+	__u64 count;
+};
+
+/* Set by user space (array, [0]); the verdict's clock arithmetic. */
+struct pft_agg_config {
+	__s64 wall_offset_ns;   /* CLOCK_REALTIME - CLOCK_MONOTONIC */
+	__u64 tick_ns;          /* one kernel tick: the coarse clock's lag */
+	__u64 tolerance_ns;
+	__u64 interval_ns;      /* rate ring slot length; 0: 1 s */
+};
+
 #endif /* PFNTRACE_H */

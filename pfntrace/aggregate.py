@@ -1,0 +1,247 @@
+"""The in-kernel counters of `pfntrace top`, read into plain Python objects.
+
+The BPF program built with -DPFT_AGGREGATE (Tracer(aggregate=True)) keeps,
+per file, per process and globally, write faults by kind, by verdict and a
+log2 histogram of handler latency (struct pft_agg_stats and friends in
+pfntrace/bpf/pfntrace.h).  This module reads those maps through the same cffi
+layout the event stream uses, and turns them into :class:`Snapshot` objects
+the view works on, so the view itself never touches bcc (and is tested
+with synthetic snapshots).
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from pfntrace import layout, procinfo
+from pfntrace.correlate import KINDS, VERDICTS
+
+ffi = layout.ffi
+C = layout.const
+
+NKINDS = C("PFT_AGG_KINDS")
+NVERDICTS = C("PFT_AGG_VERDICTS")
+NBUCKETS = C("PFT_AGG_LAT_BUCKETS")
+RATE_SLOTS = C("PFT_AGG_RATE_SLOTS")
+# The header's array lengths are literals (cffi takes no macros there).
+_probe = ffi.new("struct pft_agg_stats *")
+assert NKINDS == len(KINDS) == len(_probe.kinds) == len(ffi.new("struct pft_proc_stats *").kinds)
+assert NVERDICTS == len(VERDICTS) == len(_probe.verdicts)
+assert NBUCKETS == len(_probe.lat)
+del _probe
+
+BPF_STATS = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+@dataclass
+class Counts:
+    """Write faults of one file, one process or everything."""
+    kinds: list = field(default_factory=lambda: [0] * NKINDS)
+    verdicts: list = field(default_factory=lambda: [0] * NVERDICTS)
+    lat: list = field(default_factory=lambda: [0] * NBUCKETS)
+    total: int = 0
+    last_ts: int = 0          # CLOCK_MONOTONIC ns of the latest write fault
+    last_pid: int = 0
+    comm: str = ""
+
+    def kind(self, name):
+        return self.kinds[KINDS.index(name)]
+
+    def verdict(self, name):
+        return self.verdicts[VERDICTS.index(name)]
+
+    def percentile(self, q):
+        """Upper bound (ns) of the log2 bucket holding the q-quantile of
+        handler latency, or None without timed faults."""
+        n = sum(self.lat)
+        if not n:
+            return None
+        want = q * n
+        seen = 0
+        for b, c in enumerate(self.lat):
+            seen += c
+            if c and seen >= want:
+                return 1 << b
+        return 1 << (NBUCKETS - 1)
+
+    def add(self, other):
+        for i in range(NKINDS):
+            self.kinds[i] += other.kinds[i]
+        for i in range(NVERDICTS):
+            self.verdicts[i] += other.verdicts[i]
+        for i in range(NBUCKETS):
+            self.lat[i] += other.lat[i]
+        self.total += other.total
+        if other.last_ts > self.last_ts:
+            self.last_ts = other.last_ts
+            self.last_pid = other.last_pid or self.last_pid
+
+
+@dataclass
+class Snapshot:
+    """One read of every counter."""
+    mono_ns: int                                   # when it was read
+    files: dict = field(default_factory=dict)      # (dev, ino) -> Counts (dev: kernel dev_t)
+    procs: dict = field(default_factory=dict)      # pid -> Counts (comm set)
+    total: Counts = field(default_factory=Counts)
+    rate: list = field(default_factory=list)       # [(epoch, count)], interval_ns long
+    interval_ns: int = 1_000_000_000
+    lost: int = 0
+    bpf_run_ns: int = None                         # summed run_time_ns of our programs
+    bpf_run_cnt: int = None
+
+
+def _counts(cdata, with_pid=True):
+    c = Counts(kinds=list(cdata.kinds), verdicts=list(cdata.verdicts),
+               total=int(cdata.total), last_ts=int(cdata.last_ts))
+    if with_pid:
+        c.lat = list(cdata.lat)
+        c.last_pid = int(cdata.last_pid)
+    return c
+
+
+def _cast(ctype, value):
+    """A bcc (ctypes) map value as the cffi struct of the same header."""
+    return ffi.cast(ctype + " *", ffi.from_buffer(bytes(value)))
+
+
+def decode_file_stats(raw):
+    return _counts(_cast("struct pft_agg_stats", raw))
+
+
+def decode_proc_stats(raw):
+    p = _cast("struct pft_proc_stats", raw)
+    c = _counts(p, with_pid=False)
+    c.comm = ffi.string(p.comm).decode("utf-8", "replace")
+    return c
+
+
+def decode_file_key(raw):
+    k = _cast("struct pft_file_key", raw)
+    return (int(k.dev), int(k.ino))
+
+
+def fdinfo_run_time(fds, proc="/proc/self/fdinfo"):
+    """(run_time_ns, run_cnt) summed over BPF program fds, or (None, None)
+    when the kernel does not count (bpf_stats_enabled is 0)."""
+    ns = cnt = 0
+    seen = False
+    for fd in fds:
+        try:
+            with open(os.path.join(proc, str(fd))) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key == "run_time_ns":
+                        ns += int(value)
+                        seen = True
+                    elif key == "run_cnt":
+                        cnt += int(value)
+        except (OSError, ValueError):
+            continue
+    return (ns, cnt) if seen else (None, None)
+
+
+class Reader:
+    """Configures and reads the counters of a started Tracer(aggregate=True)."""
+
+    def __init__(self, tracer, tick_ns, interval_ns, tolerance_ns=1_000_000, bpf_stats=True):
+        self.tracer = tracer
+        self.bpf = tracer.bpf
+        self.tick_ns = tick_ns
+        self.interval_ns = interval_ns
+        self.tolerance_ns = tolerance_ns
+        self._stats_old = None
+        self.stats_enabled = False
+        if bpf_stats:
+            self._enable_stats()
+        self.sync_clock()
+
+    def _enable_stats(self):
+        try:
+            with open(BPF_STATS) as f:
+                old = f.read().strip()
+            if old != "1":
+                with open(BPF_STATS, "w") as f:
+                    f.write("1")
+                self._stats_old = old
+            self.stats_enabled = True
+        except OSError:
+            self.stats_enabled = False
+
+    def sync_clock(self):
+        """Hand the kernel side the wall-clock offset the verdict needs
+        (inode timestamps are CLOCK_REALTIME, events CLOCK_MONOTONIC)."""
+        from pfntrace.recorder import clock_sample
+
+        conf = self.bpf["aggconfig"]
+        c = conf[0]
+        c.wall_offset_ns = clock_sample()[1]
+        c.tick_ns = self.tick_ns
+        c.tolerance_ns = self.tolerance_ns
+        c.interval_ns = self.interval_ns
+        conf[0] = c
+
+    def prog_fds(self):
+        return [f.fd for f in getattr(self.bpf, "funcs", {}).values()]
+
+    def read(self):
+        snap = Snapshot(mono_ns=time.clock_gettime_ns(time.CLOCK_MONOTONIC),
+                        interval_ns=self.interval_ns)
+        for k, v in self.bpf["aggfiles"].items():
+            snap.files[decode_file_key(k)] = decode_file_stats(v)
+        for k, v in self.bpf["aggprocs"].items():
+            snap.procs[int(k.value)] = decode_proc_stats(v)
+        for per_cpu in self.bpf["aggtotal"][0]:
+            snap.total.add(decode_file_stats(per_cpu))
+        for slot in self.bpf["aggrate"].values():
+            if slot.count:
+                snap.rate.append((int(slot.epoch), int(slot.count)))
+        snap.rate.sort()
+        snap.lost = sum(self.tracer.lost())
+        if self.stats_enabled:
+            snap.bpf_run_ns, snap.bpf_run_cnt = fdinfo_run_time(self.prog_fds())
+        return snap
+
+    def close(self):
+        if self._stats_old is not None:
+            try:
+                with open(BPF_STATS, "w") as f:
+                    f.write(self._stats_old)
+            except OSError:
+                pass
+            self._stats_old = None
+
+
+class PathResolver:
+    """dev:ino -> path, through /proc/PID/maps of the process that faulted
+    last (cached); files whose process is gone are looked for once under
+    the watched mounts."""
+
+    def __init__(self, roots=()):
+        self.roots = list(roots)
+        self.paths = {}       # (dev, ino) -> path
+        self._tries = {}
+        self._walked = set()
+
+    def resolve(self, files):
+        """Fill the cache for the keys of {(dev, ino): Counts}; returns it."""
+        unknown = {}
+        for key, c in files.items():
+            if key in self.paths:
+                continue
+            dev, ino = key
+            major, minor = procinfo.split_kernel_dev(dev)
+            path = procinfo.maps_paths(c.last_pid).get((major, minor, ino)) if c.last_pid else None
+            if path:
+                self.paths[key] = path
+                continue
+            self._tries[key] = self._tries.get(key, 0) + 1
+            if key not in self._walked:
+                unknown[(major, minor, ino)] = key
+        if unknown and self.roots:
+            found = procinfo.walk_for_inodes(self.roots, set(unknown), limit=20000)
+            for k3, key in unknown.items():
+                self._walked.add(key)
+                if k3 in found:
+                    self.paths[key] = found[k3]
+        return self.paths
