@@ -8,4 +8,5 @@ COMMANDS = {
     "report": "pfntrace.commands.report",
     "check": "pfntrace.commands.check",
     "doctor": "pfntrace.commands.doctor",
+    "top": "pfntrace.commands.top",
 }

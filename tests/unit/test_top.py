@@ -1,0 +1,216 @@
+"""`pfntrace top`'s view, rendered from synthetic aggregates (host only).
+
+Golden text lives in tests/unit/data/top_*.txt; regenerate with
+PFNTRACE_UPDATE_GOLDEN=1 after an intended change, and read the diff.
+"""
+
+import os
+
+import pytest
+from rich.console import Console
+
+from pfntrace import aggregate, layout
+from pfntrace.aggregate import Counts, Snapshot
+from pfntrace.commands.top import plan_counts
+from pfntrace.views import top
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+S = 1_000_000_000
+DEV = (259 << 20) | 0          # pmem0: 259:0
+T0 = 1000 * S
+
+
+def counts(pfn=0, page=0, pmd=0, touch=0, nonotify=0, updated=0, current=0, missed=0,
+           lat=None, last_ts=0, pid=0, comm=""):
+    c = Counts()
+    c.kinds = [pfn, page, pmd, touch, nonotify]
+    c.verdicts = [updated, current, missed, nonotify, 0]
+    c.total = pfn + page + pmd + touch + nonotify
+    for b, n in (lat or {}).items():
+        c.lat[b] = n
+    c.last_ts, c.last_pid, c.comm = last_ts, pid, comm
+    return c
+
+
+def snapshots():
+    a = Snapshot(mono_ns=T0, interval_ns=S)
+    a.files[(DEV, 12)] = counts(pfn=10, updated=2, current=8, lat={14: 10},
+                                last_ts=T0 - S // 2, pid=100)
+    a.files[(DEV, 14)] = counts(nonotify=4, last_ts=T0 - 30 * S, pid=102)
+    a.procs[100] = counts(pfn=10, updated=2, current=8, last_ts=T0 - S // 2, comm="db")
+    a.procs[102] = counts(nonotify=4, last_ts=T0 - 30 * S, comm="fbwriter")
+    a.total = counts(pfn=10, nonotify=4, updated=2, current=8, lat={14: 10})
+    a.bpf_run_ns, a.bpf_run_cnt = 5_000_000, 400
+
+    b = Snapshot(mono_ns=T0 + 2 * S, interval_ns=S, lost=0)
+    b.files[(DEV, 12)] = counts(pfn=30, updated=5, current=25, lat={14: 29, 20: 1},
+                                last_ts=T0 + 2 * S - S // 10, pid=100)
+    b.files[(DEV, 13)] = counts(pfn=20, touch=3, updated=1, current=2, missed=20,
+                                lat={13: 20, 15: 3}, last_ts=T0 + S, pid=101)
+    b.files[(DEV, 14)] = counts(nonotify=4, last_ts=T0 - 30 * S, pid=102)
+    b.procs[100] = counts(pfn=30, updated=5, current=25, last_ts=T0 + 2 * S - S // 10,
+                          comm="db")
+    b.procs[101] = counts(pfn=20, touch=3, current=2, updated=1, missed=20, last_ts=T0 + S,
+                          comm="logger")
+    b.procs[102] = counts(nonotify=4, last_ts=T0 - 30 * S, comm="fbwriter")
+    b.total = counts(pfn=50, touch=3, nonotify=4, updated=6, current=27, missed=20,
+                     lat={13: 20, 14: 29, 15: 3, 20: 1})
+    b.rate = [(T0 // S - 1, 10), (T0 // S + 1, 37), (T0 // S + 2, 10)]
+    b.bpf_run_ns, b.bpf_run_cnt = 9_000_000, 800
+    return a, b
+
+
+def state():
+    st = top.TopState(kernel="6.12.117+deb12-amd64",
+                      plan_counts={"attached": 7, "inferred": 1, "missing": 10},
+                      mounts=["/mnt/dax"], interval_s=1.0)
+    a, b = snapshots()
+    paths = {(DEV, 12): "/mnt/dax/db/table", (DEV, 13): "/mnt/dax/log/wal"}
+    st.update(a, paths)
+    st.update(b, paths)
+    return st
+
+
+def screen(st, width=150):
+    console = Console(record=True, width=width, color_system=None, force_terminal=False)
+    console.print(top.render(st, now_ns=T0 + 2 * S))
+    return console.export_text()
+
+
+def golden(name, text):
+    path = os.path.join(DATA, name)
+    if os.environ.get("PFNTRACE_UPDATE_GOLDEN"):
+        with open(path, "w") as f:
+            f.write(text)
+    with open(path) as f:
+        assert text == f.read()
+
+
+def test_screen_golden():
+    golden("top_screen.txt", screen(state()))
+
+
+def test_plain_golden():
+    golden("top_plain.txt", top.plain(state(), now_ns=T0 + 2 * S, wall="12:00:00"))
+
+
+def test_rates_and_cost():
+    st = state()
+    assert st.rate("files", (DEV, 12)) == 10.0     # 20 faults in 2 s
+    assert st.rate("files", (DEV, 13)) == 11.5     # new file: all 23 in 2 s
+    assert st.total_rate() == 21.5                 # (57 - 14) / 2
+    share, runs = st.cost()
+    assert share == pytest.approx(0.002) and runs == 200
+
+
+def test_sort_cycles_and_orders():
+    st = state()
+    assert [k[1] for k, _ in st.file_rows()] == [13, 12, 14]     # faults/s
+    st.key("s")
+    assert top.SORTS[st.sort] == "total"
+    assert [k[1] for k, _ in st.file_rows()] == [12, 13, 14]
+    st.key("s")
+    assert [k[1] for k, _ in st.file_rows()][0] == 13            # missed first
+    for _ in range(len(top.SORTS) - 2):
+        st.key("s")
+    assert st.sort == 0
+
+
+def test_filter_prompt_and_pause():
+    st = state()
+    for ch in "fwa":
+        assert st.key(ch)
+    assert st.prompt == "wa" and "filter by name: wa_" in screen(st)
+    st.key("\x7f")
+    st.key("a")
+    st.key("l")
+    st.key("\r")
+    assert st.prompt is None and st.filter == "wal"
+    assert [k[1] for k, _ in st.file_rows()] == [13]
+    assert st.proc_rows() == []          # no comm contains "wal"
+    st.key("f")
+    st.key("\x1b")
+    assert st.filter == "wal"             # Esc keeps the old filter
+    st.key("p")
+    assert st.paused and "PAUSED" in screen(st)
+    assert st.key("q") is False
+
+
+def test_missed_is_red():
+    console = Console(record=True, width=150, force_terminal=True, color_system="standard")
+    console.print(top.render(state(), now_ns=T0 + 2 * S))
+    ansi = console.export_text(styles=True)
+    assert "\x1b[1;31m    20\x1b[0m" in ansi          # the wal file's MISSED cell
+
+
+def test_percentiles_from_log2_buckets():
+    c = counts(pfn=100, lat={10: 50, 12: 49, 20: 1})
+    assert c.percentile(0.5) == 1024
+    assert c.percentile(0.99) == 4096
+    assert c.percentile(1.0) == 1 << 20
+    assert Counts().percentile(0.5) is None
+
+
+def test_sparkline_and_series():
+    assert top.sparkline([0, 1, 2, 4]) == "▁▃▅█"
+    assert top.sparkline([0, 0]) == "▁▁"
+    series = state().rate_series(points=4)
+    assert series == [10.0, 0.0, 37.0, 10.0]
+
+
+def test_empty_state_renders():
+    st = top.TopState()
+    text = screen(st)
+    assert "write faults: -/s" in text and "unknown" in text
+    assert "total 0" in top.plain(st, now_ns=0, wall="x")
+
+
+def test_decode_from_header_layout():
+    ffi = layout.ffi
+    raw = ffi.new("struct pft_agg_stats *")
+    raw.kinds[0] = 23
+    raw.verdicts[1] = 23
+    raw.lat[14] = 23
+    raw.total = 23
+    raw.last_ts = 5
+    raw.last_pid = 77
+    c = aggregate.decode_file_stats(bytes(ffi.buffer(raw)))
+    assert (c.kind("pfn_mkwrite"), c.verdict("CURRENT"), c.total, c.last_pid) == (23, 23, 23, 77)
+    assert c.percentile(0.5) == 1 << 14
+    p = ffi.new("struct pft_proc_stats *")
+    p.total = 3
+    p.comm = b"python"
+    assert aggregate.decode_proc_stats(bytes(ffi.buffer(p))).comm == "python"
+    k = ffi.new("struct pft_file_key *")
+    k.dev, k.ino = DEV, 99
+    assert aggregate.decode_file_key(bytes(ffi.buffer(k))) == (DEV, 99)
+
+
+def test_fdinfo_run_time(tmp_path):
+    (tmp_path / "3").write_text("prog_type:\t2\nrun_time_ns:\t1500\nrun_cnt:\t3\n")
+    (tmp_path / "4").write_text("prog_type:\t2\nrun_time_ns:\t500\nrun_cnt:\t1\n")
+    assert aggregate.fdinfo_run_time([3, 4, 5], proc=str(tmp_path)) == (2000, 4)
+    (tmp_path / "6").write_text("prog_type:\t2\n")
+    assert aggregate.fdinfo_run_time([6], proc=str(tmp_path)) == (None, None)
+
+
+def test_plan_counts():
+    plan = {"hooks": [
+        {"hook": "do_wp_page", "kind": "kprobe", "status": "attach"},
+        {"hook": "wp_pfn_shared", "kind": "kprobe", "status": "inlined"},
+        {"hook": "xfs_filemap_fault", "kind": "kprobe", "status": "missing"},
+        {"hook": "fs_dax:dax_pte_fault_done", "kind": "tracepoint", "status": "missing"},
+    ]}
+    assert plan_counts(plan, [("kprobe", "do_wp_page")]) == \
+        {"attached": 1, "inferred": 1, "missing": 1}
+
+
+def test_bad_input_is_one_line(monkeypatch):
+    from click.testing import CliRunner
+
+    from pfntrace.cli import main
+
+    r = CliRunner().invoke(main, ["top", "--interval", "0"])
+    assert r.exit_code == 2 and r.output.strip() == "pfntrace: --interval must be positive"
+    r = CliRunner().invoke(main, ["top", "-p", "999999999"])
+    assert r.exit_code == 2 and "no process with pid" in r.output
