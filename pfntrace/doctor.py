@@ -268,14 +268,30 @@ def _dax_word(dax):
     return {True: "DAX", False: "not DAX", None: "DAX unknown"}[dax]
 
 
+def device_dax(major, minor):
+    """Whether the block device under a mount can do DAX (its queue/dax);
+    None when it is not a block device (virtiofs)."""
+    try:
+        with open("/sys/dev/block/%d:%d/queue/dax" % (major, minor)) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return None
+
+
 def check_dax_mount(mount_point, fstype, option):
     parts = []
     try:
-        root_dax = statx(mount_point)["dax"]
+        root = statx(mount_point)
+        root_dax = root["dax"]
         parts.append("root %s" % _dax_word(root_dax))
     except OSError as e:
         return Check("DAX mount %s" % mount_point, False, "statx: %s" % e.strerror,
                      "cannot statx %s" % mount_point)
+    # Directories are never S_DAX on xfs: an empty mount proves nothing by
+    # statx, but the device says whether its files can be.
+    dev_dax = device_dax(root["dev_major"], root["dev_minor"])
+    if dev_dax is not None:
+        parts.append("device %s" % ("DAX" if dev_dax else "not DAX"))
     sample = _first_regular_file(mount_point)
     file_dax = None
     if sample:
@@ -284,7 +300,9 @@ def check_dax_mount(mount_point, fstype, option):
             parts.append("%s %s" % (os.path.basename(sample), _dax_word(file_dax)))
         except OSError as e:
             parts.append("%s: %s" % (os.path.basename(sample), e.strerror))
-    ok = bool(root_dax or file_dax)
+    # A file sample, when there is one, is the proof; without one the
+    # device decides (dax=always on a DAX-capable device).
+    ok = bool(file_dax) if sample and file_dax is not None else bool(root_dax or dev_dax)
     detail = "%s %s: %s" % (fstype, option, ", ".join(parts))
     fix = "" if ok else ("mounted with %s but statx reports no DAX: the device cannot do "
                          "DAX (needs pmem/virtio-pmem), or files lack FS_XFLAG_DAX "
@@ -321,9 +339,10 @@ def _blocking_checks(release, config):
 
 
 def run_checks():
-    """Every check, blocking ones first."""
+    """(every check, blocking ones first; the probe plan or None)."""
     release = os.uname().release
     config = load_config()
+    plan = None
     checks = [check_kernel(release, config)]
     tracefs = None
     for check, found in _blocking_checks(release, config):
@@ -347,7 +366,7 @@ def run_checks():
                           kprobes=kprobe_support(config), release=release)
         checks.extend(hook_checks(plan))
     checks.extend(check_dax(_read("/proc/self/mountinfo")))
-    return checks
+    return checks, plan
 
 
 def record_blocker():

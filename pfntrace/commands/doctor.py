@@ -17,11 +17,12 @@ def command(as_json):
     """
     from pfntrace.doctor import run_checks
 
-    checks = run_checks()
+    checks, plan = run_checks()
     blockers = [c for c in checks if c.blocking and not c.ok]
     if as_json:
         click.echo(json.dumps({"record_can_run": not blockers,
-                               "checks": [c.as_dict() for c in checks]}, indent=2))
+                               "checks": [c.as_dict() for c in checks],
+                               "plan": plan}, indent=2))
     else:
         _print_table(checks, blockers)
     sys.exit(1 if blockers else 0)

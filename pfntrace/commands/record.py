@@ -32,7 +32,7 @@ def record_options(f):
 
 def _watched_mount(path):
     """(path, major, minor) of a DAX mount, or Fail with the reason."""
-    from pfntrace.doctor import dax_mounts
+    from pfntrace.doctor import dax_mounts, device_dax
     from pfntrace.kernel.statx import statx
 
     real = os.path.realpath(path)
@@ -44,15 +44,9 @@ def _watched_mount(path):
         mounted = {m[0]: m for m in dax_mounts(f.read())}
     if real not in mounted:
         raise Fail("--mount %s is not a DAX mount (no dax mount option on %s)" % (path, real))
-    dax_dev = "/sys/dev/block/%d:%d/queue/dax" % (st["dev_major"], st["dev_minor"])
-    try:
-        with open(dax_dev) as f:
-            device_dax = f.read().strip() == "1"
-    except OSError:
-        device_dax = None  # not a block device (virtiofs): trust the option
-    if device_dax is False:
-        raise Fail("--mount %s is mounted with %s but its device cannot do DAX (%s is 0)"
-                   % (path, mounted[real][2], dax_dev))
+    if device_dax(st["dev_major"], st["dev_minor"]) is False:
+        raise Fail("--mount %s is mounted with %s but its device %d:%d cannot do DAX"
+                   % (path, mounted[real][2], st["dev_major"], st["dev_minor"]))
     return (real, st["dev_major"], st["dev_minor"])
 
 

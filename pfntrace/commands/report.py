@@ -8,6 +8,8 @@ from pfntrace import correlate
 from pfntrace.cli import Fail
 from pfntrace.views import export
 
+PIPE_WIDTH = 200
+
 
 def open_recording(path):
     """Recording.open(path), with any failure turned into a one-line Fail."""
@@ -74,5 +76,8 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events,
 
         from pfntrace.views import report
 
-        report.render(Console(), an, events=events, source=file)
+        # Piped or redirected: no terminal to fit, so don't fold paths into
+        # pieces that grep cannot find.
+        console = Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+        report.render(console, an, events=events, source=file)
     sys.stdout.flush()

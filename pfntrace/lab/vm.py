@@ -102,10 +102,14 @@ def _qemu_argv(cfg, vmlinux, initrd, job, release):
     return argv
 
 
-def _write_job(job, cfg, command, release):
+def _write_job(job, cfg, command, release, stdout_tty, stderr_tty):
+    cols, rows = shutil.get_terminal_size((100, 40))
     env = {
         "PFT_FS": cfg.fs, "PFT_PMEM": cfg.pmem, "PFT_MOUNT": DAX_MOUNT,
         "PFT_RESULTS": cfg.results, "PFT_CWD": os.getcwd(), "PFT_ARGV0": command[0],
+        "PFT_COLS": str(cols), "PFT_ROWS": str(rows),
+        "PFT_STDOUT_TTY": "1" if stdout_tty else "0",
+        "PFT_STDERR_TTY": "1" if stderr_tty else "0",
     }
     exported = {
         "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
@@ -124,6 +128,13 @@ def _write_job(job, cfg, command, release):
             f.write("export %s=%s\n" % (k, shlex.quote(str(v))))
     with open(os.path.join(job, "command.sh"), "w") as f:
         f.write("exec %s\n" % " ".join(shlex.quote(a) for a in command))
+
+
+def _isatty(stream):
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _relay(path, sink):
@@ -189,7 +200,7 @@ def run(cfg, command, stdout=None, stderr=None, log=None):
 
 
 def _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log):
-    _write_job(job, cfg, command, kernel.release)
+    _write_job(job, cfg, command, kernel.release, _isatty(stdout), _isatty(stderr))
     for name in ("out.fifo", "err.fifo"):
         os.mkfifo(os.path.join(job, name))
     argv = _qemu_argv(cfg, vmlinux, initrd, job, kernel.release)

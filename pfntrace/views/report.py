@@ -133,44 +133,82 @@ def plan_table(an):
     return t
 
 
+WIDE = 120  # below this the files table becomes a list: paths need room
+
+
+def _file_cells(an, f):
+    k = f.kinds
+    v = f.verdicts
+    path = Text(f.path)
+    if f.deleted:
+        path.append(" (deleted)", style="yellow")
+    if f.external:
+        path.append(" (timestamps set externally)", style="yellow")
+    if f.deleted:
+        final = Text("deleted", style="yellow")
+    elif f.final_mtime is not None:
+        final = Text("%s %s" % (f.final_cmp or "?", correlate.fmt_wall(f.final_mtime)[11:23]))
+    else:
+        final = Text("-")
+    return {
+        "file": path, "writes": str(f.write_faults), "pfn_mkw": str(k[correlate.K_PFN]),
+        "page_mkw": str(k[correlate.K_PAGE]), "pmd": str(k[correlate.K_PMD]),
+        "1st": str(k[correlate.K_FAULT]), "sync": str(f.map_sync),
+        "reprot": str(f.reprotects),
+        "updated": _verdict_cell("UPDATED", v[correlate.V_UPDATED]),
+        "current": _verdict_cell("CURRENT", v[correlate.V_CURRENT]),
+        "MISSED": _verdict_cell("MISSED", v[correlate.V_MISSED]),
+        "no_notif": _verdict_cell("NO_NOTIFIER", v[correlate.V_NO_NOTIFIER]),
+        "first": fmt_rel(an, f.first_ts), "last": fmt_rel(an, f.last_fault_ts),
+        "final mtime": final,
+    }
+
+
 def files_table(an):
     t = Table(title="files", box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1),
               collapse_padding=True,
               pad_edge=False)
-    for name, just in (("file", "left"), ("writes", "right"), ("pfn_mkw", "right"),
-                       ("page_mkw", "right"), ("pmd", "right"), ("1st", "right"),
-                       ("sync", "right"), ("reprot", "right"), ("updated", "right"),
-                       ("current", "right"), ("MISSED", "right"), ("no_notif", "right"),
-                       ("first", "right"), ("last", "right"), ("final mtime", "left")):
+    columns = (("file", "left"), ("writes", "right"), ("pfn_mkw", "right"),
+               ("page_mkw", "right"), ("pmd", "right"), ("1st", "right"),
+               ("sync", "right"), ("reprot", "right"), ("updated", "right"),
+               ("current", "right"), ("MISSED", "right"), ("no_notif", "right"),
+               ("first", "right"), ("last", "right"), ("final mtime", "left"))
+    for name, just in columns:
         if name == "file":
             t.add_column(name, justify=just, min_width=12, overflow="fold")
         else:
             t.add_column(name, justify=just, no_wrap=True,
                          min_width=18 if name == "final mtime" else None)
     for f in an.files:
-        k = f.kinds
-        path = Text(f.path)
-        if f.deleted:
-            path.append(" (deleted)", style="yellow")
-        if f.external:
-            path.append(" (timestamps set externally)", style="yellow")
-        if f.deleted:
-            final = Text("deleted", style="yellow")
-        elif f.final_mtime is not None:
-            final = Text("%s %s" % (f.final_cmp or "?",
-                                    correlate.fmt_wall(f.final_mtime)[11:23]))
-        else:
-            final = Text("-")
-        v = f.verdicts
-        t.add_row(path, str(f.write_faults), str(k[correlate.K_PFN]),
-                  str(k[correlate.K_PAGE]), str(k[correlate.K_PMD]),
-                  str(k[correlate.K_FAULT]), str(f.map_sync), str(f.reprotects),
-                  _verdict_cell("UPDATED", v[correlate.V_UPDATED]),
-                  _verdict_cell("CURRENT", v[correlate.V_CURRENT]),
-                  _verdict_cell("MISSED", v[correlate.V_MISSED]),
-                  _verdict_cell("NO_NOTIFIER", v[correlate.V_NO_NOTIFIER]),
-                  fmt_rel(an, f.first_ts), fmt_rel(an, f.last_fault_ts), final)
+        cells = _file_cells(an, f)
+        t.add_row(*(cells[name] for name, _ in columns))
     return t
+
+
+def files_lines(an):
+    """The files table as two lines per file, for narrow terminals (the lab's
+    80-column serial console): the path whole, then what is not zero."""
+    out = Text()
+    out.append("files\n", style="italic")
+    for f in an.files:
+        cells = _file_cells(an, f)
+        out.append(cells["file"])
+        out.append("\n  writes %s" % cells["writes"])
+        for name, label in (("pfn_mkw", "pfn_mkwrite"), ("page_mkw", "page_mkwrite"),
+                            ("pmd", "pmd"), ("1st", "first-touch"), ("sync", "MAP_SYNC"),
+                            ("reprot", "re-protects")):
+            if cells[name] != "0":
+                out.append(" %s %s" % (label, cells[name]))
+        out.append(" ·")
+        for name in ("UPDATED", "CURRENT", "MISSED", "NO_NOTIFIER"):
+            n = f.verdicts[correlate.VERDICTS.index(name)]
+            if n:
+                out.append(" ")
+                out.append("%s %d" % (name, n), style=VERDICT_STYLE[name])
+        out.append(" · final mtime ")
+        out.append(cells["final mtime"])
+        out.append("\n")
+    return out
 
 
 def processes_table(an):
@@ -238,7 +276,10 @@ def render(console, an, events=False, source=None):
     console.print(summary_table(an, source))
     if an.header.get("plan"):
         console.print(plan_table(an))
-    console.print(files_table(an))
+    if console.width < WIDE:
+        console.print(files_lines(an))
+    else:
+        console.print(files_table(an))
     console.print(processes_table(an))
     console.print(latency_text(an))
     if events:

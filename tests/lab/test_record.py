@@ -191,4 +191,5 @@ def test_no_missed_timestamps_in_any_workload(rec):
     verdicts = rec.analysis.verdict_counts()
     assert verdicts.get("MISSED", 0) == 0
     assert verdicts.get("NO_NOTIFIER", 0) == 0
-    assert verdicts["UPDATED"] >= len(WORKLOADS)
+    # Every fault carried readable timestamps (the BTF offsets are right).
+    assert verdicts.get("UNKNOWN", 0) == 0

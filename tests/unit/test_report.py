@@ -323,3 +323,15 @@ def test_narrow_console_lists_events_as_lines(analysis):
     text = console.export_text()
     assert "pfn_mkwrite MISSED 1.5 us ftu 0" in text
     assert "    mtime stayed at 2023-11-14 22:13:21.000000000" in text
+
+
+def test_narrow_terminal_lists_files_whole(analysis):
+    # An 80-column terminal (the lab's serial console) must still show
+    # which file, in full, and its counts.
+    console = Console(record=True, width=80, color_system=None, file=io.StringIO())
+    report.render(console, analysis, source="run.pft")
+    lines = console.export_text().splitlines()
+    i = lines.index("/mnt/dax/f")
+    assert lines[i + 1].split(" · ")[0] == "  writes 3 pfn_mkwrite 3 re-protects 1"
+    assert "UPDATED 1 CURRENT 1 MISSED 1" in lines[i + 1]
+    assert "/mnt/dax/g (deleted)" in lines

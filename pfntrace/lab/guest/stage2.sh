@@ -83,5 +83,21 @@ cd "$PFT_CWD" 2>/dev/null || cd /
 if ! command -v "$PFT_ARGV0" >/dev/null 2>&1; then
 	finish 127 "command not found in the guest: $PFT_ARGV0"
 fi
-sh "$pft_job/command.sh" >/dev/ttyS1 2>/dev/ttyS2 </dev/null
-finish $? ""
+# The serial lines are ttys; the command sees a terminal only where the
+# host's side is one, so piped `pfntrace lab run` output stays plain text.
+stty -F /dev/ttyS1 rows "$PFT_ROWS" cols "$PFT_COLS" 2>/dev/null
+if [ "$PFT_STDOUT_TTY" = 1 ]; then
+	out=/dev/ttyS1
+else
+	out=/run/pft-out; mkfifo $out; cat $out >/dev/ttyS1 & relay1=$!
+fi
+if [ "$PFT_STDERR_TTY" = 1 ]; then
+	err=/dev/ttyS2
+else
+	err=/run/pft-err; mkfifo $err; cat $err >/dev/ttyS2 & relay2=$!
+fi
+sh "$pft_job/command.sh" >$out 2>$err </dev/null
+code=$?
+[ -n "${relay1:-}" ] && wait $relay1
+[ -n "${relay2:-}" ] && wait $relay2
+finish $code ""

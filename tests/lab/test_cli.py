@@ -1,0 +1,145 @@
+"""The commands as a user runs them, on the lab's DAX mount: check, report,
+doctor, and record's answers to bad input."""
+
+import json
+import os
+
+from guest import MOUNT, PFNTRACE, WORKLOAD, run
+
+N = 23
+XFS_IO_080 = ["xfs_io", "-c", "mmap 0 4k", "-c", "mread 0 4k", "-c", "mwrite 0 4k"]
+
+
+def _one_line_error(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("pfntrace: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def _stale_file(path, pages):
+    with open(path, "wb") as f:
+        f.write(b"\0" * (pages * 4096))
+        os.fsync(f.fileno())
+    past = 1_600_000_000 * 10**9
+    os.utime(path, ns=(past, past))
+
+
+def test_check_generic_080_passes_with_one_updated_fault(dax_dir):
+    path = os.path.join(dax_dir, "g080")
+    _stale_file(path, 1)
+    out = os.path.join(dax_dir, "g080.pft")
+    p = run(PFNTRACE + ["check", "-o", out, "--"] + XFS_IO_080 + [path])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "1 write faults (pfn_mkwrite 1, page_mkwrite 0, pmd 0, first-touch 0): UPDATED 1" \
+        in p.stderr
+    assert os.stat(path).st_mtime_ns > 1_600_000_000 * 10**9
+    # The recording was kept with -o and reports the same.
+    r = run(PFNTRACE + ["report", "--json", out])
+    doc = json.loads(r.stdout)
+    assert doc["summary"]["write_faults"] == 1
+    assert doc["summary"]["verdicts"]["UPDATED"] == 1
+
+
+def test_check_without_o_leaves_no_file_and_fails_on_command_failure(dax_dir):
+    before = set(os.listdir("/tmp"))
+    p = run(PFNTRACE + ["check", "--", "sh", "-c", "exit 4"])
+    assert p.returncode == 3, p.stderr
+    assert "sh exited with 4" in p.stderr
+    assert {f for f in set(os.listdir("/tmp")) - before if f.endswith(".pft")} == set()
+
+
+def test_report_totals_equal_the_recorded_workloads(dax_dir):
+    out = os.path.join(dax_dir, "two.pft")
+    rtw, wsw = os.path.join(dax_dir, "rtw"), os.path.join(dax_dir, "wsw")
+    script = "%s read-then-write %s %d && %s write-sync-write %s %d" % (
+        " ".join(WORKLOAD), rtw, N, " ".join(WORKLOAD), wsw, N)
+    p = run(PFNTRACE + ["record", "-o", out, "--", "sh", "-c", script])
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(run(PFNTRACE + ["report", "--json", out]).stdout)
+    files = {f["path"]: f for f in doc["files"]}
+    assert files[rtw]["write_faults"] == N and files[rtw]["pfn_mkwrite"] == N
+    assert files[wsw]["write_faults"] == 2 * N and files[wsw]["pfn_mkwrite"] == N
+    assert doc["summary"]["write_faults"] == 3 * N
+    assert doc["summary"]["pfn_mkwrite"] == 2 * N
+    assert doc["summary"]["lost"] == 0
+    assert doc["summary"]["verdicts"]["MISSED"] == 0
+    assert doc["files"][0]["dev"].count(":") == 1
+    # The text report names both files and the same totals.
+    text = run(PFNTRACE + ["report", out]).stdout
+    assert rtw in text and wsw in text
+    # --file filters, --csv gives one row per file.
+    only = json.loads(run(PFNTRACE + ["report", "--json", "--file", "rtw", out]).stdout)
+    assert only["summary"]["write_faults"] == N
+    csv = run(PFNTRACE + ["report", "--csv", "files", out]).stdout.strip().splitlines()
+    assert len(csv) == 1 + 2
+
+
+def test_a_thousand_pages_in_few_ticks_give_no_missed(dax_dir):
+    path = os.path.join(dax_dir, "big")
+    p = run(PFNTRACE + ["check", "--"] + WORKLOAD + ["read-then-write", path, "1000"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "1000 write faults (pfn_mkwrite 1000" in p.stderr
+    # Many faults share a clock tick: most are CURRENT, none MISSED.
+    assert "CURRENT" in p.stderr and "MISSED" not in p.stderr
+
+
+def test_record_passes_the_exit_code_through(dax_dir):
+    out = os.path.join(dax_dir, "exit.pft")
+    p = run(PFNTRACE + ["record", "-o", out, "--", "sh", "-c", "exit 7"])
+    assert p.returncode == 7
+    r = run(PFNTRACE + ["report", "--json", out])
+    assert r.returncode == 0, r.stderr
+
+
+def test_doctor_passes_and_its_hooks_match_kallsyms():
+    p = run(PFNTRACE + ["doctor", "--json"])
+    assert p.returncode == 0, p.stdout
+    doc = json.loads(p.stdout)
+    assert doc["record_can_run"] is True
+    with open("/proc/kallsyms") as f:
+        names = {line.split()[2] for line in f}
+    for hook in doc["plan"]["hooks"]:
+        if hook["kind"] == "tracepoint":
+            assert hook["status"] == "attach", hook
+        elif hook["hook"] == "wp_pfn_shared":
+            # Inlined on both lab kernels: the plan must say so, not pretend.
+            assert ("wp_pfn_shared" in names) == (hook["status"] == "attach")
+            assert hook["status"] in ("attach", "inlined")
+        else:
+            assert (hook["hook"] in names) == (hook["status"] == "attach"), hook
+    for name in ("do_wp_page", "file_update_time"):
+        assert any(h["hook"] == name and h["status"] == "attach" for h in doc["plan"]["hooks"])
+    dax = [c for c in doc["checks"] if c["name"] == "DAX mount %s" % MOUNT]
+    assert dax and dax[0]["ok"], doc["checks"]
+
+
+def test_bad_input_is_one_line_and_leaves_no_file(dax_dir, tmp_path):
+    out = os.path.join(dax_dir, "bad.pft")
+    cases = [
+        (["record", "-o", out, "--mount", "/tmp", "--", "true"], "not a DAX mount"),
+        (["record", "-o", out, "--", "no-such-command-xyz"], "command not found"),
+        (["record", "-o", "/proc/nope/x.pft", "--", "true"], "cannot write"),
+        (["record", "-o", out, "-p", "999999"], "no process"),
+        (["report", out], "pfntrace: "),
+    ]
+    for args, words in cases:
+        p = run(PFNTRACE + args)
+        assert p.returncode != 0, args
+        assert words in _one_line_error(p), (args, p.stderr)
+        assert not os.path.exists(out), args
+        assert not os.path.exists("/proc/nope/x.pft")
+    # Not root: stopped before anything is written, with doctor's reason.
+    os.chmod(dax_dir, 0o777)
+    p = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + PFNTRACE
+            + ["record", "-o", out, "--", "true"])
+    assert p.returncode != 0
+    assert "root" in _one_line_error(p).lower() or "cap_bpf" in p.stderr.lower()
+    assert not os.path.exists(out)
+    # A garbage file is refused by report with one line.
+    with open(out, "wb") as f:
+        f.write(b"not a recording at all")
+    p = run(PFNTRACE + ["report", out])
+    assert p.returncode == 2
+    assert "not a pfntrace recording" in _one_line_error(p)

@@ -1,0 +1,148 @@
+"""`pfntrace top` on a real DAX mount: the screen (in tmux) and the text
+snapshots (stdout not a terminal) must show exactly the workload's faults.
+
+read-then-write of N pages: N write-protect faults, all through
+->pfn_mkwrite, none first-touch, none PMD; verdicts judged in the kernel.
+"""
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from guest import MOUNT, PFNTRACE, WORKLOAD, run
+
+N = 23
+ATTACH_TIMEOUT = 120   # bcc compile (~8 s under TCG) + attach
+COUNT_TIMEOUT = 30
+
+
+def _file_row(lines, path):
+    """The fields of the files-table line ending in path (last one wins):
+    FLT/S TOTAL PFN PAGE PMD TOUCH UPDATED CURRENT MISSED NO_NOTIF P50 P99 LAST PATH."""
+    row = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 14 and fields[-1] == path:
+            row = fields
+    if row is None:
+        return None
+    names = ("rate", "total", "pfn", "page", "pmd", "touch", "updated", "current",
+             "missed", "no_notifier")
+    out = {n: int(v) if n != "rate" else v for n, v in zip(names, row[:10])}
+    out["path"] = row[-1]
+    return out
+
+
+def _wait(what, fn, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for %s" % what)
+        time.sleep(0.25)
+
+
+def _check_row(row):
+    assert row["total"] == N, row
+    assert row["pfn"] == N, row
+    assert (row["page"], row["pmd"], row["touch"], row["no_notifier"]) == (0, 0, 0, 0), row
+    assert row["missed"] == 0, row
+    assert row["updated"] + row["current"] == N, row
+
+
+class Tmux:
+    def __init__(self, workdir):
+        self.env = dict(os.environ, TERM="xterm-256color", TMUX_TMPDIR=workdir)
+        self.env.pop("TMUX", None)
+        self.name = "pft-top"
+
+    def tmux(self, *args, check=True):
+        return subprocess.run(["tmux", "-L", "pfntrace-test"] + list(args), env=self.env,
+                              capture_output=True, text=True, check=check, timeout=30)
+
+    def start(self, argv):
+        self.tmux("new-session", "-d", "-s", self.name, "-x", "250", "-y", "60",
+                  " ".join(shlex.quote(a) for a in argv) + "; sleep 600")
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-t", self.name).stdout
+
+    def keys(self, *keys):
+        self.tmux("send-keys", "-t", self.name, *keys)
+
+    def kill(self):
+        self.tmux("kill-server", check=False)
+
+
+def test_top_screen_shows_the_faults(dax_dir):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    path = os.path.join(dax_dir, "rtw")
+    status = os.path.join(dax_dir, "top-exit")
+    t = Tmux(dax_dir)
+    # The shell records top's exit code, then keeps the pane for capture.
+    argv = PFNTRACE + ["top", "--mount", MOUNT, "--interval", "0.5"]
+    t.tmux("new-session", "-d", "-s", t.name, "-x", "250", "-y", "60",
+           "%s; echo $? > %s; sleep 600"
+           % (" ".join(shlex.quote(a) for a in argv), shlex.quote(status)))
+    try:
+        _wait("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
+        w = run(WORKLOAD + ["read-then-write", path, str(N)])
+        assert w.returncode == 0, w.stderr
+        row = _wait("the workload's file on screen with %d faults" % N,
+                    lambda: (lambda r: r if r and r["total"] >= N else None)(
+                        _file_row(t.screen().splitlines(), path)), COUNT_TIMEOUT)
+        _check_row(row)
+        screen = t.screen()
+        # Per-process table and keys: sort by total, filter by the file name.
+        assert "processes" in screen and "python" in screen, screen
+        t.keys("s")
+        _wait("sort column 'total'", lambda: "sort: total" in t.screen(), 10)
+        t.keys("f", "zzz-no-such", "Enter")
+        _wait("the filter applied", lambda: "filter: zzz-no-such" in t.screen(), 10)
+        assert _file_row(t.screen().splitlines(), path) is None
+        t.keys("q")
+        _wait("top to quit on q", lambda: os.path.exists(status) and open(status).read(), 20)
+        with open(status) as f:
+            assert f.read().strip() == "0"
+    finally:
+        t.kill()
+
+
+def test_top_plain_snapshots_when_not_a_tty(dax_dir):
+    path = os.path.join(dax_dir, "rtw")
+    out_path = os.path.join(dax_dir, "top.txt")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(PFNTRACE + ["top", "--mount", MOUNT, "--interval", "0.5"],
+                                stdout=out, stderr=subprocess.PIPE, text=True)
+    try:
+        def text():
+            with open(out_path) as f:
+                return f.read()
+
+        _wait("the first snapshot", lambda: "write faults" in text() or proc.poll() is not None,
+              ATTACH_TIMEOUT)
+        assert proc.poll() is None, proc.stderr.read()
+        w = run(WORKLOAD + ["read-then-write", path, str(N)])
+        assert w.returncode == 0, w.stderr
+        row = _wait("a snapshot with the file at %d faults" % N,
+                    lambda: (lambda r: r if r and r["total"] >= N else None)(
+                        _file_row(text().splitlines(), path)), COUNT_TIMEOUT)
+        _check_row(row)
+        # Plain text: no escape sequences, one header per snapshot.
+        body = text()
+        assert "\x1b" not in body
+        assert body.count("write faults") >= 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
