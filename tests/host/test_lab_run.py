@@ -1,0 +1,103 @@
+"""`pfntrace lab run` as a user runs it: real guests, real exit codes, and
+the failure modes the lab promises to report in one line."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pfntrace.lab import kernels
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def lab(*args, timeout=300, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pfntrace", "lab", "run", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab_kernels():
+    missing = [a for a in kernels.LAB_KERNELS if not kernels.describe(a).usable]
+    if missing:
+        pytest.skip("lab kernels not installed: %s (run scripts/setup.sh)" % ", ".join(missing))
+
+
+def qemus():
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64.*pftjob"], capture_output=True,
+                         text=True).stdout
+    return set(out.split())
+
+
+def test_stat_on_the_xfs_dax_mount_and_boot_time():
+    p = lab("--kernel", "6.12", "--fs", "xfs", "--", "stat", "-f", "/mnt/dax")
+    assert p.returncode == 0, p.stderr
+    assert "Type: xfs" in p.stdout
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("lab: 6.12.") and "xfs on memmap pmem: userspace at" in line
+
+
+@pytest.mark.parametrize("kernel", sorted(kernels.LAB_KERNELS))
+def test_exit_code_and_streams_come_back(kernel, tmp_path):
+    p = lab("--kernel", kernel, "--results", str(tmp_path), "-q", "--",
+            "sh", "-c", "echo out; echo err >&2; uname -r > %s/release; exit 5" % tmp_path)
+    assert p.returncode == 5
+    assert p.stdout == "out\n"
+    assert p.stderr == "err\n"
+    release = (tmp_path / "release").read_text().strip()
+    assert release == kernels.describe(kernel).release
+
+
+def test_false_exits_1():
+    assert lab("-q", "--", "false").returncode == 1
+
+
+def test_missing_command_is_one_line_127():
+    p = lab("--", "no-such-command-xyz")
+    assert p.returncode == 127
+    assert p.stderr.strip() == "pfntrace: lab: command not found in the guest: no-such-command-xyz"
+
+
+def test_hang_is_killed_at_the_time_limit_and_leaves_no_qemu():
+    before = qemus()
+    start = time.monotonic()
+    p = lab("--timeout", "15", "--", "sleep", "600")
+    assert p.returncode == 2
+    assert time.monotonic() - start < 60
+    assert p.stderr.strip().splitlines() == [
+        "pfntrace: lab: the command did not finish within 15 s in the 6.12 guest; killed"]
+    assert qemus() <= before
+
+
+def test_kernel_panic_is_reported():
+    p = lab("--kernel", "6.1", "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "Kernel panic - not syncing: sysrq triggered crash" in err[0]
+
+
+def test_bad_options_are_one_line():
+    p = lab("--size", "12", "--", "true")
+    assert p.returncode == 2 and p.stderr.strip() == (
+        "pfntrace: lab: --size wants a size of at least 64M, like 512M or 1G")
+    p = lab("--results", "/no/such/dir", "--", "true")
+    assert p.returncode == 2 and "results folder /no/such/dir does not exist" in p.stderr
+    p = lab()
+    assert p.returncode == 2 and "no command given" in p.stderr
+
+
+def test_nvdimm_pmem_is_made_fsdax():
+    p = lab("--kernel", "6.1", "--pmem", "nvdimm", "--fs", "xfs", "-q", "--",
+            "cat", "/sys/block/pmem0/queue/dax")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "1"
+
+
+def test_lab_list_names_both_kernels():
+    p = subprocess.run([sys.executable, "-m", "pfntrace", "lab", "list"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert p.returncode == 0
+    assert [l.split()[0] for l in p.stdout.splitlines()] == ["6.1", "6.12"]
+    assert all(" usable " in l for l in p.stdout.splitlines())
