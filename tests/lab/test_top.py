@@ -67,10 +67,6 @@ class Tmux:
         return subprocess.run(["tmux", "-L", "pfntrace-test"] + list(args), env=self.env,
                               capture_output=True, text=True, check=check, timeout=30)
 
-    def start(self, argv):
-        self.tmux("new-session", "-d", "-s", self.name, "-x", "250", "-y", "60",
-                  " ".join(shlex.quote(a) for a in argv) + "; sleep 600")
-
     def screen(self):
         return self.tmux("capture-pane", "-p", "-t", self.name).stdout
 
