@@ -20,6 +20,9 @@ FS_HANDLERS = (
     "xfs_filemap_page_mkwrite", "xfs_filemap_pfn_mkwrite",
     "ext2_dax_fault",
     "fuse_dax_fault", "fuse_dax_huge_fault", "fuse_dax_page_mkwrite", "fuse_dax_pfn_mkwrite",
+    # The page-cache ->page_mkwrite of ext4 and of most others (generic):
+    # what `record --all-files` compares DAX with.
+    "ext4_page_mkwrite", "filemap_page_mkwrite",
 )
 
 DAX_TRACEPOINTS = (

@@ -25,6 +25,8 @@ _I_INO = decode.ROW_INDEX["ino"]
 _I_PID = decode.ROW_INDEX["pid"]
 _I_TYPE = decode.ROW_INDEX["type"]
 _I_HANDLER = decode.ROW_INDEX["handler"]
+_I_OPS = (decode.ROW_INDEX["ops_pfn_mkwrite"], decode.ROW_INDEX["ops_page_mkwrite"])
+_I_TS = decode.ROW_INDEX["ts_ns"]
 _HANDLER = layout.const("PFT_EV_HANDLER")
 CLOCK_SAMPLE_EVERY_S = 0.25
 CLOCK_STEP_NS = 100_000  # offset changes below this are read jitter
@@ -75,6 +77,7 @@ class Recorder:
         self.procs = {}      # pid -> {"comm", "cmdline"}
         self.symbols = {}    # handler address -> kallsyms name
         self.kallsyms = None
+        self.late = []       # handlers probed only once a fault showed them
         self._stop = False
         self.child = None
         self.exit_code = None
@@ -165,12 +168,13 @@ class Recorder:
             self.events += 1
             t = row[_I_TYPE]
             self.by_type[t] = self.by_type.get(t, 0) + 1
+            # Handlers are named here, where kallsyms is the live one: module
+            # addresses differ from boot to boot.
             if t == _HANDLER and row[_I_HANDLER] not in self.symbols:
-                # The handler is named here, where kallsyms is the live one:
-                # module addresses differ from boot to boot.
-                name = self._symbol(row[_I_HANDLER])
-                self.symbols[row[_I_HANDLER]] = name
-                new_meta.setdefault("symbols", {})["0x%x" % row[_I_HANDLER]] = name
+                self._name(row[_I_HANDLER], new_meta)
+            for i in _I_OPS:
+                if row[i] and row[i] not in self.symbols:
+                    self._discover(row[i], row[_I_TS], new_meta)
             pid = row[_I_PID]
             if pid not in self.procs:
                 info = procinfo.proc_info(pid)
@@ -199,6 +203,23 @@ class Recorder:
             return
         samples.append(sample)
         self.writer.add_meta({"clock_samples": samples})
+
+    def _name(self, addr, new_meta):
+        name = self._symbol(addr)
+        self.symbols[addr] = name
+        new_meta.setdefault("symbols", {})["0x%x" % addr] = name
+        return name
+
+    def _discover(self, addr, ts, new_meta):
+        """A vma's ->pfn_mkwrite / ->page_mkwrite the plan did not list (the
+        candidate list is a start, not the truth): probe it from now on and
+        say from when, since the faults before went by unseen."""
+        name = self._name(addr, new_meta)
+        if "+" in name or name.startswith("0x") or ("kprobe", name) in self.tracer.attached:
+            return
+        attached = self.tracer.attach_handler(name)
+        self.late.append({"hook": name, "attached": attached, "first_seen_ns": ts})
+        new_meta["late_handlers"] = self.late
 
     def _symbol(self, addr):
         from pfntrace.kernel.kallsyms import Kallsyms, KallsymsError
@@ -232,8 +253,14 @@ class Recorder:
         try:
             if self.opt.command:
                 self._spawn()
-            elif self.opt.pid:
-                self.tracer.follow_pid(self.opt.pid)
+            else:
+                if self.opt.pid:
+                    self.tracer.follow_pid(self.opt.pid)
+                # Probes are live from here: say so, for whoever starts the
+                # workload next (a person, or a script waiting for this line).
+                sys.stderr.write("pfntrace: recording to %s%s; Ctrl-C to stop\n" % (
+                    self.opt.output, " pid %d" % self.opt.pid if self.opt.pid else ""))
+                sys.stderr.flush()
             next_sample = next_status = 0.0
             while not self._stop:
                 now = time.monotonic()

@@ -127,6 +127,20 @@ class Tracer:
                               % next(h["why"] for h in self.plan["hooks"]
                                      if h["hook"] == "do_wp_page"))
 
+    def attach_handler(self, name):
+        """Probe one more vm_ops handler, found at run time (its address came
+        in an event's vm_ops pointers).  Returns True when it is attached."""
+        if ("kprobe", name) in self.attached:
+            return True
+        try:
+            self.bpf.attach_kprobe(event=name.encode(), fn_name=b"handler_entry")
+            self.bpf.attach_kretprobe(event=name.encode(), fn_name=b"handler_return",
+                                      maxactive=64)
+        except Exception:
+            return False
+        self.attached += [("kprobe", name), ("kretprobe", name)]
+        return True
+
     def follow_pid(self, pid):
         self.bpf["traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 

@@ -143,3 +143,57 @@ def test_bad_input_is_one_line_and_leaves_no_file(dax_dir, tmp_path):
     p = run(PFNTRACE + ["report", out])
     assert p.returncode == 2
     assert "not a pfntrace recording" in _one_line_error(p)
+
+
+def test_sigterm_ends_a_system_wide_recording_cleanly(dax_dir):
+    import signal
+    import subprocess
+
+    out = os.path.join(dax_dir, "wide.pft")
+    path = os.path.join(dax_dir, "f")
+    rec = subprocess.Popen(PFNTRACE + ["record", "-o", out, "--mount", MOUNT],
+                           stderr=subprocess.PIPE, text=True)
+    line = rec.stderr.readline()
+    assert line.startswith("pfntrace: recording to %s" % out), line
+    w = run(WORKLOAD + ["read-then-write", path, str(N)])
+    assert w.returncode == 0, w.stderr
+    rec.send_signal(signal.SIGTERM)
+    rest = rec.stderr.read()
+    assert rec.wait(timeout=120) == 0, rest
+    doc = json.loads(run(PFNTRACE + ["report", "--json", out]).stdout)
+    files = {f["path"]: f for f in doc["files"]}
+    assert files[path]["pfn_mkwrite"] == N
+    assert doc["summary"]["truncated"] is False
+
+
+def test_all_files_sees_the_page_cache_page_mkwrite_path(tmp_path):
+    # A page-cache (non-DAX) filesystem of the target's type on a loop device:
+    # its write-protect faults go through ->page_mkwrite, which pfntrace
+    # reports only with --all-files.
+    from guest import FS
+
+    img, mnt = str(tmp_path / "pc.img"), str(tmp_path / "pc")
+    os.makedirs(mnt)
+    assert run(["modprobe", "loop"]).returncode == 0
+    with open(img, "wb") as f:
+        f.truncate(320 << 20)
+    mkfs = ["mkfs.ext4", "-q", "-F", img] if FS == "ext4" else ["mkfs.xfs", "-q", "-f", img]
+    assert run(mkfs).returncode == 0
+    m = run(["mount", "-o", "loop", img, mnt])
+    assert m.returncode == 0, m.stderr
+    try:
+        path = os.path.join(mnt, "f")
+        for flag, expected in ((["--all-files"], N), ([], 0)):
+            out = str(tmp_path / ("pc%d.pft" % expected))
+            p = run(PFNTRACE + ["record", "-o", out] + flag + ["--"] + WORKLOAD
+                    + ["read-then-write", path, str(N)])
+            assert p.returncode == 0, p.stderr
+            doc = json.loads(run(PFNTRACE + ["report", "--json", out]).stdout)
+            assert doc["summary"]["page_mkwrite"] == expected, flag
+            assert doc["summary"]["pfn_mkwrite"] == 0
+        from pfntrace.recording import Recording
+
+        names = set(Recording.open(str(tmp_path / ("pc%d.pft" % N))).meta["symbols"].values())
+        assert {"ext4": "ext4_page_mkwrite", "xfs": "xfs_filemap_page_mkwrite"}[FS] in names
+    finally:
+        run(["umount", mnt])
