@@ -53,3 +53,17 @@ def test_record_blocker_is_one_line(no_kprobes):
 
     blocker = record_blocker()
     assert blocker and "\n" not in blocker
+
+
+@pytest.mark.parametrize("cmd", [["record", "-o", "x.pft", "--", "true"],
+                                 ["check", "--", "true"],
+                                 ["top", "--interval", "1"]])
+def test_commands_stop_with_doctors_reason(no_kprobes, cmd, tmp_path):
+    # Not a traceback: the same one line doctor gives as the fix, and no file.
+    result = subprocess.run([sys.executable, "-m", "pfntrace", *cmd], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "pfntrace: kprobes are not available on this kernel (CONFIG_KPROBES is not set): "
+        "run inside `pfntrace lab`, or on a kernel with kprobes"]
+    assert list(tmp_path.iterdir()) == []
