@@ -541,17 +541,23 @@ static __always_inline void tp_done(struct pft_event *ev)
 	__builtin_memset(ev, 0, sizeof(*ev));
 }
 
+/* The fault tracepoints share these fields (fs_dax.h); each has its own
+ * args type, hence a macro rather than a function. */
+#define COPY_FAULT_FIELDS(ev, args) do {	\
+	(ev)->pgoff = (args)->pgoff;		\
+	(ev)->address = (args)->address;	\
+	(ev)->vm_flags = (args)->vm_flags;	\
+	(ev)->fault_flags = (args)->flags;	\
+	(ev)->ret = (args)->result;		\
+} while (0)
+
 #ifdef HAVE_TP_DAX_PTE_FAULT_DONE
 TRACEPOINT_PROBE(fs_dax, dax_pte_fault_done)
 {
 	struct pft_event *ev = tp_event(PFT_EV_DAX_FAULT, args->dev, args->ino);
 	if (!ev)
 		return 0;
-	ev->pgoff = args->pgoff;
-	ev->address = args->address;
-	ev->vm_flags = args->vm_flags;
-	ev->fault_flags = args->flags;
-	ev->ret = args->result;
+	COPY_FAULT_FIELDS(ev, args);
 	tp_done(ev);
 	return 0;
 }
@@ -563,11 +569,7 @@ TRACEPOINT_PROBE(fs_dax, dax_pmd_fault_done)
 	struct pft_event *ev = tp_event(PFT_EV_DAX_FAULT, args->dev, args->ino);
 	if (!ev)
 		return 0;
-	ev->pgoff = args->pgoff;
-	ev->address = args->address;
-	ev->vm_flags = args->vm_flags;
-	ev->fault_flags = args->flags;
-	ev->ret = args->result;
+	COPY_FAULT_FIELDS(ev, args);
 	ev->flags |= PFT_F_PMD;
 	tp_done(ev);
 	return 0;
@@ -580,11 +582,7 @@ TRACEPOINT_PROBE(fs_dax, dax_insert_pfn_mkwrite)
 	struct pft_event *ev = tp_event(PFT_EV_DAX_MKWRITE, args->dev, args->ino);
 	if (!ev)
 		return 0;
-	ev->pgoff = args->pgoff;
-	ev->address = args->address;
-	ev->vm_flags = args->vm_flags;
-	ev->fault_flags = args->flags;
-	ev->ret = args->result;
+	COPY_FAULT_FIELDS(ev, args);
 	tp_done(ev);
 	return 0;
 }
