@@ -101,6 +101,12 @@ def summary_table(an, source=None):
                                     style="bold yellow"))
     if s.get("filter"):
         t.add_row("filter", s["filter"])
+    for late in an.meta.get("late_handlers") or ():
+        # A handler outside the plan's list, probed once a fault showed it:
+        # its earlier faults were seen by do_wp_page only.
+        t.add_row("late probe", Text("%s %s from %s" % (
+            late["hook"], "attached" if late["attached"] else "could not be attached",
+            fmt_rel(an, late["first_seen_ns"])), style="yellow"))
     return t
 
 

@@ -335,3 +335,12 @@ def test_narrow_terminal_lists_files_whole(analysis):
     assert lines[i + 1].split(" · ")[0] == "  writes 3 pfn_mkwrite 3 re-protects 1"
     assert "UPDATED 1 CURRENT 1 MISSED 1" in lines[i + 1]
     assert "/mnt/dax/g (deleted)" in lines
+
+
+def test_late_probe_is_shown(analysis):
+    analysis.meta["late_handlers"] = [{"hook": "nvme_mmap_pfn_mkwrite", "attached": True,
+                                       "first_seen_ns": analysis.first_ts + 2 * NS}]
+    console = Console(record=True, width=140, color_system=None, file=io.StringIO())
+    console.print(report.summary_table(analysis))
+    assert "late probe           nvme_mmap_pfn_mkwrite attached from +2.000s" in \
+        console.export_text()
