@@ -166,6 +166,15 @@ static __always_inline u32 agg_bucket(u64 d)
 	return b > PFT_AGG_LAT_BUCKETS - 1 ? PFT_AGG_LAT_BUCKETS - 1 : b;
 }
 
+/* An index the verifier can see is in range right where it is used: the
+ * 6.1 verifier loses the bound of a spilled register, and clang drops a
+ * mask it can prove redundant unless the value is hidden from it. */
+static __always_inline u32 agg_idx(u32 i)
+{
+	asm volatile("" : "+r"(i));
+	return i & (PFT_AGG_LAT_BUCKETS - 1);
+}
+
 static __always_inline void agg_account(struct pft_event *ev)
 {
 	u32 zero = 0;
@@ -190,7 +199,7 @@ static __always_inline void agg_account(struct pft_event *ev)
 		__sync_fetch_and_add(&f->kinds[kind], 1);
 		__sync_fetch_and_add(&f->verdicts[verdict], 1);
 		if (timed)
-			__sync_fetch_and_add(&f->lat[b], 1);
+			__sync_fetch_and_add(&f->lat[agg_idx(b)], 1);
 		__sync_fetch_and_add(&f->total, 1);
 		f->last_ts = ev->ts_ns;
 		f->last_pid = ev->pid;
@@ -218,7 +227,7 @@ static __always_inline void agg_account(struct pft_event *ev)
 		t->kinds[kind] += 1;
 		t->verdicts[verdict] += 1;
 		if (timed)
-			t->lat[b] += 1;
+			t->lat[agg_idx(b)] += 1;
 		t->total += 1;
 		t->last_ts = ev->ts_ns;
 	}

@@ -153,6 +153,12 @@ def command(mounts, pid, interval, all_files, count, bpf_stats):
             tr.start()
         except tracer.TracerError as e:
             raise Fail(str(e))
+        failed = [h for h in plan["hooks"] if h.get("why", "").startswith("attach failed")]
+        if failed:
+            # A probe the plan expected but the kernel refused (a verifier
+            # rejection, typically): the counts would be silently wrong.
+            raise Fail("could not attach %s %s: %s"
+                       % (failed[0]["kind"], failed[0]["hook"], failed[0]["why"]))
         if pid:
             tr.follow_pid(pid)
         reader = aggregate.Reader(tr, tick_ns=recorder.tick_ns(),
