@@ -62,6 +62,7 @@ class RecordOptions:
     duration: float = 0.0
     mounts: list = field(default_factory=list)  # [(path, major, minor)]
     all_files: bool = False
+    only_file: str = None
     status: bool = True  # a live status line on stderr
 
 
@@ -78,6 +79,7 @@ class Recorder:
         self.symbols = {}    # handler address -> kallsyms name
         self.kallsyms = None
         self.late = []       # handlers probed only once a fault showed them
+        self._looked_up = set()  # (file key, pid) whose maps were read
         self._stop = False
         self.child = None
         self.exit_code = None
@@ -100,6 +102,7 @@ class Recorder:
             "command": self.opt.command, "pid": self.opt.pid,
             "mounts": [m[0] for m in self.opt.mounts],
             "all_files": self.opt.all_files,
+            "file": self.opt.only_file,
             "lab": {k: v for k, v in os.environ.items() if k.startswith("PFNTRACE_LAB_")},
         }
 
@@ -185,7 +188,10 @@ class Recorder:
                     new_meta.setdefault("procs", {})[str(pid)] = info
             major, minor = procinfo.split_kernel_dev(row[_I_DEV])
             key = (major, minor, row[_I_INO])
-            if self.files.get(key) is None:
+            if self.files.get(key) is None and (key, pid) not in self._looked_up:
+                # Once per file and process: a process that has exited (or
+                # unmapped the file) will not name it on a second look either.
+                self._looked_up.add((key, pid))
                 path = procinfo.maps_paths(pid).get(key)
                 self.files[key] = path
                 if path:

@@ -23,7 +23,7 @@ EXIT_COMMAND_FAILED = 3
 @click.command("check", context_settings={"ignore_unknown_options": True})
 @record_options
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(output, mounts, pid, duration, all_files, cmd):
+def command(output, mounts, pid, duration, only_file, all_files, cmd):
     """Run COMMAND and fail (exit 1) if any write fault left mtime/ctime stale.
 
     \b
@@ -40,7 +40,7 @@ def command(output, mounts, pid, duration, all_files, cmd):
         os.close(fd)
         os.unlink(output)  # the recorder creates it, mode 0600
     try:
-        rec = prepare(output, mounts, pid, duration, all_files, cmd)
+        rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
         try:
             trailer = rec.run()
         finally:

@@ -21,6 +21,9 @@ def record_options(f):
                      help="Follow this process (and its children) instead of a command."),
         click.option("--duration", type=float, default=0.0, metavar="S",
                      help="Stop after S seconds."),
+        click.option("--file", "only_file", metavar="PATH",
+                     help="Trace only this file (its device and inode, filtered in the "
+                          "kernel)."),
         click.option("--all-files", is_flag=True,
                      help="Also trace page-cache files (the ->page_mkwrite path), "
                           "not only DAX files."),
@@ -50,7 +53,18 @@ def _watched_mount(path):
     return (real, st["dev_major"], st["dev_minor"])
 
 
-def prepare(output, mounts, pid, duration, all_files, command_argv):
+def _watched_file(path):
+    """(major, minor, ino) of one file to trace, or Fail."""
+    from pfntrace.kernel.statx import statx
+
+    try:
+        st = statx(path)
+    except OSError as e:
+        raise Fail("--file %s: %s" % (path, e.strerror))
+    return st["dev_major"], st["dev_minor"], st["ino"]
+
+
+def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=None):
     """Check everything that can be checked before compiling; return a
     Recorder with its file created and its tracer started."""
     from pfntrace import doctor, recorder, tracer
@@ -67,14 +81,21 @@ def prepare(output, mounts, pid, duration, all_files, command_argv):
     if blocker:
         raise Fail(blocker)
     watched = [_watched_mount(m) for m in mounts]
+    target = _watched_file(only_file) if only_file else None
+    if target and watched and (target[0], target[1]) not in [(m[1], m[2]) for m in watched]:
+        raise Fail("--file %s is not on any --mount given" % only_file)
     output = output or DEFAULT_NAME
     plan = build_plan()
     options = recorder.RecordOptions(
         output=output, command=list(command_argv), pid=pid, duration=duration,
-        mounts=watched, all_files=all_files, status=sys.stderr.isatty())
+        mounts=watched, all_files=all_files, only_file=only_file,
+        status=sys.stderr.isatty())
+    devs = [(m[1], m[2]) for m in watched]
+    if target:
+        devs = [target[:2]]
     tr = tracer.Tracer(plan, follow=bool(command_argv or pid),
-                       devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
-                       all_files=all_files)
+                       devs=[tracer.kernel_dev(*d) for d in devs],
+                       ino=target[2] if target else 0, all_files=all_files)
     rec = recorder.Recorder(tr, plan, options)
     from pfntrace.recording import RecordingError
 
@@ -132,7 +153,7 @@ def print_plan(plan):
 @click.option("--plan", "show_plan", is_flag=True,
               help="Print the probe plan for this kernel and exit.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
-def command(output, mounts, pid, duration, all_files, show_plan, cmd):
+def command(output, mounts, pid, duration, only_file, all_files, show_plan, cmd):
     """Record write faults of COMMAND (or -p PID, or the whole system).
 
     \b
@@ -142,7 +163,7 @@ def command(output, mounts, pid, duration, all_files, show_plan, cmd):
     if show_plan:
         print_plan(build_plan())
         return
-    rec = prepare(output, mounts, pid, duration, all_files, cmd)
+    rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
     try:
         trailer = rec.run()
     finally:

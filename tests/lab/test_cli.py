@@ -202,3 +202,18 @@ def test_all_files_sees_the_page_cache_page_mkwrite_path(tmp_path):
         assert {"ext4": "ext4_page_mkwrite", "xfs": "xfs_filemap_page_mkwrite"}[FS] in names
     finally:
         run(["umount", mnt])
+
+
+def test_file_filter_keeps_only_that_file(dax_dir):
+    a, b = os.path.join(dax_dir, "a"), os.path.join(dax_dir, "b")
+    _stale_file(a, N)
+    out = os.path.join(dax_dir, "onefile.pft")
+    script = "%s read-then-write %s %d && %s read-then-write %s %d" % (
+        " ".join(WORKLOAD), a, N, " ".join(WORKLOAD), b, N)
+    p = run(PFNTRACE + ["record", "-o", out, "--file", a, "--", "sh", "-c", script])
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(run(PFNTRACE + ["report", "--json", out]).stdout)
+    assert [f["path"] for f in doc["files"]] == [a]
+    assert doc["summary"]["pfn_mkwrite"] == N
+    p = run(PFNTRACE + ["record", "-o", out + "2", "--file", "/nope", "--", "true"])
+    assert p.returncode == 2 and "--file /nope: No such file" in _one_line_error(p)
