@@ -31,6 +31,7 @@ _HANDLER = layout.const("PFT_EV_HANDLER")
 CLOCK_SAMPLE_EVERY_S = 0.25
 CLOCK_STEP_NS = 100_000  # offset changes below this are read jitter
 STATUS_EVERY_S = 0.5
+FLUSH_EVERY_S = 1.0
 
 
 def clock_sample():
@@ -267,12 +268,18 @@ class Recorder:
                 sys.stderr.write("pfntrace: recording to %s%s; Ctrl-C to stop\n" % (
                     self.opt.output, " pid %d" % self.opt.pid if self.opt.pid else ""))
                 sys.stderr.flush()
-            next_sample = next_status = 0.0
+            next_sample = next_status = next_flush = 0.0
             while not self._stop:
                 now = time.monotonic()
                 if now >= next_sample:
                     self._sample_clock(samples)
                     next_sample = now + CLOCK_SAMPLE_EVERY_S
+                if now >= next_flush:
+                    # A short block now and then: kill -9 or a crash then
+                    # costs at most FLUSH_EVERY_S of events, not a 1 MiB block.
+                    self.writer.set_lost(self.tracer.lost())
+                    self.writer.flush()
+                    next_flush = now + FLUSH_EVERY_S
                 if self.opt.status and now >= next_status:
                     self._status(start)
                     next_status = now + STATUS_EVERY_S

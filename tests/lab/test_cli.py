@@ -217,3 +217,26 @@ def test_file_filter_keeps_only_that_file(dax_dir):
     assert doc["summary"]["pfn_mkwrite"] == N
     p = run(PFNTRACE + ["record", "-o", out + "2", "--file", "/nope", "--", "true"])
     assert p.returncode == 2 and "--file /nope: No such file" in _one_line_error(p)
+
+
+def test_kill_9_leaves_a_readable_recording(dax_dir):
+    import signal
+    import subprocess
+    import time
+
+    out = os.path.join(dax_dir, "killed.pft")
+    path = os.path.join(dax_dir, "f")
+    rec = subprocess.Popen(PFNTRACE + ["record", "-o", out, "--mount", MOUNT],
+                           stderr=subprocess.PIPE, text=True)
+    assert rec.stderr.readline().startswith("pfntrace: recording to")
+    w = run(WORKLOAD + ["read-then-write", path, str(N)])
+    assert w.returncode == 0, w.stderr
+    time.sleep(2.5)  # the recorder writes what it has at least once a second
+    rec.send_signal(signal.SIGKILL)
+    rec.wait(timeout=60)
+    p = run(PFNTRACE + ["report", "--json", out])
+    assert p.returncode == 0, p.stderr
+    assert "is truncated" in p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["summary"]["truncated"] is True
+    assert {f["path"]: f["pfn_mkwrite"] for f in doc["files"]}[path] == N
