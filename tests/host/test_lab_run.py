@@ -101,3 +101,12 @@ def test_lab_list_names_both_kernels():
     assert p.returncode == 0
     assert [l.split()[0] for l in p.stdout.splitlines()] == ["6.1", "6.12"]
     assert all(" usable " in l for l in p.stdout.splitlines())
+
+
+def test_host_tmp_is_visible_at_its_path(tmp_path):
+    # CI clones the project under /tmp: the guest must see it there.
+    script = tmp_path / "hello.sh"
+    script.write_text("echo hello from $(uname -r)\n")
+    p = lab("-q", "--", "sh", str(script))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("hello from 6.12.")

@@ -9,7 +9,8 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays the host's, seen through the overlay (writes stay in the
+# guest): a checkout or a command under /tmp must be found at its path.
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
