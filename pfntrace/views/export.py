@@ -36,7 +36,6 @@ TABLES = ("summary", "files", "processes", "events", "latency")
 def file_rows(an):
     out = []
     for f in an.files:
-        k = f.kinds
         notes = []
         if f.deleted:
             notes.append("deleted")
@@ -48,11 +47,7 @@ def file_rows(an):
             "dev": f.devstr,
             "ino": f.ino,
             "write_faults": f.write_faults,
-            "pfn_mkwrite": k[correlate.K_PFN],
-            "page_mkwrite": k[correlate.K_PAGE],
-            "pmd": k[correlate.K_PMD],
-            "first_touch": k[correlate.K_FAULT],
-            "no_notifier": k[correlate.K_NONOTIFY],
+            **_kinds(f.kinds),
             "map_sync": f.map_sync,
             "reprotects": f.reprotects,
             "reprotect_pages": f.reprotect_pages,
@@ -76,20 +71,26 @@ def file_rows(an):
     return out
 
 
+def _kinds(kinds):
+    """Write faults by kind, under the contract's key names."""
+    return {
+        "pfn_mkwrite": kinds[correlate.K_PFN],
+        "page_mkwrite": kinds[correlate.K_PAGE],
+        "pmd": kinds[correlate.K_PMD],
+        "first_touch": kinds[correlate.K_FAULT],
+        "no_notifier": kinds[correlate.K_NONOTIFY],
+    }
+
+
 def process_rows(an):
     out = []
     for p in an.processes:
-        k = p.kinds
         out.append({
             "pid": p.pid,
             "comm": p.comm,
             "cmdline": p.cmdline,
             "write_faults": p.write_faults,
-            "pfn_mkwrite": k[correlate.K_PFN],
-            "page_mkwrite": k[correlate.K_PAGE],
-            "pmd": k[correlate.K_PMD],
-            "first_touch": k[correlate.K_FAULT],
-            "no_notifier": k[correlate.K_NONOTIFY],
+            **_kinds(p.kinds),
             "reads": p.reads,
             "files": len(p.files),
             "verdicts": p.verdict_counts(),
