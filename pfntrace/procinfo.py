@@ -75,3 +75,28 @@ def walk_for_inodes(roots, wanted, limit=200000):
                     if len(found) == len(wanted):
                         return found
     return found
+
+
+def mount_points(mountinfo):
+    """{(major, minor): mount point} of filesystems mounted at their root
+    (mountinfo field 4 is "/"; bind mounts of subtrees are left out)."""
+    points = {}
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[3] != "/":
+            continue
+        major, minor = (int(x) for x in fields[2].split(":"))
+        points.setdefault((major, minor), fields[4].encode().decode("unicode_escape"))
+    return points
+
+
+def path_from_names(comps, mount_point):
+    """A path from the kernel's names (leaf first, see struct pft_name):
+    exact when they reach the filesystem's root ("/"), else marked with
+    "..." where the walk stopped."""
+    if not comps:
+        return None
+    if comps[-1] == "/":
+        rel = "/".join(reversed(comps[:-1]))
+        return (mount_point.rstrip("/") + "/" + rel) if mount_point else "/" + rel
+    return "%s/.../%s" % ((mount_point or "").rstrip("/"), "/".join(reversed(comps)))

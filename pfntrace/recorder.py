@@ -346,12 +346,39 @@ class Recorder:
         wanted = {k for k, p in self.files.items() if p is None}
         if not wanted:
             return
+        # First the names the kernel took at the first fault of each file...
+        with open("/proc/self/mountinfo") as f:
+            points = procinfo.mount_points(f.read())
+        found = {}
+        for key, comps in self.tracer.names().items():
+            if key in wanted:
+                path = procinfo.path_from_names(comps, points.get(key[:2]))
+                # Names longer than a slot come back cut short: believe a path
+                # only if it leads to the very inode.
+                if path and _is_inode(path, key):
+                    found[key] = path
+        if found:
+            self.files.update(found)
+            self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
+                                            for k, p in found.items()}})
+        # ...then, for what the names map missed (it was full), a bounded walk.
+        wanted -= set(found)
+        if not wanted:
+            return
         roots = [m[0] for m in self.opt.mounts] or _dax_mount_points()
         found = procinfo.walk_for_inodes(roots, wanted)
         if found:
             self.files.update(found)
             self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
                                             for k, p in found.items()}})
+
+
+def _is_inode(path, key):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == key
 
 
 def _dax_mount_points():

@@ -18,6 +18,8 @@ MAX_DEVS = 8  # keep in step with MAX_DEVS in pfntrace.bpf.c
 # while the consumer is busy; it drains every POLL_MS whether woken or not.
 RINGBUF_PAGES = 16384
 POLL_MS = 50
+NAME_LEN = layout.const("PFT_NAME_LEN")
+assert layout.ffi.sizeof("struct pft_name") == NAME_LEN * layout.const("PFT_NAME_DEPTH")
 
 
 class TracerError(Exception):
@@ -159,6 +161,18 @@ class Tracer:
             self.ring.wait(timeout_ms)
             data = self.ring.drain()
         return data
+
+    def names(self):
+        """{(major, minor, ino): [name, parent, ...]} from the kernel's names
+        map: leaf first, "/" when the walk reached the filesystem's root."""
+        out = {}
+        for key, value in self.bpf["names"].items():
+            # The whole buffer: ctypes cuts a char array field at its first NUL.
+            raw = bytes(value)
+            comps = [raw[i:i + NAME_LEN].split(b"\0", 1)[0].decode("utf-8", "replace")
+                     for i in range(0, len(raw), NAME_LEN)]
+            out[(key.dev >> 20, key.dev & 0xFFFFF, key.ino)] = [c for c in comps if c]
+        return out
 
     def lost(self):
         """Events the kernel could not hand over, per CPU."""

@@ -38,6 +38,8 @@ BPF_PERCPU_ARRAY(blank, struct pft_event, 1);	/* all-zero, to seed the hashes */
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_PERCPU_ARRAY(pending, u32, 1);		/* events since the last wakeup */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
+BPF_PERCPU_ARRAY(namebuf, struct pft_name, 1);	/* scratch: too big for the stack */
 
 #define READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
@@ -310,6 +312,35 @@ static __always_inline void read_times(struct pft_event *ev, u64 inode, int i)
 	READ(ev->ctime_nsec[i], inode, INODE_CTIME_NSEC);
 }
 
+/* Name a file once, in the kernel (see struct pft_name). */
+static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
+{
+	struct pft_file_key key = {};
+	u32 zero = 0;
+	u64 d = 0, parent = 0, name = 0;
+
+	key.ino = ino;
+	key.dev = dev;
+	if (names.lookup(&key))
+		return;
+	struct pft_name *n = namebuf.lookup(&zero);
+	if (!n)
+		return;
+	READ(d, file, FILE_F_PATH_DENTRY);
+#pragma unroll
+	for (int i = 0; i < PFT_NAME_DEPTH; i++) {
+		char *slot = n->comp + i * PFT_NAME_LEN;
+		slot[0] = 0;
+		if (!d)
+			continue;
+		READ(name, d, DENTRY_D_NAME_NAME);
+		bpf_probe_read_kernel_str(slot, PFT_NAME_LEN, (void *)name);
+		READ(parent, d, DENTRY_D_PARENT);
+		d = parent == d ? 0 : parent;	/* the root is its own parent */
+	}
+	names.update(&key, n);
+}
+
 /*
  * Fill the fault's identity from struct vm_fault.  Returns the inode pointer,
  * or 0 when the fault is not one we trace (no file, filtered out).
@@ -356,6 +387,7 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 	READ(ev->ino, inode, INODE_I_INO);
 	if (c->ino && c->ino != ev->ino)
 		return 0;
+	remember_name(file, ev->dev, ev->ino);
 	READ(ev->pgoff, vmf, VMF_PGOFF);
 	READ(ev->address, vmf, VMF_ADDRESS);
 	READ(ev->fault_flags, vmf, VMF_FLAGS);

@@ -89,6 +89,30 @@ struct pft_event {
 	char comm[16];
 };
 
+/* A traced file, as map key: its device and inode. */
+struct pft_file_key {
+	__u64 ino;
+	__u32 dev;              /* kernel dev_t */
+	__u32 pad;              /* zero */
+};
+
+/*
+ * The names map (struct pft_file_key -> struct pft_name), filled in the
+ * kernel the first time a file is traced: the dentry's name and its
+ * parents' names, leaf first, up to PFT_NAME_DEPTH; "/" is the filesystem's
+ * root, an empty component means the walk ended before it.  A process that
+ * exits before user space reads its /proc/PID/maps (xfs_io, short tests)
+ * leaves its files nameable all the same.
+ */
+#define PFT_NAME_DEPTH 6
+#define PFT_NAME_LEN   48
+struct pft_name {
+	/* PFT_NAME_DEPTH slots of PFT_NAME_LEN bytes.  One dimension only:
+	 * bcc 0.26 sizes two-dimensional map values wrongly in Python, and
+	 * the kernel then writes past the buffer it was given. */
+	char comp[288];
+};
+
 /* ---- In-kernel aggregation (pfntrace top; compiled with -DPFT_AGGREGATE) ----
  * Per-file, per-process and global counters kept in BPF maps, so a live view
  * reads a few maps per refresh instead of receiving every event.  The array
@@ -101,11 +125,6 @@ struct pft_event {
 #define PFT_AGG_LAT_BUCKETS 32 /* [b]: handler durations with bit_length b (ns) */
 #define PFT_AGG_RATE_SLOTS 64  /* ring of per-interval write fault counts */
 
-struct pft_file_key {
-	__u64 ino;
-	__u32 dev;              /* kernel dev_t */
-	__u32 pad;              /* zero */
-};
 
 /* Per file (hash pft_file_key -> this) and global (per-CPU array, [0]). */
 struct pft_agg_stats {

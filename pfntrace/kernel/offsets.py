@@ -66,6 +66,13 @@ def bpf_defines(btf):
     try:
         defines = {macro: btf.member_offset(struct, member)
                    for macro, struct, member in _FIXED_FIELDS}
+        # For naming files in the kernel (the names map): file->f_path.dentry,
+        # dentry->d_parent, dentry->d_name.name.
+        defines["FILE_F_PATH_DENTRY"] = (btf.member_offset("file", "f_path")
+                                         + btf.member_offset("path", "dentry"))
+        defines["DENTRY_D_PARENT"] = btf.member_offset("dentry", "d_parent")
+        defines["DENTRY_D_NAME_NAME"] = (btf.member_offset("dentry", "d_name")
+                                         + btf.member_offset("qstr", "name"))
         defines.update(_timestamp_defines(btf, "mtime"))
         defines.update(_timestamp_defines(btf, "ctime"))
     except BtfError as e:

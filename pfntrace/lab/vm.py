@@ -98,6 +98,10 @@ def _qemu_argv(cfg, vmlinux, initrd, job, release):
                    "multidevs=remap",
         "-virtfs", "local,path=%s,mount_tag=pftjob,security_model=none" % job,
         "-virtfs", "local,path=%s,mount_tag=pftresults,security_model=none" % cfg.results,
+        # A PCI BAR of plain shared memory: mapped through sysfs it is a
+        # VM_PFNMAP mapping with no ->pfn_mkwrite, the NO_NOTIFIER case.
+        "-object", "memory-backend-ram,id=pftshm,size=1M",
+        "-device", "ivshmem-plain,memdev=pftshm",
     ] + extra
     return argv
 

@@ -100,7 +100,48 @@ def map_sync_write(path, pages):
     os.close(fd)
 
 
+def ivshmem_bar():
+    """sysfs path of the lab's ivshmem shared-memory BAR (QEMU's 1af4:1110)."""
+    import glob
+
+    for dev in sorted(glob.glob("/sys/bus/pci/devices/*")):
+        with open(dev + "/vendor") as v, open(dev + "/device") as d:
+            if (v.read().strip(), d.read().strip()) == ("0x1af4", "0x1110"):
+                return dev + "/resource2"
+    raise FileNotFoundError("no ivshmem device (the lab adds one)")
+
+
+def pfnmap_write(path, pages):
+    """Map a PCI BAR read-only through sysfs (VM_PFNMAP, vm_ops without
+    ->pfn_mkwrite), read every page, mprotect it writable, write every page:
+    each write is a write-protect fault that tells nobody.  Prints the
+    mapping's address (tests match it against the kernel's own fault trace)."""
+    import ctypes
+
+    if path == "ivshmem":
+        path = ivshmem_bar()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fd = os.open(path, os.O_RDWR)
+    size = pages * PAGE
+    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap %s" % path)
+    for i in range(pages):
+        ctypes.c_char.from_address(addr + i * PAGE).value
+    if libc.mprotect(ctypes.c_void_p(addr), size, mmap.PROT_READ | mmap.PROT_WRITE) != 0:
+        raise OSError(ctypes.get_errno(), "mprotect")
+    for i in range(pages):
+        ctypes.c_char.from_address(addr + i * PAGE).value = b"\x01"
+    print("mapped %s at 0x%x" % (path, addr))
+    os.close(fd)
+
+
 WORKLOADS = {
+    "pfnmap-write": pfnmap_write,
     "map-sync-write": map_sync_write,
     "read-then-write": read_then_write,
     "write-sync-write": write_sync_write,

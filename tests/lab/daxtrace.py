@@ -1,8 +1,8 @@
 """The kernel's own count of DAX faults, read from tracefs, not through pfntrace.
 
 A private tracefs instance (instances/NAME) gets its own buffer and event
-switches, so enabling fs_dax events there touches neither the global trace
-nor pfntrace's BPF attachments.  This is the independent source the lab
+switches, so enabling events there touches neither the global trace nor
+pfntrace's BPF attachments.  This is the independent source the lab
 tests check pfntrace's counts against.
 """
 
@@ -20,21 +20,26 @@ _PGOFF = re.compile(r"pgoff (0x[0-9a-f]+|0)\b")
 _PGLEN = re.compile(r"pglen (0x[0-9a-f]+|0)\b")
 
 
-class DaxTrace:
-    def __init__(self, name="pfntrace-check"):
+class TraceInstance:
+    """A private tracefs instance with some events on (and their filters)."""
+
+    def __init__(self, name, events):
         self.dir = os.path.join(TRACEFS, "instances", name)
+        self.events = events  # {"group/event": filter or None}
 
     def __enter__(self):
         os.makedirs(self.dir, exist_ok=True)
         self._write("buffer_size_kb", "8192")
         self._write("trace", "")
-        for ev in EVENTS:
-            self._write("events/fs_dax/%s/enable" % ev, "1")
+        for ev, flt in self.events.items():
+            if flt:
+                self._write("events/%s/filter" % ev, flt)
+            self._write("events/%s/enable" % ev, "1")
         return self
 
     def __exit__(self, *exc):
-        for ev in EVENTS:
-            self._write("events/fs_dax/%s/enable" % ev, "0")
+        for ev in self.events:
+            self._write("events/%s/enable" % ev, "0")
 
     def _write(self, rel, value):
         with open(os.path.join(self.dir, rel), "w") as f:
@@ -43,6 +48,11 @@ class DaxTrace:
     def lines(self):
         with open(os.path.join(self.dir, "trace")) as f:
             return [l for l in f if not l.startswith("#")]
+
+
+class DaxTrace(TraceInstance):
+    def __init__(self, name="pfntrace-check"):
+        super().__init__(name, {"fs_dax/" + ev: None for ev in EVENTS})
 
     def counts(self):
         """Counter keyed by (ino, kind): pte_mkwrite (WRITE|MKWRITE PTE

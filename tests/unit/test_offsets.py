@@ -1,11 +1,7 @@
 """bpf_defines over synthetic kernels (one per timestamp layout) and over the
 real BTF of this host and of the two lab kernels."""
 
-import lzma
 import os
-import shutil
-import struct
-import subprocess
 
 import pytest
 
@@ -44,7 +40,11 @@ def synthetic_kernel(timestamps, page_entry_size=False, drop=None):
     b.struct("vm_operations_struct", 96, members(
         ("fault", ptr, 40), ("huge_fault", ptr, 48), ("page_mkwrite", ptr, 72),
         ("pfn_mkwrite", ptr, 80)))
-    b.struct("file", 64, members(("f_inode", ptr, 32)))
+    path = b.struct("path", 16, members(("mnt", ptr, 0), ("dentry", ptr, 8)))
+    b.struct("file", 64, members(("f_path", path, 16), ("f_inode", ptr, 32)))
+    hash_len = b.struct("", 8, members(("hash_len", u64, 0)), union=True)
+    qstr = b.struct("qstr", 16, [("", hash_len, 0)] + members(("name", ptr, 8)))
+    b.struct("dentry", 64, members(("d_parent", ptr, 24), ("d_name", qstr, 32)))
     stamp_members = [(name, timespec64 if kind == NSEC else (u32 if kind == 4 else s64), off)
                      for name, off, kind in timestamps]
     b.struct("inode", 256, members(("i_flags", u32, 12), ("i_sb", ptr, 40), ("i_ino", u64, 64),
@@ -124,7 +124,7 @@ def test_host_defines():
 #   python3 -c 'read setup_sects at 0x1f1, payload_offset/length at 0x248'
 #     -> payload (6.1: xz, 6.12: zstd); xz -dc / zstd -dcq > vmlinux
 #   objcopy -O binary --only-section=.BTF vmlinux btf
-# The test does the same in Python (Btf reads .BTF from the ELF itself).
+# The test unpacks with the lab's code (Btf reads .BTF from the ELF itself).
 LAB_KERNELS = {
     "6.1.0-56-amd64": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
@@ -133,6 +133,7 @@ LAB_KERNELS = {
         "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 32, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 104, "INODE_MTIME_NSEC": 112,
         "INODE_CTIME_SEC": 120, "INODE_CTIME_NSEC": 128, "HUGE_FAULT_ARG_IS_ORDER": 0,
+        "FILE_F_PATH_DENTRY": 24, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
     },
     "6.12.117+deb12-amd64": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
@@ -141,27 +142,21 @@ LAB_KERNELS = {
         "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 40, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
         "INODE_CTIME_SEC": 104, "INODE_CTIME_NSEC": 120, "HUGE_FAULT_ARG_IS_ORDER": 1,
+        "FILE_F_PATH_DENTRY": 72, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
     },
 }
 
 
 def vmlinux_from_bzimage(path):
-    """The uncompressed vmlinux ELF inside a bzImage, or skip."""
+    """The uncompressed vmlinux ELF inside a bzImage (the lab's own unpacking)."""
+    from pfntrace.lab import kernels
+
     with open(path, "rb") as f:
         image = f.read()
-    setup_sects = image[0x1F1] or 4
-    offset, length = struct.unpack_from("<II", image, 0x248)
-    start = (setup_sects + 1) * 512 + offset
-    payload = image[start:start + length]
-    if payload.startswith(b"\xfd7zXZ"):
-        # The kernel appends the uncompressed size: stop at the end of stream.
-        return lzma.LZMADecompressor().decompress(payload)
-    if payload.startswith(b"\x28\xb5\x2f\xfd"):
-        if not shutil.which("zstd"):
-            pytest.skip("no zstd to decompress %s" % path)
-        # zstd complains about the same trailing size but writes the image.
-        return subprocess.run(["zstd", "-dcq"], input=payload, capture_output=True).stdout
-    pytest.skip("unknown payload compression in %s" % path)
+    try:
+        return kernels._decompress(kernels._payload(image))
+    except kernels.LabError as e:
+        pytest.skip(str(e))
 
 
 @pytest.mark.parametrize("release", sorted(LAB_KERNELS))
