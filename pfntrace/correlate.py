@@ -52,6 +52,7 @@ ROLE_PFN_MKWRITE = C("PFT_ROLE_PFN_MKWRITE")
 
 F_IN_WP = C("PFT_F_IN_WP")
 F_INODE_DAX = C("PFT_F_INODE_DAX")
+F_PFN_PATH = C("PFT_F_PFN_PATH")
 F_HAS_PFN_MKWRITE = C("PFT_F_HAS_PFN_MKWRITE")
 F_HANDLER_RAN = C("PFT_F_HANDLER_RAN")
 F_PMD = C("PFT_F_PMD")
@@ -637,7 +638,9 @@ def _analyse(recording, tolerance_ns, keep_faults, selection):
                             fs.errors += 1
                     continue
                 if flags & F_IN_WP:
-                    if roles & ROLE_PFN_MKWRITE:
+                    if flags & F_PFN_PATH:
+                        kind = K_PFN  # probed, not inferred
+                    elif roles & ROLE_PFN_MKWRITE:
                         if roles & ROLE_PAGE_MKWRITE and not flags & F_INODE_DAX:
                             kind = K_PAGE
                         else:

@@ -113,9 +113,9 @@ class Tracer:
             elif name == "file_update_time":
                 fn = "ftu_entry"
             elif name == "wp_pfn_shared":
-                # Where it is a symbol, the handler probe inside it already
-                # tells the pfn path; attaching it adds nothing we record.
-                continue
+                # Where it is a symbol it says for certain what is otherwise
+                # inferred from the handler's vm_ops slot (PFT_F_PFN_PATH).
+                fn = "wp_pfn_entry"
             else:
                 fn = "handler_entry" if hook["kind"] == "kprobe" else "handler_return"
             try:

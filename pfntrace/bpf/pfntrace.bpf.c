@@ -443,6 +443,17 @@ int wp_return(struct pt_regs *ctx)
 	return 0;
 }
 
+/* Only where wp_pfn_shared is a symbol (not on Debian 6.1, 6.12 or 6.18,
+ * where it is inlined): mark the running do_wp_page as taking the pfn path. */
+int wp_pfn_entry(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct pft_event *wp = wpstate.lookup(&tid);
+	if (wp)
+		wp->flags |= PFT_F_PFN_PATH;
+	return 0;
+}
+
 int handler_entry(struct pt_regs *ctx)
 {
 	struct pft_config *c = cfg();
@@ -495,7 +506,7 @@ int handler_entry(struct pt_regs *ctx)
 
 	struct pft_event *wp = wpstate.lookup(&tid);
 	if (wp) {
-		ev->flags |= PFT_F_IN_WP;
+		ev->flags |= PFT_F_IN_WP | (wp->flags & PFT_F_PFN_PATH);
 		wp->flags |= PFT_F_HANDLER_RAN;
 	}
 	/* vmf itself, for the address at return. */

@@ -34,6 +34,8 @@
 #define PFT_F_HANDLER_RAN      16  /* wp: a traced handler ran inside this do_wp_page */
 #define PFT_F_PMD              32  /* dax fault: the PMD (2 MiB) tracepoint */
 #define PFT_F_FILE             64  /* the vma maps a file */
+#define PFT_F_PFN_PATH         128 /* wp_pfn_shared itself was probed and ran (only
+                                      where it is a symbol; else the path is inferred) */
 
 /* struct vm_fault.flags bits (include/linux/mm_types.h, stable 6.1..7.x) */
 #define PFT_FAULT_FLAG_WRITE    1

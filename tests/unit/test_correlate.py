@@ -442,3 +442,16 @@ def test_huge_fault_fallback_is_not_a_write_fault():
                  ret=0x100)])
     assert [(f.kind, f.verdict) for f in an.faults] == [("fault", "UPDATED")]
     assert an.summary()["huge_fault_fallbacks"] == 1
+
+
+def test_probed_wp_pfn_shared_decides_the_kind():
+    # Where wp_pfn_shared is a symbol the BPF side marks the fault
+    # PFT_F_PFN_PATH: even a handler that fills only ->page_mkwrite's slot on
+    # a non-DAX inode was called on the pfn path.
+    now = T0 + 5 * NS
+    pfn_path = C("PFT_F_PFN_PATH")
+    an = run([ev(ts=5 * NS, m=(T0, now), roles=R_PAGE, fault_flags=WRITE | MKWRITE,
+                 flags=IN_WP | pfn_path),
+              ev(ts=6 * NS, m=(now, now + NS), roles=R_PAGE, fault_flags=WRITE | MKWRITE,
+                 flags=IN_WP, pgoff=1)])
+    assert [f.kind for f in an.faults] == ["pfn_mkwrite", "page_mkwrite"]
