@@ -76,7 +76,7 @@ class Recorder:
         self.events = 0
         self.by_type = {}
         self.files = {}      # (major, minor, ino) -> path or None
-        self.procs = {}      # pid -> {"comm", "cmdline"}
+        self.procs = {}      # pid -> {"comm", "cmdline"}, None when it was gone
         self.symbols = {}    # handler address -> kallsyms name
         self.kallsyms = None
         self.late = []       # handlers probed only once a fault showed them
@@ -184,8 +184,10 @@ class Recorder:
                 info = procinfo.proc_info(pid)
                 if info and not info["cmdline"] and pid == self.child:
                     info["cmdline"] = " ".join(self.opt.command)  # exited already
+                # Remembered even when gone: /proc is asked once per pid, not
+                # once per event of a process that has exited.
+                self.procs[pid] = info
                 if info:
-                    self.procs[pid] = info
                     new_meta.setdefault("procs", {})[str(pid)] = info
             major, minor = procinfo.split_kernel_dev(row[_I_DEV])
             key = (major, minor, row[_I_INO])
