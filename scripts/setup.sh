@@ -1,13 +1,16 @@
 #!/bin/sh
 # Idempotent set-up for pfntrace and its lab, used by both README commands
 # and by CI: Debian packages (QEMU, the two lab kernels with headers, bcc,
-# xfsprogs, busybox-static...), then a venv that sees Debian's bcc.
+# xfsprogs, busybox-static, a C toolchain for the lab's kernel modules...),
+# then a venv that sees Debian's bcc, with the Python packages pinned in
+# constraints.txt.  Nothing else of the machine is assumed: the lab guest
+# runs pfntrace with this venv's interpreter.
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="qemu-system-x86 linux-image-amd64 linux-headers-amd64 linux-image-6.12-amd64
 linux-headers-6.12-amd64 python3-bpfcc python3-venv python3-pip busybox-static xfsprogs
-ndctl kmod zstd xz-utils e2fsprogs tmux"
+ndctl kmod zstd xz-utils e2fsprogs tmux gcc make libc6-dev"
 
 missing=""
 for p in $PACKAGES; do
@@ -30,5 +33,5 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import bcc" 2>/dev/null; 
 	rm -rf .venv
 	/usr/bin/python3 -m venv --system-site-packages .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 echo "setup: ready ($(.venv/bin/pfntrace --version))" >&2

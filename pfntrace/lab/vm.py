@@ -106,11 +106,19 @@ def _qemu_argv(cfg, vmlinux, initrd, job, release):
     return argv
 
 
+def guest_python():
+    """The interpreter the guest runs pfntrace's Python with: this one."""
+    return sys.executable
+
+
 def _write_job(job, cfg, command, release, stdout_tty, stderr_tty):
     cols, rows = shutil.get_terminal_size((100, 40))
     env = {
         "PFT_FS": cfg.fs, "PFT_PMEM": cfg.pmem, "PFT_MOUNT": DAX_MOUNT,
         "PFT_RESULTS": cfg.results, "PFT_CWD": os.getcwd(), "PFT_ARGV0": command[0],
+        # pfntrace's own Python in the guest (the DAX check) is the one the
+        # host side runs with: the venv and its packages, at the same path.
+        "PFT_PYTHON": guest_python(),
         "PFT_COLS": str(cols), "PFT_ROWS": str(rows),
         "PFT_STDOUT_TTY": "1" if stdout_tty else "0",
         "PFT_STDERR_TTY": "1" if stderr_tty else "0",

@@ -26,9 +26,20 @@ def lab_kernels():
 
 
 def qemus():
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64.*pftjob"], capture_output=True,
-                         text=True).stdout
-    return set(out.split())
+    """Pids of lab QEMUs (read from /proc: procps is not on a minimal system)."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]) == b"qemu-system-x86_64" and any(b"pftjob" in a
+                                                                       for a in argv):
+            found.add(pid)
+    return found
 
 
 def test_stat_on_the_xfs_dax_mount_and_boot_time():

@@ -159,6 +159,7 @@ write faults
 """
 
 
+@pytest.mark.rich_golden
 def test_golden_text(analysis):
     console = Console(record=True, width=140, color_system=None, force_terminal=False,
                       file=io.StringIO())

@@ -1,7 +1,8 @@
 """`pfntrace top`'s view, rendered from synthetic aggregates (host only).
 
 Golden text lives in tests/unit/data/top_*.txt; regenerate with
-PFNTRACE_UPDATE_GOLDEN=1 after an intended change, and read the diff.
+PFNTRACE_UPDATE_GOLDEN=1 after an intended change, and read the diff.  The
+screen is rich's layout: made with the rich tests/unit/conftest.py names.
 """
 
 import os
@@ -86,6 +87,7 @@ def golden(name, text):
         assert text == f.read()
 
 
+@pytest.mark.rich_golden
 def test_screen_golden():
     golden("top_screen.txt", screen(state()))
 

@@ -4,38 +4,53 @@
 # a DAX filesystem on it, run the job's command, hand its exit code back
 # through the job share, power off.  Parameters arrive as kernel arguments:
 # pft_job (the job folder on the host, shared read-write at the same path).
+# The plumbing (mounts, sync, power-off) uses the lab's own busybox, which
+# stage 1 left in /run/pft; pfntrace's Python runs with the interpreter the
+# host side runs with ($PFT_PYTHON, from job.env), never a guess.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+BB=/run/pft/busybox
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
+$BB mount -t proc proc /proc
+$BB mount -t sysfs sysfs /sys
 # /tmp stays the host's, seen through the overlay (writes stay in the
 # guest): a checkout or a command under /tmp must be found at its path.
-mount -t tmpfs -o mode=755 tmpfs /run
+# /run is already a tmpfs (stage 1's).
 mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
+$BB mount -t devpts devpts /dev/pts
+$BB mount -t tmpfs tmpfs /dev/shm
 # bcc needs tracefs (kprobe_events); its detach path uses it too.
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+$BB mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+$BB mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mkdir -p "$pft_job"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 pftjob "$pft_job"
+$BB mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 pftjob "$pft_job"
+
+halt() {
+	# Never returns.  Power off; if that fails, sysrq 'o'; if that fails,
+	# PID 1 exits and the kernel panics (panic=-1): QEMU (-no-reboot) stops.
+	$BB sync
+	$BB poweroff -f
+	echo o > /proc/sysrq-trigger
+	$BB sleep 5
+	exit 1
+}
 
 finish() {
-	# $1: exit code, $2: status line for the host (empty when the command ran)
+	# $1: exit code, $2: status line for the host (empty when the command ran).
+	# Never returns: nothing after a failed step runs.
 	[ -n "$2" ] && echo "$2" > "$pft_job/status"
 	uptime_s > "$pft_job/t_end"
 	echo "$1" > "$pft_job/exit"
-	sync
-	poweroff -f
+	halt
 }
 uptime_s > "$pft_job/t_userspace"
 
-. "$pft_job/job.env"
+. "$pft_job/job.env" || finish 69 "cannot read $pft_job/job.env"
+[ -x "$PFT_PYTHON" ] || finish 69 "pfntrace's interpreter $PFT_PYTHON is not in the guest"
 
 if [ -n "$PFT_RESULTS" ]; then
 	mkdir -p "$PFT_RESULTS"
-	mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 pftresults "$PFT_RESULTS" \
+	$BB mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 pftresults "$PFT_RESULTS" \
 		|| finish 70 "cannot mount the results folder $PFT_RESULTS"
 fi
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
@@ -64,18 +79,18 @@ mkdir -p "$PFT_MOUNT"
 case "$PFT_FS" in
 ext4)
 	mkfs.ext4 -q -F -b 4096 /dev/pmem0 >"$pft_job/mkfs.log" 2>&1 || finish 74 "mkfs.ext4 failed"
-	mount -t ext4 -o dax /dev/pmem0 "$PFT_MOUNT" 2>"$pft_job/mount.err" \
+	$BB mount -t ext4 -o dax /dev/pmem0 "$PFT_MOUNT" 2>"$pft_job/mount.err" \
 		|| finish 75 "mount -o dax failed: $(tail -n1 "$pft_job/mount.err")"
 	;;
 xfs)
 	mkfs.xfs -q -f -m reflink=0 /dev/pmem0 >"$pft_job/mkfs.log" 2>&1 || finish 74 "mkfs.xfs failed"
-	mount -t xfs -o dax=always /dev/pmem0 "$PFT_MOUNT" 2>"$pft_job/mount.err" \
+	$BB mount -t xfs -o dax=always /dev/pmem0 "$PFT_MOUNT" 2>"$pft_job/mount.err" \
 		|| finish 75 "mount -o dax=always failed: $(tail -n1 "$pft_job/mount.err")"
 	;;
 esac
 # A mount can come up without DAX and say nothing (xfs on a raw namespace):
 # believe only statx's STATX_ATTR_DAX on a real file.
-/usr/bin/python3 -m pfntrace.lab.daxcheck "$PFT_MOUNT" >"$pft_job/daxcheck" 2>&1 \
+"$PFT_PYTHON" -m pfntrace.lab.daxcheck "$PFT_MOUNT" >"$pft_job/daxcheck" 2>&1 \
 	|| finish 76 "$(tail -n1 "$pft_job/daxcheck")"
 uptime_s > "$pft_job/t_mounted"
 
