@@ -1,0 +1,332 @@
+"""Real pfn_mkwrite bugs on demand: build, load and unload the pftbug module.
+
+pftbug (bugmod/pftbug.c) gives the mappings of ONE file on a DAX mount a
+module-owned copy of the filesystem's vm_ops, unchanged (``control``) or with
+a real bug class in ->pfn_mkwrite (see BUG_MODES).  The faults then really
+take the buggy path, so the lab can check that pfntrace (and the stat
+oracle, pfntrace.lab.oracle) sees the bug the tool exists for.
+
+The module is built per kernel release into CACHE/bugmod/<release>/ (outside
+the checkout) and reused while it is newer than its sources.  Building in a
+TCG guest is slow, so the host prebuilds::
+
+    python -m pfntrace.lab.bugs build [RELEASE...]   # default: the installed lab kernels
+
+and the guest, which sees the host's root read-only, finds that .ko at the
+same path (HOME is /root on both sides).  Without it the guest builds its
+own into its tmpfs overlay.
+
+In a guest (as root)::
+
+    with bugs.loaded("/mnt/dax/f", "noop_pfn_mkwrite") as bug:
+        result = oracle.run_in_child("generic-080", "/mnt/dax/f")
+    bug.final["calls"]     # counters read just before rmmod
+
+Unload only after the file's mappings are gone: the copy of vm_ops lives in
+module memory (the module's exit puts the original back into any vma that
+still has the copy, as a safety net, and unload() reports it as an error).
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from pfntrace.lab import kernels, oracle
+from pfntrace.lab.kernels import LabError
+
+MODULE = "pftbug"
+SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bugmod")
+SOURCES = ("pftbug.c", "Kbuild")
+
+# control first: the healthy copy; then the bug classes.
+BUG_MODES = ("control", "no_pfn_mkwrite", "noop_pfn_mkwrite", "stale_update")
+BUGGY_MODES = BUG_MODES[1:]
+# What the stat oracle must say under each mode.
+EXPECTED_VERDICT = {mode: (oracle.MOVED if mode == "control" else oracle.STALE)
+                    for mode in BUG_MODES}
+# Modes whose replacement ->pfn_mkwrite is module code that counts its calls.
+COUNTED_MODES = ("noop_pfn_mkwrite", "stale_update")
+
+SYSFS = "/sys/module/" + MODULE
+# Integer counters in /sys/module/pftbug/parameters (see pftbug.c).
+COUNTERS = ("swaps", "faults", "write_faults", "calls", "stamped", "foreign", "mapped",
+            "missed")
+STRINGS = ("path", "mode", "orig_pfn_mkwrite")
+
+
+# --- paths and the up-to-date check (pure) -----------------------------------
+
+def build_dir(release, cache=None):
+    """Where the module for one kernel release is built: outside the checkout."""
+    if not release or "/" in release or release.startswith("."):
+        raise LabError("bad kernel release %r" % release)
+    return os.path.join(cache or kernels.CACHE, "bugmod", release)
+
+
+def ko_path(release, cache=None):
+    return os.path.join(build_dir(release, cache), MODULE + ".ko")
+
+
+def source_paths(source_dir=SOURCE_DIR):
+    return [os.path.join(source_dir, name) for name in SOURCES]
+
+
+def kbuild_dir(release):
+    return "/lib/modules/%s/build" % release
+
+
+def is_current(ko, sources):
+    """True when ko exists and is newer than every source file."""
+    try:
+        built = os.stat(ko).st_mtime_ns
+    except FileNotFoundError:
+        return False
+    return all(built > os.stat(s).st_mtime_ns for s in sources)
+
+
+def headers_package(release):
+    return "linux-headers-" + release
+
+
+# --- building ----------------------------------------------------------------
+
+def _check_toolchain(release):
+    kdir = kbuild_dir(release)
+    if not os.path.exists(os.path.join(kdir, "Makefile")):
+        raise LabError("cannot build %s for %s: no kernel headers at %s (apt-get install -y %s)"
+                       % (MODULE, release, kdir, headers_package(release)))
+    for tool in ("make", "gcc"):
+        if shutil.which(tool) is None:
+            raise LabError("cannot build %s for %s: %s is not installed "
+                           "(apt-get install -y gcc make)" % (MODULE, release, tool))
+
+
+def _first_error(log):
+    lines = [l.strip() for l in log.splitlines() if l.strip()]
+    for pattern in (r"\berror\b", r"not found|No such file", r"\*\*\*"):
+        for l in lines:
+            if re.search(pattern, l):
+                return l
+    return lines[-1] if lines else "no output"
+
+
+def build(release, cache=None, force=False):
+    """Build pftbug.ko for a kernel release (unless a build newer than the
+    sources is there); return its path.  LabError, one line, on failure."""
+    sources = source_paths()
+    ko = ko_path(release, cache)
+    if not force and is_current(ko, sources):
+        return ko
+    _check_toolchain(release)
+    out = build_dir(release, cache)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build per folder at a time
+        if not force and is_current(ko, sources):
+            return ko
+        for src in sources:
+            shutil.copyfile(src, os.path.join(out, os.path.basename(src)))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ko)
+        argv = ["make", "-C", kbuild_dir(release), "M=" + out, "modules"]
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace", check=False)
+        log = os.path.join(out, "build.log")
+        with open(log, "w") as f:
+            f.write(proc.stdout)
+        if proc.returncode != 0 or not os.path.exists(ko):
+            raise LabError("building %s for %s failed: %s (log: %s)"
+                           % (MODULE, release, _first_error(proc.stdout), log))
+    return ko
+
+
+def module_for(release=None, cache=None):
+    """The .ko for release (default: the running kernel): a prebuilt one when
+    it is current (the host's, in a guest), else built here."""
+    return build(release or os.uname().release, cache)
+
+
+def lab_releases():
+    """Releases of the installed lab kernels (pfntrace.lab.kernels)."""
+    found = []
+    for alias in kernels.LAB_KERNELS:
+        k = kernels.describe(alias)
+        if k.release:
+            found.append(k.release)
+    return found
+
+
+def prebuild(releases=None, cache=None):
+    """Build for each release (default: the installed lab kernels) on the
+    host, so guests reuse the .ko.  Returns {release: ko path or LabError}."""
+    done = {}
+    for release in releases or lab_releases():
+        try:
+            done[release] = build(release, cache)
+        except LabError as e:
+            done[release] = e
+    return done
+
+
+# --- loading -----------------------------------------------------------------
+
+def is_loaded():
+    return os.path.isdir(SYSFS)
+
+
+def _kernel_says():
+    """The module's last line in the kernel log, for an error message."""
+    proc = subprocess.run(["dmesg"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True, errors="replace", check=False)
+    lines = [l for l in proc.stdout.splitlines() if MODULE + ":" in l]
+    return re.sub(r"^\[[^]]*\]\s*", "", lines[-1]) if lines else ""
+
+
+def load(path, mode, ko=None):
+    """insmod pftbug for one file (which must exist) in one mode."""
+    if mode not in BUG_MODES:
+        raise LabError("unknown bug mode %r (choose from %s)" % (mode, ", ".join(BUG_MODES)))
+    if any(c.isspace() for c in path):
+        raise LabError("pftbug path= cannot carry whitespace: %r" % path)
+    if is_loaded():
+        raise LabError("%s is already loaded (rmmod %s)" % (MODULE, MODULE))
+    ko = ko or module_for()
+    proc = subprocess.run(["insmod", ko, "path=" + path, "mode=" + mode],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", check=False)
+    if proc.returncode != 0:
+        why = _kernel_says() or proc.stdout.strip().splitlines()[-1:] or "no reason given"
+        raise LabError("insmod %s path=%s mode=%s failed: %s" % (MODULE, path, mode, why))
+
+
+def counters():
+    """The module's counters and settings, from /sys/module/pftbug/parameters."""
+    if not is_loaded():
+        raise LabError("%s is not loaded" % MODULE)
+    got = {}
+    for name in COUNTERS + STRINGS:
+        with open(os.path.join(SYSFS, "parameters", name)) as f:
+            value = f.read().strip()
+        got[name] = int(value) if name in COUNTERS else value
+    return got
+
+
+def unload():
+    """rmmod pftbug; returns the counters read just before.  LabError when
+    the file was still mapped (the module gave the vmas their vm_ops back)."""
+    final = counters()
+    proc = subprocess.run(["rmmod", MODULE], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace", check=False)
+    if proc.returncode != 0:
+        raise LabError("rmmod %s failed: %s" % (MODULE, proc.stdout.strip()))
+    if final["mapped"]:
+        raise LabError("%s was unloaded while %s was still mapped (%d vma(s)): unmap first"
+                       % (MODULE, final["path"], final["mapped"]))
+    return final
+
+
+@dataclass
+class Loaded:
+    path: str
+    mode: str
+    final: dict = field(default_factory=dict)   # counters at unload
+
+    def counters(self):
+        return counters()
+
+
+@contextlib.contextmanager
+def loaded(path, mode, ko=None):
+    """Load pftbug for path in mode; unload on exit (after the body has
+    unmapped the file).  The Loaded object keeps the final counters."""
+    load(path, mode, ko)
+    state = Loaded(path, mode)
+    try:
+        yield state
+    except BaseException:
+        # Unload anyway, but let the body's error be the one reported.
+        with contextlib.suppress(LabError):
+            state.final = unload()
+        raise
+    state.final = unload()
+
+
+# --- one workload under one mode: the hook for pfntrace's own checks ---------
+
+@dataclass
+class BugRun:
+    mode: str
+    workload: str
+    path: str
+    pages: int
+    oracle: dict              # the stat oracle's result (pfntrace.lab.oracle)
+    counters: dict            # the module's counters at unload
+    wrapped: object = None    # CompletedProcess of the wrapper, when wrap was given
+
+    @property
+    def expected(self):
+        return EXPECTED_VERDICT[self.mode]
+
+
+def run_under(mode, workload, path, pages=None, wrap=None, ko=None, around=None):
+    """Fill path, load pftbug on it in mode, run the oracle workload, unload.
+
+    wrap: an argv prefix (e.g. ["pfntrace", "check", "--"]) to run the
+    workload as `wrap + python -m pfntrace.lab.oracle ...`; its
+    CompletedProcess comes back in BugRun.wrapped.  Without it the workload
+    runs in a forked child.  around: a context manager entered around the
+    workload only (e.g. a tracefs instance)."""
+    pages = pages or oracle.default_pages(workload)
+    oracle.fill(path, pages)   # pftbug resolves path at load: it must exist
+    wrapped = None
+    with loaded(path, mode, ko) as bug:
+        with (around or contextlib.nullcontext()):
+            if wrap:
+                out = path + ".oracle.json"
+                wrapped = subprocess.run(list(wrap) + oracle.command(workload, path, pages, out),
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, errors="replace", check=False)
+                try:
+                    with open(out) as f:
+                        result = json.load(f)
+                except (OSError, ValueError):
+                    raise LabError("the wrapped oracle left no result (exit %d): %s"
+                                   % (wrapped.returncode, wrapped.stderr.strip()[-500:]))
+            else:
+                result = oracle.run_in_child(workload, path, pages)
+    return BugRun(mode, workload, path, pages, result, bug.final, wrapped)
+
+
+# --- command line ------------------------------------------------------------
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("build", "path"):
+        sys.stderr.write("usage: python -m pfntrace.lab.bugs build [RELEASE...]\n"
+                         "       python -m pfntrace.lab.bugs path RELEASE\n")
+        return 2
+    if argv[0] == "path":
+        print(ko_path(argv[1] if len(argv) > 1 else os.uname().release))
+        return 0
+    releases = argv[1:] or lab_releases()
+    if not releases:
+        sys.stderr.write("no lab kernel installed: nothing to build\n")
+        return 1
+    status = 0
+    for release, got in prebuild(releases).items():
+        if isinstance(got, LabError):
+            sys.stderr.write("%s\n" % got)
+            status = 1
+        else:
+            print(got)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
