@@ -73,8 +73,8 @@ def ko_path(release, cache=None):
     return os.path.join(build_dir(release, cache), MODULE + ".ko")
 
 
-def source_paths(source_dir=SOURCE_DIR):
-    return [os.path.join(source_dir, name) for name in SOURCES]
+def source_paths(source_dir=None):
+    return [os.path.join(source_dir or SOURCE_DIR, name) for name in SOURCES]
 
 
 def kbuild_dir(release):
