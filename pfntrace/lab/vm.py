@@ -38,6 +38,10 @@ class LabConfig:
     timeout: float = _DEFAULT_TIMEOUT
     smp: int = 2
     env: dict = field(default_factory=dict)
+    # Where the guest's kernel console goes.  Empty: into the job folder,
+    # which goes away after the run; a guest that died leaves a copy in
+    # CACHE/lab/failed/ and names it in the error.
+    console_log: str = ""
 
 
 @dataclass
@@ -89,7 +93,7 @@ def _qemu_argv(cfg, vmlinux, initrd, job, release):
         qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-machine", machine, "-accel", "tcg", "-cpu", "max", "-smp", str(cfg.smp),
         "-m", mem, "-kernel", vmlinux, "-initrd", initrd, "-append", " ".join(append),
-        "-serial", "file:" + os.path.join(job, "console.log"),
+        "-serial", "file:" + _console_path(cfg, job),
         "-chardev", "file,id=out,path=" + os.path.join(job, "out.fifo"),
         "-serial", "chardev:out",
         "-chardev", "file,id=err,path=" + os.path.join(job, "err.fifo"),
@@ -168,16 +172,83 @@ def _read(path, default=None):
         return default
 
 
-def _console_reason(job):
-    log = _read(os.path.join(job, "console.log"), "") or ""
-    lines = [l.strip() for l in log.splitlines() if l.strip()]
+def _console_path(cfg, job):
+    return cfg.console_log or os.path.join(job, "console.log")
+
+
+def _strip_time(line):
+    # "[   12.345678] text" -> "text"
+    line = line.strip()
+    if line.startswith("[") and "]" in line:
+        line = line[line.index("]") + 1:].strip()
+    return line
+
+
+def console_reason(text):
+    """One line saying why a guest died, from its console log."""
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
     for l in lines:
         if "Kernel panic" in l:
             return l[l.index("Kernel panic"):]
     for l in reversed(lines):
         if l.startswith("pfntrace-lab:"):
             return l[len("pfntrace-lab:"):].strip()
-    return lines[-1] if lines else "no console output"
+    return _strip_time(lines[-1]) if lines else "no console output"
+
+
+# First lines of a kernel's report of its own failure.
+_OOPS_START = ("BUG:", "Oops:", "general protection fault", "WARNING:", "Kernel panic",
+               "kernel BUG at", "watchdog:", "rcu: INFO:", "INFO: task", "Unable to handle")
+
+
+def console_excerpt(text, limit=60):
+    """The kernel's oops/panic reports from a console log (up to limit lines),
+    or its last lines when there is none."""
+    lines = (text or "").splitlines()
+    out, take = [], 0
+    for l in lines:
+        body = _strip_time(l)
+        if any(body.startswith(p) or p in body[:60] for p in _OOPS_START):
+            take = 40
+        if take:
+            out.append(l.rstrip())
+            take -= 1
+        if len(out) >= limit:
+            break
+    return "\n".join(out or [l.rstrip() for l in lines[-15:]])
+
+
+def _console_reason(cfg, job):
+    return console_reason(_read(_console_path(cfg, job), ""))
+
+
+class LabGuestLost(LabError):
+    """The guest died or hung before the command finished.  console: path of
+    its kernel console log (kept), reason: one line."""
+
+    def __init__(self, message, console=None, reason=""):
+        super().__init__(message)
+        self.console = console
+        self.reason = reason
+
+
+def _keep_console(cfg, job):
+    """Path of the console log that outlives this run."""
+    if cfg.console_log:
+        return cfg.console_log
+    src = os.path.join(job, "console.log")
+    keep = os.path.join(kernels.CACHE, "lab", "failed")
+    try:
+        os.makedirs(keep, exist_ok=True)
+        old = sorted(os.listdir(keep))
+        for name in old[:-19]:      # the last 20 failed boots
+            os.unlink(os.path.join(keep, name))
+        dst = os.path.join(keep, "%s-%s-console.log" % (time.strftime("%Y%m%d-%H%M%S"),
+                                                        os.path.basename(job)))
+        shutil.copyfile(src, dst)
+        return dst
+    except OSError:
+        return None
 
 
 def run(cfg, command, stdout=None, stderr=None, log=None):
@@ -222,12 +293,15 @@ def _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log):
         t.start()
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     try:
         qemu_out, _ = proc.communicate(timeout=cfg.timeout)
     except subprocess.TimeoutExpired:
         _kill(proc)
-        raise LabError(_hang_reason(cfg, job))
+        raise LabGuestLost(_hang_reason(cfg, job), console=_keep_console(cfg, job),
+                           reason="hung (no exit within %d s): %s"
+                           % (cfg.timeout, _console_reason(cfg, job)))
     except BaseException:
         _kill(proc)
         raise
@@ -241,8 +315,12 @@ def _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log):
         raise LabError("qemu failed (exit %d): %s" % (
             proc.returncode, (qemu_out or b"").decode(errors="replace").strip().splitlines()[-1:]))
     if code is None:
-        raise LabError("the %s guest stopped before the command finished: %s"
-                       % (cfg.kernel, _console_reason(job)))
+        console = _keep_console(cfg, job)
+        reason = _console_reason(cfg, job)
+        raise LabGuestLost("the %s guest stopped before the command finished: %s%s"
+                           % (cfg.kernel, reason,
+                              " (console log: %s)" % console if console else ""),
+                           console=console, reason=reason)
     if status:
         if int(code) == 127:
             raise LabCommandNotFound(status)
@@ -265,9 +343,9 @@ def _hang_reason(cfg, job):
         return "the command did not finish within %d s in the %s; killed" % (cfg.timeout, where)
     if os.path.exists(os.path.join(job, "t_userspace")):
         return "the %s hung setting up the DAX mount (%d s); console: %s" % (
-            where, cfg.timeout, _console_reason(job))
+            where, cfg.timeout, _console_reason(cfg, job))
     return "the %s did not reach userspace within %d s; console: %s" % (
-        where, cfg.timeout, _console_reason(job))
+        where, cfg.timeout, _console_reason(cfg, job))
 
 
 def _unblock(job):
@@ -282,6 +360,18 @@ def _unblock(job):
 
 class LabCommandNotFound(LabError):
     exit_code = 127
+
+
+def _die_with_parent():
+    """In the child before exec: QEMU gets SIGKILL when this process dies,
+    even by a signal that leaves no time to clean up (SIGTERM, SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _kill(proc):

@@ -2,14 +2,22 @@
 
 On the host, every test in tests/lab is parametrized over the lab targets
 (kernel x filesystem).  The first test of a target boots that guest once and
-runs the whole tests/lab suite inside it (one boot, one bcc compile per
-recording, instead of a boot per test); each host test then reports what
+runs every selected test of tests/lab inside it (one boot, one bcc compile
+per recording, instead of a boot per test); each host test then reports what
 its body did in the guest: passed, failed with the guest's traceback, or
 skipped with the guest's reason.
 
 Inside the guest (PFNTRACE_IN_LAB=1) the same files run as plain tests, and
 this plugin writes their outcomes to a JSON file in the shared results
-folder.
+folder after every test, and the id of the test running into another file.
+
+A target survives a bad boot.  When the guest dies (kernel panic, hang) the
+host keeps its console log in the boot's results folder, names the test
+that was running, and boots again with only the tests that have no outcome
+yet (the one that was running included).  A test that passes only after a
+crashed boot passes, with a loud line on stderr (and in the summary) naming
+it, the panic and the console log; one that crashes two boots in a row
+fails with the console's oops, and the rest go on.
 """
 
 import json
@@ -23,7 +31,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 IN_GUEST = os.environ.get("PFNTRACE_IN_LAB") == "1"
 ALL_TARGETS = ["6.1/ext4", "6.1/xfs", "6.12/ext4", "6.12/xfs"]
 OUTCOMES = "lab-outcomes.json"
+RUNNING = "lab-running"
 GUEST_TIMEOUT = 1800
+# Boots of one target at most: the first, plus retries after crashes.
+MAX_BOOTS = 6
 
 
 def targets():
@@ -45,54 +56,174 @@ def pytest_generate_tests(metafunc):
                          scope="session")
 
 
-class _Guests:
-    """One guest session per target, booted on first use, outcomes cached."""
+class _Crash:
+    """One guest that died: which boot, the test it was running, why."""
 
-    def __init__(self, tmp_factory):
+    def __init__(self, target, boot, test, reason, console, excerpt):
+        self.target, self.boot, self.test = target, boot, test
+        self.reason, self.console, self.excerpt = reason, console, excerpt
+
+    def line(self):
+        return "the %s guest died (boot %d) %s: %s; console log: %s" % (
+            self.target, self.boot,
+            "while running %s" % self.test if self.test else "outside any test",
+            self.reason, self.console)
+
+
+class _Guests:
+    """Guest sessions per target, booted on first use, outcomes cached."""
+
+    def __init__(self, config, tmp_factory):
+        self.config = config
         self.tmp_factory = tmp_factory
         self.results = {}
+        self.loud = []          # lines for stderr and the summary
 
-    def outcomes(self, target):
+    def outcomes(self, target, items):
         if target not in self.results:
-            self.results[target] = self._boot(target)
+            expected = [_guest_key(i) for i in items
+                        if getattr(i, "callspec", None)
+                        and i.callspec.params.get("lab_target") == target]
+            self.results[target] = self._session(target, expected)
         return self.results[target]
 
-    def _boot(self, target):
-        from pfntrace.lab import kernels, vm
+    def _say(self, line):
+        """A line on the real stderr now (not captured), and in the summary."""
+        self.loud.append(line)
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                sys.stderr.write("\n%s\n" % line)
+                sys.stderr.flush()
+        else:
+            sys.stderr.write("\n%s\n" % line)
 
-        kernel, fs = target.split("/")
+    def _session(self, target, expected):
+        from pfntrace.lab import kernels
+
+        kernel, _ = target.split("/")
         k = kernels.describe(kernel)
         if not k.usable:
             return {"__skip__": "lab kernel %s not installed: %s" % (kernel, "; ".join(k.missing))}
-        out = str(self.tmp_factory.mktemp(_target_id(target)))
+        outcomes, crashes, every, fruitless = {}, {}, [], 0
+        for boot in range(1, MAX_BOOTS + 1):
+            todo = [key for key in expected if key not in outcomes]
+            if boot > 1 and not todo:
+                break
+            # The tests this host session selected that have no outcome yet:
+            # all of them in the first boot (the one-boot fast path).
+            paths = [os.path.join(REPO, key) for key in todo]
+            got, crash = self._boot(target, boot, paths)
+            if crash is None:
+                if "__error__" in got:
+                    if not outcomes:
+                        return got
+                    for key in todo:
+                        outcomes[key] = {"outcome": "failed", "when": "setup",
+                                         "detail": "boot %d: %s" % (boot, got["__error__"])}
+                outcomes.update(got)
+                break
+            new = {key: v for key, v in got.items() if key != crash.test}
+            outcomes.update(new)
+            every.append(crash)
+            self._say("LAB CRASH: " + crash.line())
+            if crash.test is None:
+                fruitless = 0 if new else fruitless + 1
+                if fruitless >= 2:
+                    break
+                continue
+            fruitless = 0
+            crashes.setdefault(crash.test, []).append(crash)
+            mine = crashes[crash.test]
+            if len(mine) >= 2 and mine[-2].boot == boot - 1:
+                outcomes[crash.test] = {"outcome": "failed", "when": "call", "detail": (
+                    "the %s guest died in %d boots in a row while running this test:\n%s"
+                    % (target, len(mine), "\n\n".join(
+                        "%s\n%s" % (c.line(), c.excerpt) for c in mine[-2:])))}
+        for key in expected:
+            if key in outcomes:
+                continue
+            if key in crashes:
+                c = crashes[key][-1]
+                outcomes[key] = {"outcome": "failed", "when": "call", "detail":
+                                 "%s\n%s" % (c.line(), c.excerpt)}
+        for key, mine in crashes.items():
+            got = outcomes.get(key, {})
+            if got.get("outcome") == "passed":
+                self._say("LAB TEST PASSED ONLY AFTER A CRASHED BOOT: %s on %s; %s"
+                          % (key, target, mine[-1].line()))
+        outcomes["__crashes__"] = every
+        return outcomes
+
+    def _boot(self, target, boot, paths):
+        """One guest running the tests at paths: (outcomes, None) when its
+        pytest ended, (outcomes so far, _Crash) when the guest died."""
+        from pfntrace.lab import kernels, vm
+
+        kernel, fs = target.split("/")
+        out = str(self.tmp_factory.mktemp("%s-boot%d-" % (_target_id(target), boot)))
         log_path = os.path.join(out, "guest-pytest.log")
-        argv = [sys.executable, "-m", "pytest", os.path.join(REPO, "tests", "lab"),
+        console = os.path.join(out, "console.log")
+        argv = [sys.executable, "-m", "pytest", *paths,
                 "-p", "no:cacheprovider", "-q", "-rs", "--tb=short"]
+        env = {"PFNTRACE_LAB_OUT": out, "PFNTRACE_LAB_BOOT": str(boot)}
+        for name in ("PFNTRACE_LAB_CRASH", "PFNTRACE_LAB_CRASH_BOOTS"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         cfg = vm.LabConfig(kernel=kernel, fs=fs, results=out, timeout=GUEST_TIMEOUT,
-                           env={"PFNTRACE_LAB_OUT": out})
+                           env=env, console_log=console)
+        result = lost = None
         with open(log_path, "wb") as log:
             try:
                 result = vm.run(cfg, argv, stdout=log, stderr=log)
+            except vm.LabGuestLost as e:
+                lost = e
             except kernels.LabError as e:
-                return {"__error__": "lab %s: %s" % (target, e)}
+                return {"__error__": "lab %s: %s" % (target, e)}, None
         with open(log_path, "rb") as f:
             tail = f.read().decode(errors="replace")[-4000:]
-        sys.stderr.write("\nlab %s: %s, userspace at %.1f s, guest pytest %.1f s, total %.1f s, "
-                         "exit %d\n" % (target, result.release, result.boot_s, result.command_s,
-                                        result.total_s, result.exit_code))
-        try:
-            with open(os.path.join(out, OUTCOMES)) as f:
-                outcomes = json.load(f)
-        except (OSError, ValueError):
+        outcomes = _read_json(os.path.join(out, OUTCOMES))
+        if lost is not None:
+            running = (_read_text(os.path.join(out, RUNNING)) or "").strip() or None
+            text = _read_text(console) or ""
+            return outcomes or {}, _Crash(target, boot, running, lost.reason or str(lost),
+                                          console, vm.console_excerpt(text))
+        self._say_quietly("lab %s boot %d: %s, userspace at %.1f s, guest pytest %.1f s, "
+                          "total %.1f s, exit %d" % (target, boot, result.release,
+                                                     result.boot_s, result.command_s,
+                                                     result.total_s, result.exit_code))
+        if outcomes is None:
             return {"__error__": "the guest pytest left no outcomes (exit %d):\n%s"
-                    % (result.exit_code, tail)}
+                    % (result.exit_code, tail)}, None
         outcomes["__log__"] = tail
-        return outcomes
+        return outcomes, None
+
+    @staticmethod
+    def _say_quietly(line):
+        sys.stderr.write("\n%s\n" % line)
+
+
+def _read_text(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _read_json(path):
+    text = _read_text(path)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 @pytest.fixture(scope="session")
-def _lab_guests(tmp_path_factory):
-    return _Guests(tmp_path_factory)
+def _lab_guests(request, tmp_path_factory):
+    guests = _Guests(request.config, tmp_path_factory)
+    request.config._lab_guests = guests
+    return guests
 
 
 def _guest_nodeid(item):
@@ -107,22 +238,29 @@ def _guest_nodeid(item):
     return nodeid
 
 
+def _guest_key(item):
+    return os.path.relpath(os.path.join(REPO, _guest_nodeid(item)), REPO)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     if IN_GUEST:
         return None
     guests = pyfuncitem._request.getfixturevalue("_lab_guests")
     target = pyfuncitem.callspec.params["lab_target"]
-    outcomes = guests.outcomes(target)
+    outcomes = guests.outcomes(target, pyfuncitem.session.items)
     if "__skip__" in outcomes:
         pytest.skip(outcomes["__skip__"])
     if "__error__" in outcomes:
         pytest.fail(outcomes["__error__"], pytrace=False)
-    key = os.path.relpath(os.path.join(REPO, _guest_nodeid(pyfuncitem)), REPO)
+    key = _guest_key(pyfuncitem)
     got = outcomes.get(key)
     if got is None:
-        pytest.fail("%s did not run in the %s guest; guest log tail:\n%s"
-                    % (key, target, outcomes.get("__log__", "")), pytrace=False)
+        crashes = outcomes.get("__crashes__") or []
+        pytest.fail("%s did not run in the %s guest; %s" % (
+            key, target, "\n".join("%s\n%s" % (c.line(), c.excerpt) for c in crashes[-2:])
+            if crashes else "guest log tail:\n%s" % outcomes.get("__log__", "")),
+            pytrace=False)
     if got["outcome"] == "skipped":
         pytest.skip("in the %s guest: %s" % (target, got["detail"]))
     if got["outcome"] != "passed":
@@ -130,9 +268,54 @@ def pytest_pyfunc_call(pyfuncitem):
     return True
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    guests = getattr(config, "_lab_guests", None)
+    if IN_GUEST or guests is None or not guests.loud:
+        return
+    terminalreporter.section("lab guests that died", red=True, bold=True)
+    for line in guests.loud:
+        terminalreporter.write_line(line, red=True, bold=True)
+
+
 # --- guest side --------------------------------------------------------------
 
 _guest_outcomes = {}
+
+
+def _guest_write(name, text):
+    """Replace a file in the shared results folder (the host reads it even if
+    this guest dies right after)."""
+    out = os.environ.get("PFNTRACE_LAB_OUT")
+    if not out:
+        return
+    path = os.path.join(out, name)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if IN_GUEST:
+        _guest_write(RUNNING, nodeid + "\n")
+        _crash_on_request(nodeid)
+
+
+def _crash_on_request(nodeid):
+    """Test the host's crash handling with a real panic: PFNTRACE_LAB_CRASH
+    (a part of a test id) panics the guest as that test starts, in boots up
+    to PFNTRACE_LAB_CRASH_BOOTS (default 1)."""
+    want = os.environ.get("PFNTRACE_LAB_CRASH")
+    boots = int(os.environ.get("PFNTRACE_LAB_CRASH_BOOTS") or 1)
+    if want and want in nodeid and int(os.environ.get("PFNTRACE_LAB_BOOT") or 1) <= boots:
+        with open("/proc/sysrq-trigger", "w") as f:
+            f.write("c")
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if IN_GUEST:
+        _guest_write(RUNNING, "")
 
 
 def pytest_runtest_logreport(report):
@@ -150,14 +333,13 @@ def pytest_runtest_logreport(report):
             detail = str(report.longrepr)[-6000:]
         _guest_outcomes[key] = {"outcome": report.outcome, "detail": detail,
                                 "when": report.when}
+        # Guest node ids are relative to its rootdir, which is the repo.
+        _guest_write(OUTCOMES, json.dumps(_guest_outcomes, indent=1))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    out = os.environ.get("PFNTRACE_LAB_OUT")
-    if IN_GUEST and out:
-        # Guest node ids are relative to its rootdir, which is the repo.
-        with open(os.path.join(out, OUTCOMES), "w") as f:
-            json.dump(_guest_outcomes, f, indent=1)
+    if IN_GUEST:
+        _guest_write(OUTCOMES, json.dumps(_guest_outcomes, indent=1))
 
 
 # --- fixtures for the tests' bodies (guest) ------------------------------------
