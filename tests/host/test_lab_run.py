@@ -123,3 +123,23 @@ def test_host_tmp_is_visible_at_its_path(tmp_path):
     p = lab("-q", "--", "sh", str(script))
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("hello from 6.12.")
+
+
+def test_power_off_falls_back_when_busybox_is_gone(tmp_path):
+    # finish() never returns: without the lab's busybox (no poweroff) the
+    # guest still stops (sysrq o, or PID 1 exits) and the exit code comes back.
+    start = time.monotonic()
+    p = lab("--timeout", "120", "-q", "--", "sh", "-c", "rm /run/pft/busybox; exit 3")
+    assert p.returncode == 3, p.stderr
+    assert time.monotonic() - start < 110
+
+
+def test_a_failed_setup_step_never_runs_the_command(tmp_path, monkeypatch):
+    from pfntrace.lab import vm
+
+    # pfntrace's interpreter, as the guest is told, fails the DAX check.
+    monkeypatch.setattr(vm, "guest_python", lambda: "/bin/false")
+    cfg = vm.LabConfig(kernel="6.12", results=str(tmp_path), timeout=120)
+    with pytest.raises(kernels.LabError, match="the DAX check failed"):
+        vm.run(cfg, ["sh", "-c", "touch %s/ran" % tmp_path])
+    assert not (tmp_path / "ran").exists()

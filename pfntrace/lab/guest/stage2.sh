@@ -38,6 +38,7 @@ halt() {
 finish() {
 	# $1: exit code, $2: status line for the host (empty when the command ran).
 	# Never returns: nothing after a failed step runs.
+	[ -n "$2" ] && echo "pfntrace-lab: $2" > /dev/console
 	[ -n "$2" ] && echo "$2" > "$pft_job/status"
 	uptime_s > "$pft_job/t_end"
 	echo "$1" > "$pft_job/exit"
@@ -91,7 +92,7 @@ esac
 # A mount can come up without DAX and say nothing (xfs on a raw namespace):
 # believe only statx's STATX_ATTR_DAX on a real file.
 "$PFT_PYTHON" -m pfntrace.lab.daxcheck "$PFT_MOUNT" >"$pft_job/daxcheck" 2>&1 \
-	|| finish 76 "$(tail -n1 "$pft_job/daxcheck")"
+	|| finish 76 "the DAX check failed: $(tail -n1 "$pft_job/daxcheck")"
 uptime_s > "$pft_job/t_mounted"
 
 cd "$PFT_CWD" 2>/dev/null || cd /
