@@ -53,11 +53,12 @@ def template_block():
         elif kind < 6:                     # CURRENT: same tick
             before = after = wall - 1000
         else:                              # UPDATED
-            before, after = wall - 2 * NS, wall
+            before, after = wall - 2 * NS, wall - 1000
         (s0, n0), (s1, n1) = divmod(before, NS), divmod(after, NS)
         common = dict(dev=DEV, ino=ino, pid=pid, tid=pid, comm="bench%d" % (i % 4),
                       pgoff=pgoff, vm_flags=vmf, mtime_sec=[s0, s1], mtime_nsec=[n0, n1],
-                      ctime_sec=[s0, s1], ctime_nsec=[n0, n1])
+                      ctime_sec=[s0, s1], ctime_nsec=[n0, n1], ops_pfn_mkwrite=0xffffffffc0000000,
+                      clock_ns=[wall - 1000, wall - 1000], time_gran=1)
         out.append(layout.encode(type=wp, ts_ns=ts, ret=C("PFT_VM_FAULT_RETRY"),
                                  flags=has, duration_ns=300, **common))
         out.append(layout.encode(type=handler, ts_ns=ts + 100, roles=roles,
@@ -81,10 +82,12 @@ def build(path, n_events):
     off_ts = layout.ffi.offsetof("struct pft_event", "ts_ns")
     off_ms = layout.ffi.offsetof("struct pft_event", "mtime_sec")
     off_cs = layout.ffi.offsetof("struct pft_event", "ctime_sec")
+    off_clk = layout.ffi.offsetof("struct pft_event", "clock_ns")
     q = struct.Struct("=Q")
     qq = struct.Struct("=qq")
     base = [(q.unpack_from(tmpl, i * size)[0], qq.unpack_from(tmpl, i * size + off_ms),
-             qq.unpack_from(tmpl, i * size + off_cs)) for i in range(per_block)]
+             qq.unpack_from(tmpl, i * size + off_cs), qq.unpack_from(tmpl, i * size + off_clk))
+            for i in range(per_block)]
     header = {"kernel": "bench", "command": ["bench"],
               "plan": {"huge_fault_arg_is_order": True, "hooks": []},
               "clock": {"realtime_minus_monotonic_ns": T0, "tick_ns": 4_000_000}}
@@ -97,11 +100,13 @@ def build(path, n_events):
     buf = bytearray(tmpl)
     while written < n_events:
         shift_ns = block * BLOCK_SPAN_NS
-        for i, (ts, (m0, m1), (c0, c1)) in enumerate(base):
+        for i, (ts, (m0, m1), (c0, c1), (k0, k1)) in enumerate(base):
             p = i * size
             q.pack_into(buf, p + off_ts, ts + shift_ns)
             qq.pack_into(buf, p + off_ms, m0 + block, m1 + block)
             qq.pack_into(buf, p + off_cs, c0 + block, c1 + block)
+            if k0:   # timestamps move by whole seconds per block: so does the clock
+                qq.pack_into(buf, p + off_clk, k0 + block * NS, k1 + block * NS)
         n = min(per_block, n_events - written)
         w.add_events(bytes(buf[:n * size]))
         written += n

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from pfntrace import layout, procinfo
-from pfntrace.correlate import KINDS, VERDICTS
+from pfntrace.verdict import KINDS, VERDICTS
 
 ffi = layout.ffi
 C = layout.const
@@ -144,17 +144,15 @@ def fdinfo_run_time(fds, proc="/proc/self/fdinfo"):
 class Reader:
     """Configures and reads the counters of a started Tracer(aggregate=True)."""
 
-    def __init__(self, tracer, tick_ns, interval_ns, tolerance_ns=1_000_000, bpf_stats=True):
+    def __init__(self, tracer, interval_ns, bpf_stats=True):
         self.tracer = tracer
         self.bpf = tracer.bpf
-        self.tick_ns = tick_ns
         self.interval_ns = interval_ns
-        self.tolerance_ns = tolerance_ns
         self._stats_old = None
         self.stats_enabled = False
         if bpf_stats:
             self._enable_stats()
-        self.sync_clock()
+        self.configure()
 
     def _enable_stats(self):
         try:
@@ -168,16 +166,11 @@ class Reader:
         except OSError:
             self.stats_enabled = False
 
-    def sync_clock(self):
-        """Hand the kernel side the wall-clock offset the verdict needs
-        (inode timestamps are CLOCK_REALTIME, events CLOCK_MONOTONIC)."""
-        from pfntrace.recorder import clock_sample
-
+    def configure(self):
+        """Hand the kernel side the rate ring's interval.  (The verdict needs
+        no clock from here: the BPF side reads the kernel's own.)"""
         conf = self.bpf["aggconfig"]
         c = conf[0]
-        c.wall_offset_ns = clock_sample()[1]
-        c.tick_ns = self.tick_ns
-        c.tolerance_ns = self.tolerance_ns
         c.interval_ns = self.interval_ns
         conf[0] = c
 

@@ -2,187 +2,66 @@
 
 ``analyse(recording)`` walks the recorded events once and returns an
 :class:`Analysis` with one :class:`Fault` per write fault, per-file and
-per-process aggregates, a handler-latency histogram and a summary.
+per-process aggregates, a latency histogram and a summary.
 
 A recording is anything with the attributes of
 ``pfntrace.recording.Recording``: ``header``, ``meta``, ``lost``,
-``trailer``, ``truncated``, ``truncation_reason`` and ``iter_events()``.
-When it can also hand out raw event bytes (``iter_event_blocks()``) the engine unpacks those itself with one ``struct`` call per
-block, which is several times faster than a dict per event.
+``trailer``, ``truncated``, ``truncation_reason`` and ``iter_events()``;
+when it can hand out raw event blocks (``iter_event_blocks()``) they are
+decoded in bulk by pfntrace.decode, the one decoder of the event layout.
 
-Verdict rules (see ``_judge``):
+Each event goes through four steps of one job each:
 
-* UPDATED     - mtime and ctime both changed between handler entry and return.
-* CURRENT     - neither changed, and file_update_time ran inside the fault
-                (the kernel itself found them current), or, when it did not
-                run, mtime was already at (or after) the
-                fault's clock tick minus the tolerance: the kernel correctly
-                skipped the update (two faults in one coarse tick, or a
-                fine-grained multigrain timestamp newer than the tick).  The
-                tick: the fault's wall-clock time (ts_ns + realtime-minus-
-                monotonic from the latest clock sample at or before ts_ns,
-                else the header's) minus one clock tick (header
-                clock.tick_ns), since the coarse clock lags ts_ns by less than
-                a tick.
-* MISSED      - did not move and is older than the tick (the stale-mtime bug),
-                or only one of mtime/ctime moved.
-* NO_NOTIFIER - do_wp_page made a shared PFN/mixed mapping writable without a
-                ->pfn_mkwrite: the filesystem was never told.
-* UNKNOWN     - the event carries no timestamps (all zero), nothing to judge.
+* classify - what it is: a kind of write fault, or why not (verdict.classify);
+* judge    - the fault's verdict from its timestamps and the kernel's clock
+             (verdict.judge; the rules are written once, in bpf/verdict.h);
+* select   - whether report's filters (file, pid, comm, verdict) keep it;
+* aggregate - counted per file, per process, in the latency histogram, and
+             kept as a Fault.
 """
 
-import bisect
 import gc
-import struct
+import operator
 
-from pfntrace import layout
+from pfntrace import decode, layout
+from pfntrace import verdict as V
+from pfntrace.verdict import (  # noqa: F401  (the names views and tests use)
+    K_FAULT, K_NONOTIFY, K_PAGE, K_PFN, K_PMD, KINDS, NKINDS, PROBLEM_VERDICTS,
+    V_CURRENT, V_MISSED, V_NO_NOTIFIER, V_UNDECIDED, V_UPDATED, VERDICTS)
 
 C = layout.const
-
 EV_WP = C("PFT_EV_WP")
 EV_HANDLER = C("PFT_EV_HANDLER")
 EV_DAX_FAULT = C("PFT_EV_DAX_FAULT")
 EV_DAX_WRITEBACK = C("PFT_EV_DAX_WRITEBACK")
 EV_DAX_MKWRITE = C("PFT_EV_DAX_MKWRITE")
-
-ROLE_FAULT = C("PFT_ROLE_FAULT")
-ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
-ROLE_PAGE_MKWRITE = C("PFT_ROLE_PAGE_MKWRITE")
-ROLE_PFN_MKWRITE = C("PFT_ROLE_PFN_MKWRITE")
-
-F_IN_WP = C("PFT_F_IN_WP")
-F_INODE_DAX = C("PFT_F_INODE_DAX")
-F_PFN_PATH = C("PFT_F_PFN_PATH")
-F_HAS_PFN_MKWRITE = C("PFT_F_HAS_PFN_MKWRITE")
-F_HANDLER_RAN = C("PFT_F_HANDLER_RAN")
 F_PMD = C("PFT_F_PMD")
-
 FAULT_FLAG_WRITE = C("PFT_FAULT_FLAG_WRITE")
-FAULT_FLAG_MKWRITE = C("PFT_FAULT_FLAG_MKWRITE")
-
-VM_SHARED = C("PFT_VM_SHARED")
-VM_PFN_OR_MIXED = C("PFT_VM_PFNMAP") | C("PFT_VM_MIXEDMAP")
-
-VM_FAULT_RETRY = C("PFT_VM_FAULT_RETRY")
-# VM_FAULT_ERROR = OOM | SIGBUS | SIGSEGV | HWPOISON | HWPOISON_LARGE | FALLBACK
-VM_FAULT_ERROR = 0x0001 | 0x0002 | 0x0040 | 0x0010 | 0x0020 | 0x0800
-VM_FAULT_FALLBACK = 0x0800
-
-# bit 31 of i_ctime_nsec is I_CTIME_QUERIED on 6.13+; nsec < 2^30 so masking
-# it is always safe.
-NSEC_MASK = 0x7FFFFFFF
-NS = 1_000_000_000
-
-VERDICTS = ("UPDATED", "CURRENT", "MISSED", "NO_NOTIFIER", "UNKNOWN")
-V_UPDATED, V_CURRENT, V_MISSED, V_NO_NOTIFIER, V_UNKNOWN = range(5)
-PROBLEM_VERDICTS = ("MISSED", "NO_NOTIFIER")
-
-KINDS = ("pfn_mkwrite", "page_mkwrite", "pmd", "fault", "no_notifier")
-K_PFN, K_PAGE, K_PMD, K_FAULT, K_NONOTIFY = range(5)
-
+ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
+NSEC_MASK = V.NSEC_MASK
+NS = V.NS
 LATENCY_BUCKETS = 65
-
-# There is no coarse clock reading in the event (bpf_ktime_get_coarse_ns is
-# refused for kprobe/tracepoint programs): the coarse clock timestamps come
-# from lags ts_ns by less than one tick, header["clock"]["tick_ns"].  Without
-# it assume HZ=100, the longest tick.
+# Without a clock tick in the header assume HZ=100, the longest.
 DEFAULT_TICK_NS = 10_000_000
 
-
-# ---------------------------------------------------------------------------
-# Raw rows: one struct.Struct over the cffi layout, unused fields skipped.
-
-# The fields the engine reads, in row order.  Arrays are flattened
-# (mtime_sec0, mtime_sec1, ...), comm stays bytes.
-ROW_FIELDS = (
-    "ts_ns", "duration_ns", "ino", "pgoff", "vm_flags",
-    "mtime_sec0", "mtime_sec1", "ctime_sec0", "ctime_sec1",
-    "mtime_nsec0", "mtime_nsec1", "ctime_nsec0", "ctime_nsec1",
-    "type", "pid", "tid", "dev", "fault_flags", "ret", "roles", "flags",
-    "ftu_calls", "arg", "comm",
+# The fields the engine reads, picked from pfntrace.decode's rows.
+_FIELDS = (
+    "ts_ns", "duration_ns", "ino", "pgoff", "vm_flags", "handler", "ops_pfn_mkwrite",
+    "ops_page_mkwrite", "mtime_sec0", "mtime_sec1", "ctime_sec0", "ctime_sec1",
+    "mtime_nsec0", "mtime_nsec1", "ctime_nsec0", "ctime_nsec1", "type", "pid", "tid",
+    "dev", "fault_flags", "ret", "roles", "flags", "ftu_calls", "arg", "time_gran",
+    "clock_ns0", "clock_ns1", "comm",
 )
-ROW_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
+_pick = operator.itemgetter(*(decode.ROW_INDEX[n] for n in _FIELDS))
 
 
-def _build_row_struct():
-    ffi = layout.ffi
-    wanted = set(ROW_FIELDS)
-    parts = []   # (offset, name, code, size)
-    for name, field in ffi.typeof("struct pft_event").fields:
-        t = field.type
-        if t.kind == "array":
-            if t.item.cname == "char":
-                parts.append((field.offset, name, "%ds" % t.length, t.length))
-                continue
-            code = _int_code(t.item.cname)
-            size = ffi.sizeof(t.item)
-            for i in range(t.length):
-                parts.append((field.offset + i * size, "%s%d" % (name, i), code, size))
-        else:
-            parts.append((field.offset, name, _int_code(t.cname), ffi.sizeof(t)))
-    by_name = {p[1]: p for p in parts}
-    missing = wanted - set(by_name)
-    assert not missing, missing
-    # Row order must be ROW_FIELDS order, while struct order is offset order:
-    # ROW_FIELDS is declared in offset order, check it.
-    offsets = [by_name[n][0] for n in ROW_FIELDS]
-    assert offsets == sorted(offsets), "ROW_FIELDS out of layout order"
-    fmt = ["="]   # native byte order: the recording machine's (as decode.py)
-    pos = 0
-    for off, name, code, size in sorted(parts):
-        if name not in wanted:
-            continue
-        if off > pos:
-            fmt.append("%dx" % (off - pos))
-        fmt.append(code)
-        pos = off + size
-    if layout.EVENT_SIZE > pos:
-        fmt.append("%dx" % (layout.EVENT_SIZE - pos))
-    st = struct.Struct("".join(fmt))
-    assert st.size == layout.EVENT_SIZE, (st.size, layout.EVENT_SIZE)
-    return st
-
-
-def _int_code(cname):
-    return {
-        "uint64_t": "Q", "int64_t": "q", "uint32_t": "I", "int32_t": "i",
-        "uint16_t": "H", "int16_t": "h", "uint8_t": "B", "int8_t": "b",
-        "__u64": "Q", "__s64": "q", "__u32": "I", "__s32": "i",
-    }[cname]
-
-
-ROW_STRUCT = _build_row_struct()
-
-
-def iter_rows(payload):
-    """Rows (tuples in ROW_FIELDS order) from concatenated raw events."""
-    n = len(payload) - len(payload) % ROW_STRUCT.size
-    if n != len(payload):
-        payload = memoryview(payload)[:n]
-    return ROW_STRUCT.iter_unpack(payload)
-
-
-def row_from_dict(ev):
-    """A row from a decoded event dict (as layout.decode gives)."""
-    out = []
-    for name in ROW_FIELDS:
-        if name == "comm":
-            c = ev.get("comm", b"")
-            out.append(c.encode() if isinstance(c, str) else c)
-        elif name[-1] in "01" and name[:-1] in ev:
-            out.append(ev[name[:-1]][int(name[-1])])
-        else:
-            out.append(ev.get(name, 0))
-    return tuple(out)
-
-
-def _row_source(recording):
-    """Yield row iterables (one per block) from a recording."""
-    for attr in ("iter_event_blocks", "iter_payloads"):
-        fn = getattr(recording, attr, None)
-        if callable(fn):
-            return (iter_rows(p) for p in fn())
-    return ((row_from_dict(ev) for ev in recording.iter_events()),)
+def _row_batches(recording):
+    """Iterables of the engine's field tuples: one per raw block when the
+    recording has them, else one over its decoded events."""
+    blocks = getattr(recording, "iter_event_blocks", None)
+    if callable(blocks):
+        return (map(_pick, decode.iter_rows(payload)) for payload in blocks())
+    return (map(_pick, map(decode.row_from_dict, recording.iter_events())),)
 
 
 # ---------------------------------------------------------------------------
@@ -221,16 +100,18 @@ class Fault:
     __slots__ = ("ts", "kind", "verdict", "file", "pgoff", "pid", "tid",
                  "comm", "latency", "ftu_calls", "mtime_before",
                  "mtime_after", "ctime_before", "ctime_after", "wall",
-                 "external", "_detail")
+                 "external", "clock", "queried", "handler", "_an", "_detail")
 
-    def __init__(self, row):
+    def __init__(self, row, an=None):
         (self.ts, kind, verdict, self.file, self.pgoff, self.pid, self.tid,
          comm, self.latency, self.ftu_calls, self.mtime_before,
          self.mtime_after, self.ctime_before, self.ctime_after, self.wall,
-         self.external) = row
+         self.external, clock0, clock1, self.queried, self.handler) = row
+        self.clock = (clock0, clock1)
         self.kind = KINDS[kind]
         self.verdict = VERDICTS[verdict]
         self.comm = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+        self._an = an
         self._detail = None
 
     @property
@@ -240,6 +121,14 @@ class Fault:
     @property
     def path(self):
         return self.file.path
+
+    @property
+    def handler_name(self):
+        """The handler the fault's vm_ops named (kallsyms, at record time)."""
+        if not self.handler:
+            return None
+        symbols = (self._an.meta.get("symbols") if self._an else None) or {}
+        return symbols.get("0x%x" % self.handler) or "0x%x" % self.handler
 
     @property
     def detail(self):
@@ -253,11 +142,13 @@ class Fault:
             "detail": self.detail, "file": self.key, "path": self.path,
             "pgoff": self.pgoff, "pid": self.pid, "tid": self.tid,
             "comm": self.comm, "latency_ns": self.latency,
-            "ftu_calls": self.ftu_calls,
+            "ftu_calls": self.ftu_calls, "handler": self.handler_name,
             "mtime_before_ns": self.mtime_before,
             "mtime_after_ns": self.mtime_after,
             "ctime_before_ns": self.ctime_before,
             "ctime_after_ns": self.ctime_after,
+            "ctime_queried": bool(self.queried),
+            "kernel_clock_ns": list(self.clock),
             "fault_wall_ns": self.wall,
         }
 
@@ -267,32 +158,41 @@ class Fault:
 
 
 def _detail(f):
+    """Why the verdict, in one line: the evidence verdict.h judged on."""
     m0, m1, c0, c1 = f.mtime_before, f.mtime_after, f.ctime_before, f.ctime_after
+    lo, hi = f.clock
     note = "; timestamps set externally before this fault" if f.external else ""
-    if f.verdict == "UNKNOWN":
-        return "no timestamps recorded"
+    via = (" (%s)" % f.handler_name) if f.handler else ""
     if f.verdict == "NO_NOTIFIER":
         out = "made writable without ->pfn_mkwrite: the filesystem was not told"
         if m1:
             out += "; mtime %s" % fmt_wall(m1)
         return out + note
+    if f.verdict == "UNDECIDED":
+        if not (m0 or m1 or c0 or c1):
+            return "no timestamps were read" + note
+        return ("mtime %s -> %s, ctime %s -> %s: not both moved, and the kernel's clock "
+                "was not readable to tell current from stale%s"
+                % (fmt_wall(m0), fmt_wall(m1), fmt_wall(c0), fmt_wall(c1), note))
     if f.verdict == "UPDATED":
-        return "mtime %s -> %s%s" % (fmt_wall(m0), fmt_wall(m1), note)
+        return "mtime %s -> %s%s%s" % (fmt_wall(m0), fmt_wall(m1), via, note)
     if f.verdict == "CURRENT":
-        return "mtime %s already current at the fault (%s)%s" % (
-            fmt_wall(m1), fmt_wall(f.wall), note)
+        return "mtime %s already equal to the kernel's clock during the fault (%s)%s%s" % (
+            fmt_wall(m1), fmt_wall(lo), via, note)
     # MISSED
     ftu = ("file_update_time called %d time(s)" % f.ftu_calls if f.ftu_calls
            else "file_update_time not called")
-    m_moved, c_moved = m0 != m1, c0 != c1
-    if m_moved and not c_moved:
-        return ("mtime moved but ctime stayed at %s, %s%s"
-                % (fmt_wall(c1), ftu, note))
-    if c_moved and not m_moved:
-        return ("ctime moved but mtime stayed at %s, %s%s"
-                % (fmt_wall(m1), ftu, note))
-    return ("mtime stayed at %s, %s before the fault (%s), %s%s"
-            % (fmt_wall(m1), fmt_span(f.wall - m1), fmt_wall(f.wall), ftu, note))
+    if f.queried and c0 == c1:
+        return ("ctime %s had been read by a stat (I_CTIME_QUERIED) and did not move: the "
+                "kernel owed this write a fresh stamp%s, %s%s" % (fmt_wall(c1), via, ftu, note))
+    for name, t in (("mtime", m1), ("ctime", c1)):
+        if lo and t < lo:
+            return ("%s stayed at %s, %s before the kernel's clock at the fault (%s)%s, %s%s"
+                    % (name, fmt_wall(t), fmt_span(lo - t), fmt_wall(lo), via, ftu, note))
+        if hi and t > hi:
+            return ("%s is %s, %s after the kernel's clock at the fault (%s)%s, %s%s"
+                    % (name, fmt_wall(t), fmt_span(t - hi), fmt_wall(hi), via, ftu, note))
+    return "mtime %s, ctime %s%s, %s%s" % (fmt_wall(m1), fmt_wall(c1), via, ftu, note)
 
 
 def fmt_span(ns):
@@ -309,7 +209,8 @@ class FileStats:
 
     __slots__ = ("dev", "ino", "key", "path", "index", "selected",
                  "write_faults", "kinds", "verdicts", "reads", "retries",
-                 "wp_entries", "nested", "fallbacks", "errors", "dax_pte_faults",
+                 "wp_entries", "nested", "handler_calls", "fallbacks", "errors",
+                 "dax_pte_faults",
                  "dax_pmd_faults",
                  "dax_write_faults", "map_sync", "reprotects",
                  "reprotect_pages", "first_ts", "last_ts", "last_fault_ts",
@@ -325,7 +226,7 @@ class FileStats:
         self.write_faults = 0
         self.kinds = [0] * len(KINDS)
         self.verdicts = [0] * len(VERDICTS)
-        self.reads = self.retries = self.wp_entries = self.nested = 0
+        self.reads = self.retries = self.wp_entries = self.nested = self.handler_calls = 0
         self.fallbacks = self.errors = 0
         self.dax_pte_faults = self.dax_pmd_faults = self.dax_write_faults = 0
         self.map_sync = self.reprotects = self.reprotect_pages = 0
@@ -399,7 +300,6 @@ class Analysis:
         self.header = {}
         self.meta = {}
         self.trailer = None
-        self.tolerance_ns = 0
         self.tick_ns = DEFAULT_TICK_NS
         self.truncated = False
         self.truncation_reason = None
@@ -413,6 +313,7 @@ class Analysis:
         self.first_ts = self.last_ts = None
         self._fault_rows = []
         self._problem_rows = []
+        self._undecided_rows = []
         self.faults_kept = True
         self._faults = None
 
@@ -421,13 +322,18 @@ class Analysis:
     def faults(self):
         """Every kept write fault (selected ones), in stream order."""
         if self._faults is None:
-            self._faults = [Fault(r) for r in self._fault_rows]
+            self._faults = [Fault(r, self) for r in self._fault_rows]
         return self._faults
 
     @property
     def problems(self):
         """MISSED and NO_NOTIFIER faults (always kept)."""
-        return [Fault(r) for r in self._problem_rows]
+        return [Fault(r, self) for r in self._problem_rows]
+
+    @property
+    def undecided(self):
+        """UNDECIDED faults (always kept: check --strict names them)."""
+        return [Fault(r, self) for r in self._undecided_rows]
 
     # -- totals -----------------------------------------------------------
     def _sum(self, attr):
@@ -452,8 +358,16 @@ class Analysis:
         return dict(zip(VERDICTS, out))
 
     @property
+    def blind(self):
+        """{reason: count} of what the recording could not see (the trailer's)."""
+        return dict((self.trailer or {}).get("blind") or {})
+
+    @property
     def lost_total(self):
-        return sum(self.lost or [])
+        """Events and faults not seen: the kernel's per-CPU count (ring full,
+        state maps full, return probes that never ran) plus faults whose
+        return was still awaited at the end."""
+        return sum(self.lost or []) + int(self.blind.get("unfinished") or 0)
 
     @property
     def kernel(self):
@@ -487,6 +401,7 @@ class Analysis:
             "handler_errors": self._sum("errors"),
             "wp_entries": self._sum("wp_entries"),
             "nested_handler_calls": self._sum("nested"),
+            "handler_calls_in_wp": self._sum("handler_calls"),
             "map_sync": self._sum("map_sync"),
             "reprotects": self._sum("reprotects"),
             "reprotect_pages": self._sum("reprotect_pages"),
@@ -497,11 +412,12 @@ class Analysis:
             "processes": len(self.processes),
             "lost": self.lost_total,
             "lost_per_cpu": list(self.lost or []),
+            "lost_by_reason": self.blind,
             "verdicts": verdicts,
             "truncated": bool(self.truncated),
             "truncation_reason": self.truncation_reason,
-            "tolerance_ns": self.tolerance_ns,
             "tick_ns": self.tick_ns,
+            "clock": (self.header.get("plan") or {}).get("clock"),
             "plan": self.header.get("plan"),
             "command": self.header.get("command"),
             "exit_code": (self.trailer or {}).get("exit_code"),
@@ -514,19 +430,12 @@ class Analysis:
 # The engine
 
 
-def _pmd_arg(plan):
-    """The huge_fault size argument values meaning PMD and PUD."""
-    if (plan or {}).get("huge_fault_arg_is_order"):
-        return 9, 18
-    return 1, 2
-
-
-def analyse(recording, tolerance_ns=1_000_000, keep_faults=True, selection=None):
-    """Correlate a recording: see the module docstring for the rules.
+def analyse(recording, keep_faults=True, selection=None):
+    """Correlate a recording: see the module docstring for the steps.
 
     keep_faults: keep every (selected) write fault for ``Analysis.faults``;
-    False keeps only the MISSED/NO_NOTIFIER ones (``Analysis.problems``),
-    which is what a report without --events needs.
+    False keeps only the findings (``Analysis.problems``) and the UNDECIDED
+    (``Analysis.undecided``), which is what a report without --events needs.
     selection: a :class:`Selection` restricting which faults are counted.
     """
     # Millions of small tuples, none of them in a cycle: the cyclic GC would
@@ -534,297 +443,238 @@ def analyse(recording, tolerance_ns=1_000_000, keep_faults=True, selection=None)
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _analyse(recording, tolerance_ns, keep_faults, selection)
+        an = Analysis()
+        an.header = dict(getattr(recording, "header", None) or {})
+        an.meta = dict(getattr(recording, "meta", None) or {})
+        an.trailer = getattr(recording, "trailer", None)
+        an.lost = list(getattr(recording, "lost", None) or [])
+        an.faults_kept = keep_faults
+        an.selection = selection or Selection()
+        engine = _Engine(an)
+        event = engine.event
+        for rows in _row_batches(recording):
+            for row in rows:
+                event(row)
+        engine.finish(recording)
+        return an
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _analyse(recording, tolerance_ns, keep_faults, selection):
-    an = Analysis()
-    an.header = dict(getattr(recording, "header", None) or {})
-    an.meta = dict(getattr(recording, "meta", None) or {})
-    an.trailer = getattr(recording, "trailer", None)
-    an.lost = list(getattr(recording, "lost", None) or [])
-    an.truncated = bool(getattr(recording, "truncated", False))
-    an.truncation_reason = getattr(recording, "truncation_reason", None)
-    an.tolerance_ns = tolerance_ns
-    an.faults_kept = keep_faults
-    sel = selection or Selection()
-    an.selection = sel
+class _Engine:
+    """One pass over the events: classify, judge, select, aggregate."""
 
-    plan = an.header.get("plan") or {}
-    pmd_arg, pud_arg = _pmd_arg(plan)
-    clock = an.header.get("clock") or {}
-    base_off = int(clock.get("realtime_minus_monotonic_ns") or 0)
-    tick_len = int(clock.get("tick_ns") or DEFAULT_TICK_NS)
-    an.tick_ns = tick_len
-    samples = sorted((int(a), int(b)) for a, b in (an.meta.get("clock_samples") or []))
-    s_mono = [a for a, _ in samples]
-    s_off = [b for _, b in samples]
-    nsamples = len(samples)
-    meta_files = an.meta.get("files") or {}
-    meta_procs = an.meta.get("procs") or {}
+    def __init__(self, an):
+        self.an = an
+        plan = an.header.get("plan") or {}
+        self.pmd_arg, self.pud_arg = V.huge_fault_args(plan)
+        clock = an.header.get("clock") or {}
+        self.wall_offset = int(clock.get("realtime_minus_monotonic_ns") or 0)
+        an.tick_ns = int(clock.get("tick_ns") or DEFAULT_TICK_NS)
+        self.meta_files = an.meta.get("files") or {}
+        self.meta_procs = an.meta.get("procs") or {}
+        self.files = {}          # (dev, ino) -> FileStats
+        self.procs = {}          # pid -> ProcStats
+        self.first_touch = {}    # tid -> (start, end, pgoff) of the last PTE ->huge_fault
+        self.counts = dict.fromkeys((EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK,
+                                     EV_DAX_MKWRITE), 0)
+        self.other_types = 0
+        self.events = 0
+        self.first_ts = self.last_ts = None
+        sel = an.selection
+        self.f_verdict = VERDICTS.index(sel.verdict) if sel.verdict else None
+        self.proc_filter = sel.pid is not None or sel.comm is not None
+        self._last = (None, None, None)
 
-    files = {}          # (dev, ino) -> FileStats
-    procs = {}          # pid -> ProcStats
-    fault_rows = an._fault_rows
-    problem_rows = an._problem_rows
-    latency = an.latency
-    nested_probe = {}   # tid -> (ts, end) of the last huge_fault first-touch
-    counts = {EV_WP: 0, EV_HANDLER: 0, EV_DAX_FAULT: 0, EV_DAX_WRITEBACK: 0,
-              EV_DAX_MKWRITE: 0}
-    other_types = 0
-    events = 0
-    first_ts = last_ts = None
-
-    f_substr = sel.file
-    f_pid = sel.pid
-    f_comm = sel.comm
-    f_verdict = VERDICTS.index(sel.verdict) if sel.verdict else None
-    proc_filter = f_pid is not None or f_comm is not None
-
-    def new_file(dev, ino):
-        key = file_key(dev, ino)
-        path = (meta_files.get(key) or {}).get("path")
-        fs = FileStats(dev, ino, path, len(files))
-        if f_substr is not None:
-            fs.selected = f_substr in fs.path
-        files[(dev, ino)] = fs
+    # -- whose event ---------------------------------------------------------
+    def file_of(self, dev, ino):
+        last_dev, last_ino, fs = self._last
+        if dev == last_dev and ino == last_ino:
+            return fs
+        fs = self.files.get((dev, ino))
+        if fs is None:
+            key = file_key(dev, ino)
+            fs = FileStats(dev, ino, (self.meta_files.get(key) or {}).get("path"),
+                           len(self.files))
+            if self.an.selection.file is not None:
+                fs.selected = self.an.selection.file in fs.path
+            self.files[(dev, ino)] = fs
+        self._last = (dev, ino, fs)
         return fs
 
-    def proc_of(pid, comm):
-        p = procs.get(pid)
+    def proc_of(self, pid, comm):
+        p = self.procs.get(pid)
         if p is None:
-            m = meta_procs.get(str(pid)) or meta_procs.get(pid) or {}
+            m = self.meta_procs.get(str(pid)) or self.meta_procs.get(pid) or {}
             name = m.get("comm") or comm.split(b"\0", 1)[0].decode("utf-8", "replace")
-            p = procs[pid] = ProcStats(pid, name, m.get("cmdline"))
+            p = self.procs[pid] = ProcStats(pid, name, m.get("cmdline"))
         return p
 
-    def proc_ok(pid, comm):
-        if f_pid is not None and pid != f_pid:
+    def proc_ok(self, pid, comm):
+        sel = self.an.selection
+        if sel.pid is not None and pid != sel.pid:
             return False
-        if f_comm is not None:
-            return proc_of(pid, comm).comm == f_comm
+        if sel.comm is not None:
+            return self.proc_of(pid, comm).comm == sel.comm
         return True
 
-    last_dev = last_ino = None
-    fs = None
-    for rows in _row_source(recording):
-        for (ts, dur, ino, pgoff, vm_flags, ms0, ms1, cs0, cs1,
-             mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags,
-             ftu, arg, comm) in rows:
-            events += 1
-            if ino != last_ino or dev != last_dev:
-                fs = files.get((dev, ino))
-                if fs is None:
-                    fs = new_file(dev, ino)
-                last_dev, last_ino = dev, ino
+    def counted(self, fs, pid, comm):
+        """Whether the selection counts this file's and process's events."""
+        return fs.selected and (not self.proc_filter or self.proc_ok(pid, comm))
 
-            if typ == EV_HANDLER:
-                counts[EV_HANDLER] += 1
-                if ret & VM_FAULT_RETRY:
-                    if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                        fs.retries += 1
-                    continue
-                if ret & VM_FAULT_ERROR:
-                    # Mostly FALLBACK: a ->huge_fault that could not map a
-                    # PMD (a vma smaller than 2 MiB, unaligned blocks); the
-                    # PTE fault that follows is the real one.
-                    if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                        if ret & VM_FAULT_FALLBACK:
-                            fs.fallbacks += 1
-                        else:
-                            fs.errors += 1
-                    continue
-                if flags & F_IN_WP:
-                    if flags & F_PFN_PATH:
-                        kind = K_PFN  # probed, not inferred
-                    elif roles & ROLE_PFN_MKWRITE:
-                        if roles & ROLE_PAGE_MKWRITE and not flags & F_INODE_DAX:
-                            kind = K_PAGE
-                        else:
-                            kind = K_PFN
-                    elif roles & ROLE_PAGE_MKWRITE:
-                        kind = K_PAGE
-                    else:
-                        # e.g. ext4_dax_huge_fault(PTE) nested in
-                        # ext4_dax_fault: the outer event is the fault.
-                        if fs.selected:
-                            fs.nested += 1
-                        continue
-                elif not ff & FAULT_FLAG_WRITE:
-                    if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                        fs.reads += 1
-                        proc_of(pid, comm).reads += 1
-                    continue
-                elif roles & ROLE_HUGE_FAULT and (arg == pmd_arg or arg == pud_arg):
-                    kind = K_PMD
-                elif ff & FAULT_FLAG_MKWRITE or not roles & (ROLE_FAULT | ROLE_HUGE_FAULT):
-                    if fs.selected:
-                        fs.nested += 1
-                    continue
-                else:
-                    if roles & ROLE_HUGE_FAULT:
-                        # PTE-size ->huge_fault: remember it, an enclosing
-                        # ->fault of the same task (ext4_dax_fault calls
-                        # ext4_dax_huge_fault) is the same fault.
-                        nested_probe[tid] = (ts, ts + dur, pgoff)
-                    elif nested_probe:
-                        inner = nested_probe.pop(tid, None)
-                        if inner is not None and ts <= inner[0] and \
-                                inner[1] <= ts + dur and inner[2] == pgoff:
-                            if fs.selected:
-                                fs.nested += 1
-                            continue
-                    kind = K_FAULT
-                verdict_from_handler = True
-            elif typ == EV_WP:
-                counts[EV_WP] += 1
-                if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                    fs.wp_entries += 1
-                if flags & F_HANDLER_RAN:
-                    continue
-                if ret & VM_FAULT_RETRY:
-                    if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                        fs.retries += 1
-                    continue
-                if (vm_flags & VM_SHARED and vm_flags & VM_PFN_OR_MIXED
-                        and not flags & F_HAS_PFN_MKWRITE
-                        and not ret & VM_FAULT_ERROR):
-                    kind = K_NONOTIFY
-                    verdict_from_handler = False
-                else:
-                    continue
-            elif typ == EV_DAX_FAULT:
-                counts[EV_DAX_FAULT] += 1
-                if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                    if flags & F_PMD:
-                        fs.dax_pmd_faults += 1
-                    else:
-                        fs.dax_pte_faults += 1
-                    if ff & FAULT_FLAG_WRITE:
-                        fs.dax_write_faults += 1
-                continue
-            elif typ == EV_DAX_WRITEBACK:
-                counts[EV_DAX_WRITEBACK] += 1
-                if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                    fs.reprotects += 1
-                    fs.reprotect_pages += arg
-                continue
-            elif typ == EV_DAX_MKWRITE:
-                counts[EV_DAX_MKWRITE] += 1
-                if fs.selected and (not proc_filter or proc_ok(pid, comm)):
-                    fs.map_sync += 1
-                continue
+    # -- the steps -----------------------------------------------------------
+    def event(self, row):
+        (ts, dur, ino, pgoff, vm_flags, handler, ops_pfn, ops_page, ms0, ms1, cs0, cs1,
+         mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags, ftu, arg, gran,
+         clk0, clk1, comm) = row
+        self.events += 1
+        fs = self.file_of(dev, ino)
+        if typ in self.counts:
+            self.counts[typ] += 1
+        else:
+            self.other_types += 1
+        if typ == EV_WP and self.counted(fs, pid, comm):
+            fs.wp_entries += 1
+
+        kind = V.classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
+                          self.pmd_arg, self.pud_arg)
+        if kind >= NKINDS:
+            self.not_a_fault(kind, typ, fs, pid, comm, ff, flags, arg)
+            return
+        if kind == K_FAULT and self.inner_half(tid, ts, dur, pgoff, roles):
+            if fs.selected:
+                fs.nested += 1
+            return
+
+        m0 = ms0 * NS + mn0
+        m1 = ms1 * NS + mn1
+        c0 = cs0 * NS + (cn0 & NSEC_MASK)
+        c1 = cs1 * NS + (cn1 & NSEC_MASK)
+        verdict = V.judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
+                          bool(ms0 | ms1 | cs0 | cs1))
+        external = self.set_externally(fs, ts, m0, m1)
+
+        if not self.counted(fs, pid, comm):
+            return
+        if self.f_verdict is not None and verdict != self.f_verdict:
+            return
+        if typ == EV_WP:
+            handler = ops_pfn if kind in (K_PFN, K_NONOTIFY) else ops_page
+        wall = clk0 or ts + self.wall_offset
+        self.aggregate(fs, self.proc_of(pid, comm), kind, verdict, dur,
+                       (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
+                        c1, wall, external, clk0, clk1, cn0 & V.QUERIED, handler))
+
+    def not_a_fault(self, why, typ, fs, pid, comm, ff, flags, arg):
+        """Count what an event that is no write fault says."""
+        if why == V.C_IN_WP:
+            if fs.selected:
+                fs.handler_calls += 1
+            return
+        if why == V.C_NESTED:
+            if fs.selected:
+                fs.nested += 1
+            return
+        if not self.counted(fs, pid, comm):
+            return
+        if why == V.C_RETRY:
+            fs.retries += 1
+        elif why == V.C_FALLBACK:
+            fs.fallbacks += 1
+        elif why == V.C_ERROR:
+            fs.errors += 1
+        elif why == V.C_READ:
+            fs.reads += 1
+            self.proc_of(pid, comm).reads += 1
+        elif typ == EV_DAX_FAULT:
+            if flags & F_PMD:
+                fs.dax_pmd_faults += 1
             else:
-                other_types += 1
-                continue
+                fs.dax_pte_faults += 1
+            if ff & FAULT_FLAG_WRITE:
+                fs.dax_write_faults += 1
+        elif typ == EV_DAX_WRITEBACK:
+            fs.reprotects += 1
+            fs.reprotect_pages += arg
+        elif typ == EV_DAX_MKWRITE:
+            fs.map_sync += 1
 
-            # ---- a write fault: judge it --------------------------------
-            m0 = ms0 * NS + mn0
-            m1 = ms1 * NS + mn1
-            c0 = cs0 * NS + (cn0 & NSEC_MASK)
-            c1 = cs1 * NS + (cn1 & NSEC_MASK)
-            if nsamples:
-                if nsamples == 1:
-                    off = s_off[0] if ts >= s_mono[0] else base_off
-                else:
-                    i = bisect.bisect_right(s_mono, ts)
-                    off = s_off[i - 1] if i else base_off
-            else:
-                off = base_off
-            wall = ts + off
-            tick = wall - tick_len
+    def inner_half(self, tid, ts, dur, pgoff, roles):
+        """A first-touch write is one fault even where two handlers report
+        it: ext4_dax_fault calls ext4_dax_huge_fault at PTE size, which
+        returns first.  True for the enclosing ->fault of such a pair (the
+        BPF side's agg_kind() drops the same one)."""
+        if roles & ROLE_HUGE_FAULT:
+            self.first_touch[tid] = (ts, ts + dur, pgoff)
+            return False
+        inner = self.first_touch.pop(tid, None)
+        return inner is not None and ts <= inner[0] and inner[1] <= ts + dur \
+            and inner[2] == pgoff
 
-            # Timestamps set externally (utimensat/touch) between the
-            # previous fault on this file and this one?
-            external = False
-            if fs.last_ts is None or ts >= fs.last_ts:
-                if fs.last_mtime is not None and m0 < fs.last_mtime:
-                    external = True
-                    fs.external += 1
-                fs.last_ts = ts
-                fs.last_mtime = m1
-                fs.last_ctime = c1
+    def set_externally(self, fs, ts, m0, m1):
+        """Were the timestamps set from outside (utimensat, touch) between
+        this file's previous fault and this one?"""
+        external = False
+        if not (m0 or m1):
+            return external     # nothing read: nothing to compare
+        if fs.last_ts is None or ts >= fs.last_ts:
+            if fs.last_mtime is not None and m0 < fs.last_mtime:
+                external = True
+                fs.external += 1
+            fs.last_ts = ts
+            fs.last_mtime = m1
+        return external
 
-            if not verdict_from_handler:
-                verdict = V_NO_NOTIFIER
-            elif m0 != m1:
-                verdict = V_UPDATED if c0 != c1 else V_MISSED
-            elif c0 != c1:
-                verdict = V_MISSED
-            elif ftu:
-                # file_update_time ran and left them alone: the kernel found
-                # them equal to its current_time() (inode_needs_update_time).
-                # Its coarse clock can lag ours by more than a tick when
-                # ticks are late (seen under QEMU TCG: 6 ms at HZ=250).
-                verdict = V_CURRENT
-            elif m1 >= tick - tolerance_ns:   # tick = wall - one clock tick
-                verdict = V_CURRENT
-            elif not (ms0 or ms1 or mn0 or mn1 or cs0 or cs1):
-                verdict = V_UNKNOWN
-            else:
-                verdict = V_MISSED
+    def aggregate(self, fs, p, kind, verdict, dur, row):
+        ts = row[0]
+        fs.write_faults += 1
+        fs.kinds[kind] += 1
+        fs.verdicts[verdict] += 1
+        if fs.first_ts is None or ts < fs.first_ts:
+            fs.first_ts = ts
+        if fs.last_fault_ts is None or ts > fs.last_fault_ts:
+            fs.last_fault_ts = ts
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        p.write_faults += 1
+        p.kinds[kind] += 1
+        p.verdicts[verdict] += 1
+        p.files.add(fs.index)
+        if kind != K_NONOTIFY:
+            self.an.latency[dur.bit_length()] += 1
+        an = self.an
+        if an.faults_kept:
+            an._fault_rows.append(row)
+        if verdict == V_MISSED or verdict == V_NO_NOTIFIER:
+            an._problem_rows.append(row)
+        elif verdict == V_UNDECIDED:
+            an._undecided_rows.append(row)
 
-            if not fs.selected:
-                continue
-            if proc_filter and not proc_ok(pid, comm):
-                continue
-            p = procs.get(pid)
-            if p is None:
-                p = proc_of(pid, comm)
-            if f_verdict is not None and verdict != f_verdict:
-                continue
-
-            fs.write_faults += 1
-            fs.kinds[kind] += 1
-            fs.verdicts[verdict] += 1
-            if fs.first_ts is None or ts < fs.first_ts:
-                fs.first_ts = ts
-            if fs.last_fault_ts is None or ts > fs.last_fault_ts:
-                fs.last_fault_ts = ts
-            if first_ts is None or ts < first_ts:
-                first_ts = ts
-            if last_ts is None or ts > last_ts:
-                last_ts = ts
-            p.write_faults += 1
-            p.kinds[kind] += 1
-            p.verdicts[verdict] += 1
-            p.files.add(fs.index)
-            if verdict_from_handler:
-                latency[dur.bit_length()] += 1
-            if keep_faults or verdict == V_MISSED or verdict == V_NO_NOTIFIER:
-                row = (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu,
-                       m0, m1, c0, c1, wall, external)
-                if keep_faults:
-                    fault_rows.append(row)
-                if verdict == V_MISSED or verdict == V_NO_NOTIFIER:
-                    problem_rows.append(row)
-
-    an.events = events
-    # A corrupt EVENTS block is only found while reading: look again.
-    an.truncated = bool(getattr(recording, "truncated", False))
-    an.truncation_reason = getattr(recording, "truncation_reason", None)
-    names = layout.EVENT_TYPES
-    an.counts = {names.get(t, str(t)): n for t, n in counts.items()}
-    if other_types:
-        an.counts["other"] = other_types
-    an.first_ts, an.last_ts = first_ts, last_ts
-
-    # Files the metadata knows but no event touched are not listed; files
-    # excluded by --file are dropped.
-    an.files = [f for f in files.values() if f.selected and _file_has_data(f)]
-    an.processes = [p for p in procs.values()
-                    if p.write_faults or p.reads]
-    _final_statx(an, files)
-    return an
+    def finish(self, recording):
+        an = self.an
+        an.events = self.events
+        # A corrupt EVENTS block is only found while reading: look now.
+        an.truncated = bool(getattr(recording, "truncated", False))
+        an.truncation_reason = getattr(recording, "truncation_reason", None)
+        names = layout.EVENT_TYPES
+        an.counts = {names.get(t, str(t)): n for t, n in self.counts.items()}
+        if self.other_types:
+            an.counts["other"] = self.other_types
+        an.first_ts, an.last_ts = self.first_ts, self.last_ts
+        # Files the metadata knows but no event touched are not listed; files
+        # excluded by --file are dropped.
+        an.files = [f for f in self.files.values() if f.selected and _file_has_data(f)]
+        an.processes = [p for p in self.procs.values() if p.write_faults or p.reads]
+        _final_statx(an, self.files)
 
 
 def _file_has_data(f):
     return bool(f.write_faults or f.reads or f.retries or f.wp_entries
                 or f.dax_pte_faults or f.dax_pmd_faults or f.map_sync
-                or f.reprotects or f.nested)
+                or f.reprotects or f.nested or f.handler_calls)
 
 
 def _final_statx(an, files):

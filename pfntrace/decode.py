@@ -159,6 +159,21 @@ def row_to_dict(row):
     return out
 
 
+def row_from_dict(ev):
+    """The row of a layout.decode()-shaped dict (missing fields are zero)."""
+    row = [0] * len(ROW_NAMES)
+    for name, kind, where in _DICT_PLAN:
+        value = ev.get(name)
+        if kind == "scalar":
+            row[where] = value or 0
+        elif kind == "array":
+            for i, v in zip(where, value or ()):
+                row[i] = v
+        else:
+            row[where] = value.encode() if isinstance(value, str) else (value or b"")
+    return tuple(row)
+
+
 def iter_events(payload):
     """One dict per event of payload, shaped like layout.decode()."""
     return map(row_to_dict, iter_rows(payload))

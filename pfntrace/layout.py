@@ -58,23 +58,13 @@ FIELDS = [name for name, _ in ffi.typeof("struct pft_event").fields]
 
 
 def decode(buf):
-    """Decode one raw event (bytes-like of EVENT_SIZE) into a plain dict.
+    """Decode one raw event (bytes-like of EVENT_SIZE) into a plain dict:
+    pfntrace.decode's, the one decoder (arrays as lists, comm as str)."""
+    from pfntrace import decode as bulk   # it builds on this module
 
-    Arrays become lists and comm a str, so the result is JSON-serialisable and
-    independent of the buffer it came from.
-    """
     if len(buf) < EVENT_SIZE:
         raise ValueError("short event: %d bytes, need %d" % (len(buf), EVENT_SIZE))
-    ev = ffi.cast("struct pft_event *", ffi.from_buffer(buf))
-    out = {}
-    for name in FIELDS:
-        value = getattr(ev, name)
-        if name == "comm":
-            value = ffi.string(value).decode("utf-8", "replace")
-        elif isinstance(value, ffi.CData):
-            value = list(value)
-        out[name] = value
-    return out
+    return bulk.row_to_dict(next(bulk.iter_rows(memoryview(buf)[:EVENT_SIZE])))
 
 
 def encode(**fields):

@@ -91,6 +91,29 @@ def _function_hooks(kallsyms):
     return hooks
 
 
+# Where the timekeeper's data lives: tk_core until it became an array of
+# timekeepers (timekeeper_data, the core one first).
+CLOCK_SYMBOLS = ("tk_core", "timekeeper_data")
+
+
+def clock_plan(kallsyms, offsets):
+    """How the BPF side reads the kernel's timestamp clock (what
+    current_time() stamps with), or why it cannot: without it a write fault
+    that moved no timestamp is UNDECIDED rather than CURRENT."""
+    if not offsets or not offsets.get("TKC_LAYOUT"):
+        return {"status": "missing", "why": "the timekeeper's layout is not in the kernel's BTF"}
+    if getattr(kallsyms, "addresses_hidden", False):
+        return {"status": "missing", "why": "/proc/kallsyms hides addresses (not root?)"}
+    for name in CLOCK_SYMBOLS:
+        addr = kallsyms.address(name)
+        if addr:
+            floor = kallsyms.address("mg_floor") or 0
+            return {"status": "read", "symbol": name, "tk_base": addr, "mg_floor": floor,
+                    "why": "%s in /proc/kallsyms%s" % (
+                        name, ", multigrain floor mg_floor" if floor else "")}
+    return {"status": "missing", "why": "none of %s in /proc/kallsyms" % ", ".join(CLOCK_SYMBOLS)}
+
+
 def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None):
     """The probe plan as a JSON-serialisable dict.
 
@@ -134,4 +157,5 @@ def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None):
             plan["offsets"] = bpf_defines(btf)
         except OffsetError as e:
             plan["offsets_error"] = str(e)
+    plan["clock"] = clock_plan(kallsyms, plan.get("offsets"))
     return plan

@@ -333,12 +333,14 @@ class Recorder:
                 except OSError:
                     pass
             files[procinfo.file_key(*key)] = entry
+        blind = self.tracer.blind()
         return {
             "duration_ns": int((time.monotonic() - start) * 1e9),
             "ended_wall_ns": time.time_ns(),
             "events": self.events,
             "events_by_type": {str(k): v for k, v in sorted(self.by_type.items())},
-            "lost": sum(lost),
+            "lost": sum(lost) + blind["unfinished"],
+            "blind": blind,
             "exit_code": self.exit_code,
             "attached": ["%s %s" % a for a in self.tracer.attached],
             "statx": files,

@@ -19,6 +19,15 @@ MAX_DEVS = 8  # keep in step with MAX_DEVS in pfntrace.bpf.c
 RINGBUF_PAGES = 16384
 POLL_MS = 50
 NAME_LEN = layout.const("PFT_NAME_LEN")
+# The `blind` counters' slots (PFT_BLIND_*), by the name reports use.
+BLIND_REASONS = {
+    "ring_full": layout.const("PFT_BLIND_RING"),
+    "state_full": layout.const("PFT_BLIND_STATE"),
+    "wp_return_missed": layout.const("PFT_BLIND_WP_RETURN"),
+    "handler_return_missed": layout.const("PFT_BLIND_HANDLER_RETURN"),
+    "counters_full": layout.const("PFT_BLIND_COUNTERS"),
+}
+assert len(BLIND_REASONS) == layout.const("PFT_BLIND_SLOTS")
 assert layout.ffi.sizeof("struct pft_name") == NAME_LEN * layout.const("PFT_NAME_DEPTH")
 
 
@@ -101,6 +110,10 @@ class Tracer:
         c.ndevs = len(self.devs)
         for i, d in enumerate(self.devs):
             c.devs[i] = d
+        clock = self.plan.get("clock") or {}
+        if clock.get("status") == "read":
+            c.tk_base = clock["tk_base"]
+            c.mg_floor = clock.get("mg_floor") or 0
         conf[0] = c
 
     def _attach(self):
@@ -175,8 +188,20 @@ class Tracer:
         return out
 
     def lost(self):
-        """Events the kernel could not hand over, per CPU."""
+        """Events and faults not seen, per CPU: the ring buffer was full, a
+        state map was full, a return probe never ran (see blind())."""
         return [int(v) for v in self.bpf["lost"][0]]
+
+    def blind(self):
+        """{reason: count} of what was not seen, summed over CPUs, plus
+        "unfinished": faults whose return was still awaited when asked (a
+        return probe that never ran, or a fault in flight at the end)."""
+        table = self.bpf["blind"]
+        out = {name: sum(int(v) for v in table[slot])
+               for name, slot in BLIND_REASONS.items()}
+        out["unfinished"] = (sum(1 for _ in self.bpf["wpstate"].keys())
+                             + sum(1 for _, st in self.bpf["hstate"].items() if st.traced))
+        return out
 
     def close(self):
         if self.ring is not None:

@@ -17,10 +17,12 @@
  */
 #include <uapi/linux/ptrace.h>
 #include "pfntrace.h"
+#include "verdict.h"
 
 #define S_DAX 8192		/* include/linux/fs.h, CONFIG_FS_DAX */
 #define MAX_DEVS 8
 #define WAKEUP_EVERY 64		/* events per CPU between consumer wakeups */
+#define ONE_SECOND_NS 1000000000ULL
 
 struct pft_config {
 	u32 follow;		/* 1: only tasks in the traced map */
@@ -28,14 +30,37 @@ struct pft_config {
 	u64 ino;		/* 0: any inode */
 	u32 ndevs;
 	u32 devs[MAX_DEVS];	/* kernel dev_t of watched mounts; 0 devs: any */
+	u64 tk_base;		/* the timekeeper's data (tk_core), for the kernel's
+				   timestamp clock; 0: unknown (clock_ns stays 0) */
+	u64 mg_floor;		/* &mg_floor (6.13+ multigrain floor); 0: none */
+};
+
+/* Per-thread state between a probe's entry and its return: the event being
+ * built, and what the return needs that the event does not carry. */
+struct wp_state {
+	struct pft_event ev;
+	u64 inode;
+};
+
+struct handler_state {
+	struct pft_event ev;
+	u64 inode;
+	u64 vmf;
+	u64 sp;			/* stack pointer at the outermost entry */
+	u64 start;		/* CLOCK_MONOTONIC at the outermost entry */
+	u32 depth;		/* nested handler calls (ext4_dax_fault -> ext4_dax_huge_fault) */
+	u32 traced;		/* 0: a fault we do not trace (its nested calls stay quiet) */
 };
 
 BPF_ARRAY(config, struct pft_config, 1);
 BPF_HASH(traced, u32, u8, 65536);		/* tgids being followed */
-BPF_HASH(wpstate, u32, struct pft_event, 4096);	/* per tid: inside do_wp_page */
-BPF_HASH(hstate, u32, struct pft_event, 4096);	/* per tid: inside a handler */
-BPF_PERCPU_ARRAY(blank, struct pft_event, 1);	/* all-zero, to seed the hashes */
-BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_HASH(wpstate, u32, struct wp_state, 4096);	/* per tid: inside do_wp_page */
+BPF_HASH(hstate, u32, struct handler_state, 4096);	/* per tid: inside a handler */
+BPF_PERCPU_ARRAY(blank, struct pft_event, 1);	/* scratch for tracepoint events */
+BPF_PERCPU_ARRAY(wpseed, struct wp_state, 1);	/* all-zero, to seed the hashes */
+BPF_PERCPU_ARRAY(hseed, struct handler_state, 1);
+BPF_PERCPU_ARRAY(lost, u64, 1);			/* everything not seen, [0] */
+BPF_PERCPU_ARRAY(blind, u64, PFT_BLIND_SLOTS);	/* the same, by PFT_BLIND_* reason */
 BPF_PERCPU_ARRAY(pending, u32, 1);		/* events since the last wakeup */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
@@ -43,11 +68,23 @@ BPF_PERCPU_ARRAY(namebuf, struct pft_name, 1);	/* scratch: too big for the stack
 
 #define READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
+/* Something was not seen: count it, by reason and in the total. */
+static __always_inline void count_blind(u32 reason)
+{
+	u32 zero = 0;
+	u64 *l = lost.lookup(&zero);
+	if (l)
+		*l += 1;
+	u64 *b = blind.lookup(&reason);
+	if (b)
+		*b += 1;
+}
+
 #ifdef PFT_AGGREGATE
 /* ---- In-kernel aggregation (pfntrace top) -----------------------------------
- * Every event emit() sees is classified and judged here with the rules of
- * pfntrace/correlate.py (_analyse), and counted per file, per process and
- * globally.  With PFT_NO_STREAM nothing goes to the ring buffer at all. */
+ * Every event emit() sees is classified and judged here by verdict.h, the
+ * rules correlate.py applies to a recording, and counted per file, per
+ * process and globally.  With PFT_NO_STREAM nothing goes to the ring buffer. */
 #define AGG_FILES 10240
 #define AGG_PROCS 4096
 #if HUGE_FAULT_ARG_IS_ORDER
@@ -57,9 +94,6 @@ BPF_PERCPU_ARRAY(namebuf, struct pft_name, 1);	/* scratch: too big for the stack
 #define AGG_PMD_ARG 1
 #define AGG_PUD_ARG 2
 #endif
-#define AGG_ROLE_FAULTS (PFT_ROLE_FAULT | PFT_ROLE_HUGE_FAULT)
-/* VM_FAULT_ERROR = OOM | SIGBUS | SIGSEGV | HWPOISON | HWPOISON_LARGE | FALLBACK */
-#define AGG_VM_FAULT_ERROR (0x0001 | 0x0002 | 0x0040 | 0x0010 | 0x0020 | 0x0800)
 #define AGG_NS 1000000000ULL
 
 struct agg_nest {
@@ -77,89 +111,33 @@ BPF_PERCPU_ARRAY(aggzero, struct pft_agg_stats, 1);	/* all-zero seeds */
 BPF_PERCPU_ARRAY(aggzproc, struct pft_proc_stats, 1);
 BPF_HASH(aggnest, u32, struct agg_nest, 4096);	/* per tid: last PTE ->huge_fault */
 
-/* Kind of a write fault (correlate.K_*), or -1 when the event is not one. */
+/* The kind of write fault (verdict.h), or -1: not one, or the inner half of
+ * a first-touch fault already counted.  A PTE-size ->huge_fault enclosed by
+ * a ->fault of the same task at the same pgoff (ext4_dax_fault calls
+ * ext4_dax_huge_fault) is that same fault: correlate.py drops it the same way. */
 static __always_inline int agg_kind(struct pft_event *ev)
 {
-	if (ev->type == PFT_EV_HANDLER) {
-		if (ev->ret & (PFT_VM_FAULT_RETRY | AGG_VM_FAULT_ERROR))
-			return -1;
-		if (ev->flags & PFT_F_IN_WP) {
-			if (ev->roles & PFT_ROLE_PFN_MKWRITE) {
-				if ((ev->roles & PFT_ROLE_PAGE_MKWRITE) && !(ev->flags & PFT_F_INODE_DAX))
-					return 1;
-				return 0;
-			}
-			if (ev->roles & PFT_ROLE_PAGE_MKWRITE)
-				return 1;
-			return -1;	/* nested handler */
-		}
-		if (!(ev->fault_flags & PFT_FAULT_FLAG_WRITE))
-			return -1;	/* a read fault */
-		if ((ev->roles & PFT_ROLE_HUGE_FAULT) &&
-		    (ev->arg == AGG_PMD_ARG || ev->arg == AGG_PUD_ARG))
-			return 2;
-		if ((ev->fault_flags & PFT_FAULT_FLAG_MKWRITE) || !(ev->roles & AGG_ROLE_FAULTS))
-			return -1;
-		/* First-touch write.  A PTE-size ->huge_fault enclosed by a ->fault
-		 * of the same task at the same pgoff is that same fault. */
-		u32 tid = ev->tid;
-		if (ev->roles & PFT_ROLE_HUGE_FAULT) {
-			struct agg_nest n = {};
-			n.start = ev->ts_ns;
-			n.end = ev->ts_ns + ev->duration_ns;
-			n.pgoff = ev->pgoff;
-			aggnest.update(&tid, &n);
-		} else {
-			struct agg_nest *n = aggnest.lookup(&tid);
-			if (n) {
-				int inner = ev->ts_ns <= n->start &&
-					    n->end <= ev->ts_ns + ev->duration_ns &&
-					    n->pgoff == ev->pgoff;
-				aggnest.delete(&tid);
-				if (inner)
-					return -1;
-			}
-		}
-		return 3;
+	int kind = pft_classify(ev, AGG_PMD_ARG, AGG_PUD_ARG);
+	if (kind != PFT_C_FAULT)
+		return kind < PFT_C_KINDS ? kind : -1;
+	u32 tid = ev->tid;
+	if (ev->roles & PFT_ROLE_HUGE_FAULT) {
+		struct agg_nest n = {};
+		n.start = ev->ts_ns;
+		n.end = ev->ts_ns + ev->duration_ns;
+		n.pgoff = ev->pgoff;
+		aggnest.update(&tid, &n);
+		return kind;
 	}
-	if (ev->type == PFT_EV_WP) {
-		if (ev->flags & PFT_F_HANDLER_RAN)
+	struct agg_nest *n = aggnest.lookup(&tid);
+	if (n) {
+		int inner = ev->ts_ns <= n->start && n->end <= ev->ts_ns + ev->duration_ns &&
+			    n->pgoff == ev->pgoff;
+		aggnest.delete(&tid);
+		if (inner)
 			return -1;
-		if (ev->ret & PFT_VM_FAULT_RETRY)
-			return -1;
-		if ((ev->vm_flags & PFT_VM_SHARED) &&
-		    (ev->vm_flags & (PFT_VM_PFNMAP | PFT_VM_MIXEDMAP)) &&
-		    !(ev->flags & PFT_F_HAS_PFN_MKWRITE) && !(ev->ret & AGG_VM_FAULT_ERROR))
-			return 4;
 	}
-	return -1;
-}
-
-/* Verdict (correlate.V_*) of a write fault of a handler kind. */
-static __always_inline int agg_verdict(struct pft_event *ev, struct pft_agg_config *c)
-{
-	u64 m0 = ev->mtime_sec[0] * AGG_NS + ev->mtime_nsec[0];
-	u64 m1 = ev->mtime_sec[1] * AGG_NS + ev->mtime_nsec[1];
-	u64 c0 = ev->ctime_sec[0] * AGG_NS + (ev->ctime_nsec[0] & 0x7FFFFFFF);
-	u64 c1 = ev->ctime_sec[1] * AGG_NS + (ev->ctime_nsec[1] & 0x7FFFFFFF);
-
-	if (m0 != m1)
-		return c0 != c1 ? 0 : 2;
-	if (c0 != c1)
-		return 2;
-	if (ev->ftu_calls)
-		return 1;
-	s64 tick = 0, tol = 0, off = 0;
-	if (c) {
-		off = c->wall_offset_ns;
-		tick = c->tick_ns;
-		tol = c->tolerance_ns;
-	}
-	if ((s64)m1 >= (s64)ev->ts_ns + off - tick - tol)
-		return 1;
-	if (!(m0 | m1 | c0 | c1))
-		return 4;
-	return 2;
+	return kind;
 }
 
 static __always_inline u32 agg_bucket(u64 d)
@@ -184,11 +162,11 @@ static __always_inline void agg_account(struct pft_event *ev)
 	if (kind < 0 || kind >= PFT_AGG_KINDS)
 		return;
 	struct pft_agg_config *c = aggconfig.lookup(&zero);
-	int verdict = kind == 4 ? 3 : agg_verdict(ev, c);
+	int verdict = pft_judge(ev, kind);
 	if (verdict < 0 || verdict >= PFT_AGG_VERDICTS)
 		return;
 	u32 b = agg_bucket(ev->duration_ns);
-	int timed = kind != 4;	/* latency is the handler's */
+	int timed = kind != PFT_C_NO_NOTIFIER;	/* the fault's own latency */
 
 	struct pft_agg_stats *zs = aggzero.lookup(&zero);
 	if (!zs)
@@ -206,9 +184,7 @@ static __always_inline void agg_account(struct pft_event *ev)
 		f->last_ts = ev->ts_ns;
 		f->last_pid = ev->pid;
 	} else {
-		u64 *l = lost.lookup(&zero);	/* no ring buffer here: lost = not counted */
-		if (l)
-			*l += 1;
+		count_blind(PFT_BLIND_COUNTERS);
 	}
 
 	struct pft_proc_stats *zp = aggzproc.lookup(&zero);
@@ -216,6 +192,8 @@ static __always_inline void agg_account(struct pft_event *ev)
 		return;
 	u32 pid = ev->pid;
 	struct pft_proc_stats *p = aggprocs.lookup_or_try_init(&pid, zp);
+	if (!p)
+		count_blind(PFT_BLIND_COUNTERS);
 	if (p) {
 		__sync_fetch_and_add(&p->kinds[kind], 1);
 		__sync_fetch_and_add(&p->verdicts[verdict], 1);
@@ -270,11 +248,8 @@ static __always_inline void emit(struct pft_event *ev)
 			flags = 0;
 		}
 	}
-	if (events.ringbuf_output(ev, sizeof(*ev), flags) != 0) {
-		u64 *l = lost.lookup(&zero);
-		if (l)
-			*l += 1;
-	}
+	if (events.ringbuf_output(ev, sizeof(*ev), flags) != 0)
+		count_blind(PFT_BLIND_RING);
 #endif /* PFT_NO_STREAM */
 }
 
@@ -304,12 +279,53 @@ static __always_inline int dev_wanted(struct pft_config *c, u32 dev)
 	return 0;
 }
 
-static __always_inline void read_times(struct pft_event *ev, u64 inode, int i)
+/*
+ * The kernel's timestamp clock now, as current_time() reads it: the
+ * timekeeper's coarse realtime (xtime: ktime_get_coarse_real_ts64), and on
+ * 6.13+ the multigrain floor when that is later (ktime_get_coarse_real_ts64_mg).
+ * The TKC_* offsets are relative to tk_base and come from BTF; the
+ * timekeeper's sequence count is checked so a torn read is never used.
+ * 0 when the clock cannot be read.
+ */
+static __always_inline s64 kernel_clock(struct pft_config *c)
+{
+	u64 base = c->tk_base;
+	u32 seq0 = 0, seq1 = 0, shift = 0;
+	s64 sec = 0, offs = 0, floor = 0, now = 0;
+	u64 nsec = 0;
+
+	if (!base)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		READ(seq0, base, TKC_SEQ);
+		READ(sec, base, TKC_XTIME_SEC);
+		READ(nsec, base, TKC_XTIME_NSEC);
+		READ(shift, base, TKC_SHIFT);
+		READ(offs, base, TKC_OFFS_REAL);
+		READ(seq1, base, TKC_SEQ);
+		if (seq0 == seq1 && !(seq0 & 1) && shift < 64) {
+			now = sec * PFT_NS + (s64)(nsec >> shift);
+			break;
+		}
+	}
+	if (now && c->mg_floor) {
+		READ(floor, c->mg_floor, 0);
+		if (floor && floor + offs > now)
+			now = floor + offs;
+	}
+	return now;
+}
+
+/* Timestamps and the clock, at entry (i = 0) or return (i = 1). */
+static __always_inline void read_times(struct pft_event *ev, u64 inode, int i,
+				       struct pft_config *c)
 {
 	READ(ev->mtime_sec[i], inode, INODE_MTIME_SEC);
 	READ(ev->mtime_nsec[i], inode, INODE_MTIME_NSEC);
 	READ(ev->ctime_sec[i], inode, INODE_CTIME_SEC);
 	READ(ev->ctime_nsec[i], inode, INODE_CTIME_NSEC);
+	ev->clock_ns[i] = kernel_clock(c);
 }
 
 /* Name a file once, in the kernel (see struct pft_name). */
@@ -382,6 +398,7 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 	}
 	READ(sb, inode, INODE_I_SB);
 	READ(ev->dev, sb, SB_S_DEV);
+	READ(ev->time_gran, sb, SB_S_TIME_GRAN);
 	if (!dev_wanted(c, ev->dev))
 		return 0;
 	READ(ev->ino, inode, INODE_I_INO);
@@ -400,45 +417,49 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 	return inode;
 }
 
-/* The inode pointer rides in ev->reserved-free space: keep it in .handler
- * for WP state (WP events carry no handler address). */
-
+/* A do_wp_page of this thread whose return never came (the kretprobe ran
+ * out of instances) leaves its state behind: count it, never reuse it. */
 int wp_entry(struct pt_regs *ctx)
 {
 	struct pft_config *c = cfg();
 	u32 zero = 0;
 	if (!c || !task_wanted(c))
 		return 0;
-	struct pft_event *seed = blank.lookup(&zero);
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	if (wpstate.lookup(&tid))
+		count_blind(PFT_BLIND_WP_RETURN);
+	struct wp_state *seed = wpseed.lookup(&zero);
 	if (!seed)
 		return 0;
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	wpstate.update(&tid, seed);
-	struct pft_event *ev = wpstate.lookup(&tid);
-	if (!ev)
+	if (wpstate.update(&tid, seed) != 0) {
+		count_blind(PFT_BLIND_STATE);
 		return 0;
-	u64 inode = fill_fault(ev, PT_REGS_PARM1(ctx), c);
+	}
+	struct wp_state *st = wpstate.lookup(&tid);
+	if (!st)
+		return 0;
+	u64 inode = fill_fault(&st->ev, PT_REGS_PARM1(ctx), c);
 	if (!inode) {
 		wpstate.delete(&tid);
 		return 0;
 	}
-	ev->type = PFT_EV_WP;
-	ev->handler = inode;	/* parked here until return; cleared before emit */
-	read_times(ev, inode, 0);
+	st->ev.type = PFT_EV_WP;
+	st->inode = inode;
+	read_times(&st->ev, inode, 0, c);
 	return 0;
 }
 
 int wp_return(struct pt_regs *ctx)
 {
+	struct pft_config *c = cfg();
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct pft_event *ev = wpstate.lookup(&tid);
-	if (!ev)
+	struct wp_state *st = wpstate.lookup(&tid);
+	if (!st || !c)
 		return 0;
-	read_times(ev, ev->handler, 1);
-	ev->handler = 0;
-	ev->ret = PT_REGS_RC(ctx);
-	ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
-	emit(ev);
+	read_times(&st->ev, st->inode, 1, c);
+	st->ev.ret = PT_REGS_RC(ctx);
+	st->ev.duration_ns = bpf_ktime_get_ns() - st->ev.ts_ns;
+	emit(&st->ev);
 	wpstate.delete(&tid);
 	return 0;
 }
@@ -448,9 +469,9 @@ int wp_return(struct pt_regs *ctx)
 int wp_pfn_entry(struct pt_regs *ctx)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct pft_event *wp = wpstate.lookup(&tid);
+	struct wp_state *wp = wpstate.lookup(&tid);
 	if (wp)
-		wp->flags |= PFT_F_PFN_PATH;
+		wp->ev.flags |= PFT_F_PFN_PATH;
 	return 0;
 }
 
@@ -459,34 +480,50 @@ int handler_entry(struct pt_regs *ctx)
 	struct pft_config *c = cfg();
 	u32 zero = 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct pft_event *ev = hstate.lookup(&tid);
+	u64 sp = PT_REGS_SP(ctx);
+	u64 vmf = PT_REGS_PARM1(ctx);
+	u64 now = bpf_ktime_get_ns();
+	struct handler_state *st = hstate.lookup(&tid);
 
-	if (ev) {
-		/* ext4_dax_fault calls ext4_dax_huge_fault: report the
-		 * outermost handler only, count the nesting depth. */
-		ev->reserved += 1;
-		return 0;
+	if (st) {
+		/* ext4_dax_fault calls ext4_dax_huge_fault (6.12: a tail call,
+		 * at the same stack pointer): report the outermost handler
+		 * only, count the nesting depth.  A nested call gets the same
+		 * vm_fault, no higher in the stack, while the outer one runs
+		 * (a second at most); anything else is a new fault after a
+		 * return probe that never ran. */
+		if (vmf == st->vmf && sp <= st->sp && now - st->start < ONE_SECOND_NS) {
+			st->depth += 1;
+			return 0;
+		}
+		if (st->traced)
+			count_blind(PFT_BLIND_HANDLER_RETURN);
+		hstate.delete(&tid);
 	}
 	if (!c || !task_wanted(c))
 		return 0;
-	struct pft_event *seed = blank.lookup(&zero);
+	struct handler_state *seed = hseed.lookup(&zero);
 	if (!seed)
 		return 0;
-	hstate.update(&tid, seed);
-	ev = hstate.lookup(&tid);
-	if (!ev)
-		return 0;
-	u64 vmf = PT_REGS_PARM1(ctx);
-	u64 inode = fill_fault(ev, vmf, c);
-	if (!inode) {
-		/* Keep a marker so nested calls of a filtered fault stay quiet. */
-		ev->type = 0;
+	if (hstate.update(&tid, seed) != 0) {
+		count_blind(PFT_BLIND_STATE);
 		return 0;
 	}
+	st = hstate.lookup(&tid);
+	if (!st)
+		return 0;
+	st->sp = sp;
+	st->vmf = vmf;
+	st->start = now;
+	struct pft_event *ev = &st->ev;
+	u64 inode = fill_fault(ev, vmf, c);
+	if (!inode)
+		return 0;	/* the state stays, untraced: nested calls stay quiet */
+	st->traced = 1;
+	st->inode = inode;
 	ev->type = PFT_EV_HANDLER;
 	ev->handler = bpf_get_func_ip(ctx);
 	ev->arg = PT_REGS_PARM2(ctx);	/* huge_fault's size; unused by the others */
-	ev->address = inode;		/* parked: the real address is re-read at return */
 
 	u64 vma = 0, ops = 0, fault = 0, huge = 0;
 	READ(vma, vmf, VMF_VMA);
@@ -504,32 +541,30 @@ int handler_entry(struct pt_regs *ctx)
 	if (ev->handler == ev->ops_pfn_mkwrite)
 		ev->roles |= PFT_ROLE_PFN_MKWRITE;
 
-	struct pft_event *wp = wpstate.lookup(&tid);
+	struct wp_state *wp = wpstate.lookup(&tid);
 	if (wp) {
-		ev->flags |= PFT_F_IN_WP | (wp->flags & PFT_F_PFN_PATH);
-		wp->flags |= PFT_F_HANDLER_RAN;
+		ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
+		wp->ev.flags |= PFT_F_HANDLER_RAN;
 	}
-	/* vmf itself, for the address at return. */
-	ev->duration_ns = vmf;
-	read_times(ev, inode, 0);
+	read_times(ev, inode, 0, c);
 	return 0;
 }
 
 int handler_return(struct pt_regs *ctx)
 {
+	struct pft_config *c = cfg();
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct pft_event *ev = hstate.lookup(&tid);
-	if (!ev)
+	struct handler_state *st = hstate.lookup(&tid);
+	if (!st || !c)
 		return 0;
-	if (ev->reserved) {
-		ev->reserved -= 1;
+	if (st->depth) {
+		st->depth -= 1;
 		return 0;
 	}
-	if (ev->type == PFT_EV_HANDLER) {
-		u64 inode = ev->address;
-		u64 vmf = ev->duration_ns;
-		read_times(ev, inode, 1);
-		READ(ev->address, vmf, VMF_ADDRESS);
+	if (st->traced) {
+		struct pft_event *ev = &st->ev;
+		read_times(ev, st->inode, 1, c);
+		READ(ev->address, st->vmf, VMF_ADDRESS);	/* set by the handler */
 		ev->ret = PT_REGS_RC(ctx);
 		ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
 		emit(ev);
@@ -541,12 +576,12 @@ int handler_return(struct pt_regs *ctx)
 int ftu_entry(struct pt_regs *ctx)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct pft_event *ev = hstate.lookup(&tid);
-	if (ev)
-		ev->ftu_calls += 1;
-	ev = wpstate.lookup(&tid);
-	if (ev)
-		ev->ftu_calls += 1;
+	struct handler_state *h = hstate.lookup(&tid);
+	if (h)
+		h->ev.ftu_calls += 1;
+	struct wp_state *wp = wpstate.lookup(&tid);
+	if (wp)
+		wp->ev.ftu_calls += 1;
 	return 0;
 }
 

@@ -50,9 +50,52 @@
 /* vm_fault_t bits (include/linux/mm_types.h) */
 #define PFT_VM_FAULT_NOPAGE    256
 #define PFT_VM_FAULT_RETRY     1024
+#define PFT_VM_FAULT_FALLBACK  2048
 #define PFT_VM_FAULT_NEEDDSYNC 8192
+/* VM_FAULT_ERROR = OOM | SIGBUS | SIGSEGV | HWPOISON | HWPOISON_LARGE | FALLBACK */
+#define PFT_VM_FAULT_ERROR     2163
+
+/*
+ * What an event is, as verdict.h's pft_classify() says (correlate.py follows
+ * the same table, tests/unit/verdict_spec.py).  0..4 are the kinds of write
+ * fault, in correlate.KINDS order; the rest say why an event is not one.
+ */
+#define PFT_C_PFN_MKWRITE  0   /* do_wp_page took the pfn path to ->pfn_mkwrite */
+#define PFT_C_PAGE_MKWRITE 1   /* do_wp_page took the page path (page cache) */
+#define PFT_C_PMD          2   /* a PMD/PUD write fault through ->huge_fault */
+#define PFT_C_FAULT        3   /* a first-touch write through ->fault */
+#define PFT_C_NO_NOTIFIER  4   /* the pfn path with no ->pfn_mkwrite to call */
+#define PFT_C_KINDS        5
+#define PFT_C_RETRY        5   /* returned VM_FAULT_RETRY: the fault comes again */
+#define PFT_C_FALLBACK     6   /* ->huge_fault fell back to PTEs */
+#define PFT_C_ERROR        7   /* the fault failed (SIGBUS, OOM...) */
+#define PFT_C_READ         8   /* a read fault */
+#define PFT_C_IN_WP        9   /* a handler inside do_wp_page: that fault is the unit */
+#define PFT_C_NESTED       10  /* a handler inside another handler's fault */
+#define PFT_C_PRIVATE      11  /* not a shared file mapping: copy-on-write */
+#define PFT_C_OTHER        12  /* not a fault event (tracepoints) */
+
+/* Verdicts (correlate.VERDICTS order); verdict.h's pft_judge(). */
+#define PFT_V_UPDATED     0
+#define PFT_V_CURRENT     1
+#define PFT_V_MISSED      2
+#define PFT_V_NO_NOTIFIER 3
+#define PFT_V_UNDECIDED   4
 
 #define PFT_COMM_LEN 16
+
+/* bit 31 of i_ctime_nsec on 6.13+ (multigrain timestamps): a stat saw this
+ * ctime, so the next change must get a fine-grained, distinct stamp. */
+#define PFT_I_CTIME_QUERIED 2147483648
+
+/* Why an event or a fault was not seen (the `blind` per-CPU counters; each
+ * also counts into `lost`).  Nothing may go unseen silently. */
+#define PFT_BLIND_RING           0  /* the ring buffer was full */
+#define PFT_BLIND_STATE          1  /* a per-thread state map was full */
+#define PFT_BLIND_WP_RETURN      2  /* a do_wp_page whose return probe never ran */
+#define PFT_BLIND_HANDLER_RETURN 3  /* a handler whose return probe never ran */
+#define PFT_BLIND_COUNTERS       4  /* an in-kernel counter map was full (top) */
+#define PFT_BLIND_SLOTS          5
 
 /*
  * One event.  Fields are ordered largest first so the struct has no holes
@@ -87,7 +130,12 @@ struct pft_event {
 	__u32 ftu_calls;        /* file_update_time() calls made during this event */
 	__u32 arg;              /* HANDLER huge_fault: size argument; WRITEBACK: pglen */
 	__u32 cpu;
-	__u32 reserved;
+	__u32 time_gran;        /* the superblock's s_time_gran: timestamps are
+	                           truncated to multiples of it (ns); 0: unread */
+	__s64 clock_ns[2];      /* the kernel's timestamp clock (CLOCK_REALTIME ns)
+	                           at entry and return, read as current_time()
+	                           reads it: the coarse clock, and on 6.13+ the
+	                           multigrain floor; 0: not readable here */
 	char comm[16];
 };
 
@@ -121,9 +169,9 @@ struct pft_name {
  * lengths are literals (cffi cdef takes no macros there); they must equal
  * the PFT_AGG_* counts, which pfntrace/aggregate.py asserts. */
 #define PFT_AGG_KINDS      5   /* pfn_mkwrite, page_mkwrite, pmd, fault, no_notifier
-                                  (correlate.KINDS order) */
-#define PFT_AGG_VERDICTS   5   /* UPDATED, CURRENT, MISSED, NO_NOTIFIER, UNKNOWN
-                                  (correlate.VERDICTS order) */
+                                  (PFT_C_* order) */
+#define PFT_AGG_VERDICTS   5   /* UPDATED, CURRENT, MISSED, NO_NOTIFIER, UNDECIDED
+                                  (PFT_V_* order) */
 #define PFT_AGG_LAT_BUCKETS 32 /* [b]: handler durations with bit_length b (ns) */
 #define PFT_AGG_RATE_SLOTS 64  /* ring of per-interval write fault counts */
 
@@ -156,11 +204,8 @@ struct pft_rate_slot {
 	__u64 count;
 };
 
-/* Set by user space (array, [0]); the verdict's clock arithmetic. */
+/* Set by user space (array, [0]). */
 struct pft_agg_config {
-	__s64 wall_offset_ns;   /* CLOCK_REALTIME - CLOCK_MONOTONIC */
-	__u64 tick_ns;          /* one kernel tick: the coarse clock's lag */
-	__u64 tolerance_ns;
 	__u64 interval_ns;      /* rate ring slot length; 0: 1 s */
 };
 

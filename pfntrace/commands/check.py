@@ -1,10 +1,16 @@
 """`pfntrace check`: xfstests generic/080 for any workload.
 
-Records COMMAND, judges every write fault, and exits 1 when any of them
-left the file's timestamps stale (MISSED) or told nobody (NO_NOTIFIER), so
-it can sit in a CI script.  Exit codes: 0 all faults accounted for, 1
-findings, 2 pfntrace could not run, 3 COMMAND itself failed and there was
-no finding (no verdict).
+Records COMMAND, judges every write fault, and says by its exit code
+whether all of them left the file's timestamps where the kernel must leave
+them, so it can sit in a CI script:
+
+  0  write faults were seen, every one UPDATED or CURRENT (or UNDECIDED
+     without --strict), and nothing was lost
+  1  findings: a MISSED or NO_NOTIFIER fault (with --strict, UNDECIDED too)
+  2  pfntrace could not run, or did not see everything: events lost, a
+     return probe missed, a state map full, the recording not intact
+  3  COMMAND failed and there was no finding: no verdict
+  4  no write fault was seen at all (--allow-empty makes that 0)
 """
 
 import os
@@ -14,24 +20,33 @@ import tempfile
 import click
 
 from pfntrace.cli import Fail
-from pfntrace.commands.record import prepare, record_options
+from pfntrace.commands.record import lost_reasons, prepare, record_options
 
 EXIT_FINDINGS = 1
+EXIT_BLIND = 2
 EXIT_COMMAND_FAILED = 3
+EXIT_EMPTY = 4
 
 
 @click.command("check", context_settings={"ignore_unknown_options": True})
 @record_options
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 1) on UNDECIDED faults too: faults the data could not judge.")
+@click.option("--allow-empty", is_flag=True,
+              help="Exit 0, not 4, when the command made no write fault at all.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(output, mounts, pid, duration, only_file, all_files, cmd):
+def command(output, mounts, pid, duration, only_file, all_files, strict, allow_empty, cmd):
     """Run COMMAND and fail (exit 1) if any write fault left mtime/ctime stale.
 
+    \b
+    Exit codes: 0 all judged right, 1 findings, 2 pfntrace could not run or
+    lost events, 3 COMMAND failed without a finding, 4 no write fault seen.
     \b
     pfntrace check -- xfs_io -c "mmap 0 4k" -c "mread 0 4k" -c "mwrite 0 4k" /mnt/dax/f
     pfntrace check -o evidence.pft -- ./db-test
     """
     from pfntrace import correlate
-    from pfntrace.findings import findings
+    from pfntrace.findings import finding_line, findings
     from pfntrace.recording import Recording
 
     keep = output is not None
@@ -52,25 +67,46 @@ def command(output, mounts, pid, duration, only_file, all_files, cmd):
             os.unlink(output)
     s = an.summary()
     lines = findings(an)
-    for line in lines:
+    undecided = [finding_line(f) for f in an.undecided]
+    for line in lines + (undecided if strict else []):
         click.echo(line)
     verdicts = "  ".join("%s %d" % kv for kv in s["verdicts"].items() if kv[1])
     click.echo("pfntrace check: %d write faults (pfn_mkwrite %d, page_mkwrite %d, pmd %d, "
-               "first-touch %d)%s%s" % (
+               "first-touch %d, no notifier %d)%s%s" % (
                    s["write_faults"], s["pfn_mkwrite"], s["page_mkwrite"], s["pmd"],
-                   s["first_touch"], ": " + verdicts if verdicts else "",
+                   s["first_touch"], s["no_notifier"], ": " + verdicts if verdicts else "",
                    (", recording kept in %s" % output) if keep else ""), err=True)
+    blind = ""
     if s["lost"]:
-        click.echo("pfntrace check: warning: %d events were lost; faults may be missing"
-                   % s["lost"], err=True)
-    if lines:
+        blind = "%d events or faults were not seen%s" % (s["lost"], lost_reasons(trailer))
+    elif s["truncated"]:
+        blind = "the recording is not intact: %s" % (s["truncation_reason"] or "truncated")
+    if blind:
+        click.echo("pfntrace check: %s; faults may be missing" % blind, err=True)
+    if lines or (strict and undecided):
         sys.exit(EXIT_FINDINGS)
+    if blind:
+        raise _Blind("check: " + blind)
+    if undecided:
+        click.echo("pfntrace check: %d write faults UNDECIDED (%s); --strict fails on them"
+                   % (len(undecided), an.undecided[0].detail), err=True)
     code = trailer.get("exit_code")
     if code:
         # No finding, but the workload did not do what it should have: a
         # pass would be a lie.
         raise _CommandFailed("check: %s exited with %d: no verdict" % (cmd[0], code))
+    if not s["write_faults"] and not allow_empty:
+        raise _Empty("check: %s made no write fault that pfntrace could see (--allow-empty "
+                     "if that is expected)" % cmd[0])
+
+
+class _Blind(Fail):
+    exit_code = EXIT_BLIND
 
 
 class _CommandFailed(Fail):
     exit_code = EXIT_COMMAND_FAILED
+
+
+class _Empty(Fail):
+    exit_code = EXIT_EMPTY

@@ -33,6 +33,13 @@ def record_options(f):
     return f
 
 
+def lost_reasons(trailer):
+    """' (ring full 3, ...)' when anything was not seen, else ''."""
+    why = ", ".join("%s %d" % (k.replace("_", " "), v)
+                    for k, v in sorted((trailer.get("blind") or {}).items()) if v)
+    return " (%s)" % why if why else ""
+
+
 def _watched_mount(path):
     """(path, major, minor) of a DAX mount, or Fail with the reason."""
     from pfntrace.doctor import dax_mounts, device_dax
@@ -145,6 +152,10 @@ def print_plan(plan):
     for h in plan["hooks"]:
         table.add_row(h["hook"], h["kind"],
                       "[%s]%s[/]" % (colour.get(h["status"], "white"), h["status"]), h["why"])
+    clock = plan.get("clock") or {"status": "missing", "why": "?"}
+    # What proves a fault CURRENT: without it such faults are UNDECIDED.
+    table.add_row("kernel clock", "read", "[%s]%s[/]" % (
+        colour.get(clock["status"], "white"), clock["status"]), clock["why"])
     Console().print(table)
 
 
@@ -168,7 +179,8 @@ def command(output, mounts, pid, duration, only_file, all_files, show_plan, cmd)
         trailer = rec.run()
     finally:
         rec.tracer.close()
-    click.echo("pfntrace: %d events, %d lost, written to %s"
-               % (trailer["events"], trailer["lost"], rec.opt.output), err=True)
+    click.echo("pfntrace: %d events, %d lost%s, written to %s"
+               % (trailer["events"], trailer["lost"], lost_reasons(trailer), rec.opt.output),
+               err=True)
     if cmd:
         sys.exit(trailer["exit_code"])

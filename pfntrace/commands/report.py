@@ -42,11 +42,7 @@ def warn_truncated(rec_or_analysis, path):
 @click.option("--verdict", type=click.Choice(correlate.VERDICTS, case_sensitive=False),
               help="Only write faults with this verdict.")
 @click.option("--events", is_flag=True, help="List every write fault.")
-@click.option("--tolerance-us", type=float, default=1000.0, show_default=True,
-              help="How far before the fault's clock tick a timestamp still "
-                   "counts as current.")
-def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events,
-            tolerance_us):
+def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
     """Correlate a recording: for every write fault, did mtime/ctime move?"""
     if as_json and csv_table:
         raise click.UsageError("--json and --csv are exclusive")
@@ -55,8 +51,7 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events,
         sel = correlate.Selection(file=file_substr, pid=pid, comm=comm, verdict=verdict)
         keep = bool(events or csv_table == "events")
         try:
-            an = correlate.analyse(rec, tolerance_ns=int(tolerance_us * 1000),
-                                   keep_faults=keep, selection=sel)
+            an = correlate.analyse(rec, keep_faults=keep, selection=sel)
         except Exception as e:   # a recording that passes open() but not decoding
             from pfntrace.recording import RecordingError
 

@@ -63,7 +63,6 @@ def run_plain(state, reader, resolver, interval, count, out=sys.stdout):
         out.write("\n")
         out.flush()
         shown += 1
-        reader.sync_clock()
 
 
 def run_live(state, reader, resolver, interval, count):
@@ -100,7 +99,6 @@ def run_live(state, reader, resolver, interval, count):
                 if time.monotonic() >= next_t:
                     next_t += interval
                     snap = reader.read()
-                    reader.sync_clock()
                     shown += 1
                     if not state.paused:
                         state.update(snap, resolver.resolve(snap.files))
@@ -161,8 +159,7 @@ def command(mounts, pid, interval, all_files, count, bpf_stats):
                        % (failed[0]["kind"], failed[0]["hook"], failed[0]["why"]))
         if pid:
             tr.follow_pid(pid)
-        reader = aggregate.Reader(tr, tick_ns=recorder.tick_ns(),
-                                  interval_ns=int(interval * 1e9), bpf_stats=bpf_stats)
+        reader = aggregate.Reader(tr, interval_ns=int(interval * 1e9), bpf_stats=bpf_stats)
         roots = [m[0] for m in watched] or recorder._dax_mount_points()
         resolver = aggregate.PathResolver(roots)
         state = TopState(kernel=plan["kernel"], plan_counts=plan_counts(plan, tr.attached),

@@ -29,6 +29,7 @@ _FIXED_FIELDS = (
     ("INODE_I_SB", "inode", "i_sb"),
     ("INODE_I_FLAGS", "inode", "i_flags"),
     ("SB_S_DEV", "super_block", "s_dev"),
+    ("SB_S_TIME_GRAN", "super_block", "s_time_gran"),
 )
 
 # Member names a timestamp has had, newest layout first.  6.11+ split each
@@ -61,6 +62,35 @@ def _timestamp_defines(btf, which):
                       % (which, ", ".join(tried)))
 
 
+def _clock_defines(btf):
+    """TKC_* offsets, relative to the timekeeper's data (tk_core), of what
+    ktime_get_coarse_real_ts64() reads: the sequence count, xtime_sec,
+    tkr_mono.xtime_nsec and .shift, and offs_real (for the 6.13+ multigrain
+    floor, kept in monotonic time).  Newer kernels name the container
+    struct tk_data; before it was an anonymous {seqcount_raw_spinlock_t seq;
+    struct timekeeper timekeeper;}, the timekeeper at the next 8-byte
+    boundary.  TKC_LAYOUT is 0 when the kernel's BTF lacks any of it."""
+    try:
+        if btf.has_struct("tk_data"):
+            seq = btf.member_offset("tk_data", "seq")
+            tk = btf.member_offset("tk_data", "timekeeper")
+        else:
+            seq = 0
+            tk = -(-btf.struct_size("seqcount_raw_spinlock") // 8) * 8
+        tkr = tk + btf.member_offset("timekeeper", "tkr_mono")
+        return {
+            "TKC_LAYOUT": 1,
+            "TKC_SEQ": seq,
+            "TKC_XTIME_SEC": tk + btf.member_offset("timekeeper", "xtime_sec"),
+            "TKC_XTIME_NSEC": tkr + btf.member_offset("tk_read_base", "xtime_nsec"),
+            "TKC_SHIFT": tkr + btf.member_offset("tk_read_base", "shift"),
+            "TKC_OFFS_REAL": tk + btf.member_offset("timekeeper", "offs_real"),
+        }
+    except BtfError:
+        return {"TKC_LAYOUT": 0, "TKC_SEQ": 0, "TKC_XTIME_SEC": 0, "TKC_XTIME_NSEC": 0,
+                "TKC_SHIFT": 0, "TKC_OFFS_REAL": 0}
+
+
 def bpf_defines(btf):
     """{macro: value} for every offset the BPF program is compiled with."""
     try:
@@ -77,6 +107,7 @@ def bpf_defines(btf):
         defines.update(_timestamp_defines(btf, "ctime"))
     except BtfError as e:
         raise OffsetError(str(e)) from None
+    defines.update(_clock_defines(btf))
     # 6.1's ->huge_fault takes enum page_entry_size (PTE=0, PMD=1, PUD=2);
     # the enum went away in 6.6, replaced by an order (0, 9, 18).
     defines["HUGE_FAULT_ARG_IS_ORDER"] = 0 if btf.has_enum("page_entry_size") else 1

@@ -6,7 +6,7 @@ The JSON document is a contract (schema_version 1); keys are only ever added:
      "summary": {"write_faults": n, "pfn_mkwrite": n, "page_mkwrite": n,
                  "pmd": n, "first_touch": n, "no_notifier": n, "lost": n,
                  "verdicts": {"UPDATED": n, "CURRENT": n, "MISSED": n,
-                              "NO_NOTIFIER": n, "UNKNOWN": n},
+                              "NO_NOTIFIER": n, "UNDECIDED": n},
                  "kernel": str, "truncated": bool, ...},
      "files": [{"path": str, "dev": "maj:min", "ino": n, "key": "maj:min:ino",
                 "write_faults": n, "pfn_mkwrite": n, ..., "verdicts": {...},

@@ -1,7 +1,7 @@
 """Human view of an Analysis: rich tables.
 
 render(console, analysis, events=False) prints, in order: the summary, the
-probe plan, the per-file table, the per-process table, the handler latency
+probe plan, the per-file table, the per-process table, the fault latency
 histogram (bcc print_log2_hist style) and, with events=True, every write
 fault.
 """
@@ -18,7 +18,7 @@ VERDICT_STYLE = {
     "CURRENT": "cyan",
     "MISSED": "bold red",
     "NO_NOTIFIER": "bold magenta",
-    "UNKNOWN": "yellow",
+    "UNDECIDED": "yellow",
 }
 
 
@@ -44,7 +44,7 @@ def fmt_rel(an, ts):
     return "+%.3fs" % ((ts - an.first_ts) / 1e9)
 
 
-def verdict_text(counts, keys=("UPDATED", "CURRENT", "MISSED", "NO_NOTIFIER", "UNKNOWN")):
+def verdict_text(counts, keys=("UPDATED", "CURRENT", "MISSED", "NO_NOTIFIER", "UNDECIDED")):
     """'UPDATED 3  CURRENT 1  MISSED 2' with MISSED in bold red; zeros left
     out ('-' when all are)."""
     t = Text()
@@ -94,8 +94,16 @@ def summary_table(an, source=None):
         s["dax_pte_faults"], s["dax_pmd_faults"], s["dax_write_faults"]))
     lost = Text(str(s["lost"]), style="bold red" if s["lost"] else None)
     if s["lost"]:
-        lost.append(" (per CPU: %s)" % ", ".join(str(x) for x in s["lost_per_cpu"]))
+        why = ", ".join("%s %d" % (k.replace("_", " "), v)
+                        for k, v in sorted(s["lost_by_reason"].items()) if v)
+        lost.append(" (%s)" % (why or "per CPU: %s" % ", ".join(
+            str(x) for x in s["lost_per_cpu"])))
     t.add_row("lost events", lost)
+    clock = s.get("clock") or {}
+    if clock.get("status") != "read":
+        t.add_row("kernel clock", Text("not read (%s): faults that moved no timestamp are "
+                                       "UNDECIDED" % clock.get("why", "an older recording"),
+                                       style="yellow"))
     if s["truncated"]:
         t.add_row("truncated", Text("yes: %s" % (s["truncation_reason"] or "?"),
                                     style="bold yellow"))
@@ -103,7 +111,7 @@ def summary_table(an, source=None):
         t.add_row("filter", s["filter"])
     for late in an.meta.get("late_handlers") or ():
         # A handler outside the plan's list, probed once a fault showed it:
-        # its earlier faults were seen by do_wp_page only.
+        # its earlier faults were judged at do_wp_page's return all the same.
         t.add_row("late probe", Text("%s %s from %s" % (
             late["hook"], "attached" if late["attached"] else "could not be attached",
             fmt_rel(an, late["first_seen_ns"])), style="yellow"))
@@ -231,7 +239,7 @@ def processes_table(an):
 def latency_text(an, width=40):
     """bcc print_log2_hist style: 'nsecs : count distribution'."""
     rows = export.latency_rows(an)
-    out = ["handler latency of write faults (log2 histogram)"]
+    out = ["latency of write faults, entry to return (log2 histogram)"]
     if not rows:
         out.append("  (no handler write faults)")
         return Text("\n".join(out))

@@ -207,6 +207,10 @@ def _header(state):
     t.append("%s/s" % fmt_rate(state.total_rate()), style="bold")
     t.append("  total %d  lost " % snap.total.total)
     t.append(str(snap.lost), style="bold red" if snap.lost else "")
+    undecided = snap.total.verdict("UNDECIDED")
+    if undecided:   # faults the rules could not judge: never hidden in CURRENT
+        t.append("  undecided ")
+        t.append(str(undecided), style="bold yellow")
     t.append("  pfntrace cost: ")
     cost = state.cost()
     if cost is None:
@@ -309,8 +313,10 @@ def plain(state, now_ns=None, wall=None):
         wall = time.strftime("%H:%M:%S")
     snap = state.cur or _EMPTY
     cost = state.cost()
-    lines = ["%s  write faults %s/s  total %d  lost %d  bpf %s" % (
+    undecided = snap.total.verdict("UNDECIDED")
+    lines = ["%s  write faults %s/s  total %d  lost %d%s  bpf %s" % (
         wall, fmt_rate(state.total_rate()), snap.total.total, snap.lost,
+        "  undecided %d" % undecided if undecided else "",
         "unknown" if cost is None else "%.2f%%cpu" % (cost[0] * 100))]
     lines.append("%7s %8s %7s %7s %7s %7s %7s %7s %7s %8s %6s %6s %6s  %s"
                  % (PLAIN_COLUMNS + ("PATH",)))

@@ -32,8 +32,8 @@ def test_check_generic_080_passes_with_one_updated_fault(dax_dir):
     out = os.path.join(dax_dir, "g080.pft")
     p = run(PFNTRACE + ["check", "-o", out, "--"] + XFS_IO_080 + [path])
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "1 write faults (pfn_mkwrite 1, page_mkwrite 0, pmd 0, first-touch 0): UPDATED 1" \
-        in p.stderr
+    assert "1 write faults (pfn_mkwrite 1, page_mkwrite 0, pmd 0, first-touch 0, " \
+        "no notifier 0): UPDATED 1" in p.stderr
     assert os.stat(path).st_mtime_ns > 1_600_000_000 * 10**9
     # The recording was kept with -o and reports the same.
     r = run(PFNTRACE + ["report", "--json", out])
@@ -231,7 +231,19 @@ def test_kill_9_leaves_a_readable_recording(dax_dir):
     assert rec.stderr.readline().startswith("pfntrace: recording to")
     w = run(WORKLOAD + ["read-then-write", path, str(N)])
     assert w.returncode == 0, w.stderr
-    time.sleep(2.5)  # the recorder writes what it has at least once a second
+    ino = os.stat(path).st_ino
+
+    def on_disk():
+        p = run(PFNTRACE + ["report", "--json", out])
+        files = json.loads(p.stdout)["files"] if p.returncode == 0 else []
+        return {f["ino"]: f["pfn_mkwrite"] for f in files}.get(ino) == N
+
+    # The recorder writes what it has at least once a second (later on a
+    # busy machine): wait until the faults are in the file, then kill it.
+    deadline = time.monotonic() + 60
+    while not on_disk():
+        assert time.monotonic() < deadline, "the recorder wrote nothing in 60 s"
+        time.sleep(0.5)
     rec.send_signal(signal.SIGKILL)
     rec.wait(timeout=60)
     p = run(PFNTRACE + ["report", "--json", out])
@@ -241,7 +253,6 @@ def test_kill_9_leaves_a_readable_recording(dax_dir):
     assert doc["summary"]["truncated"] is True
     # By inode: a workload gone before its first event was drained is named
     # only by the walk at the end of a recording, which kill -9 prevents.
-    ino = os.stat(path).st_ino
     assert {f["ino"]: f["pfn_mkwrite"] for f in doc["files"]}[ino] == N
 
 

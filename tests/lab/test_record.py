@@ -192,4 +192,4 @@ def test_no_missed_timestamps_in_any_workload(rec):
     assert verdicts.get("MISSED", 0) == 0
     assert verdicts.get("NO_NOTIFIER", 0) == 0
     # Every fault carried readable timestamps (the BTF offsets are right).
-    assert verdicts.get("UNKNOWN", 0) == 0
+    assert verdicts.get("UNDECIDED", 0) == 0

@@ -44,7 +44,15 @@ def test_row_index_flattens_arrays():
         assert name in idx
     assert "mtime_sec" not in idx
     scalars = [n for n in layout.FIELDS if n not in idx]
-    assert scalars == ["mtime_sec", "ctime_sec", "mtime_nsec", "ctime_nsec"]
+    assert scalars == ["mtime_sec", "ctime_sec", "mtime_nsec", "ctime_nsec", "clock_ns"]
+
+
+def test_row_from_dict_is_the_inverse_of_row_to_dict():
+    raw = layout.encode(ts_ns=1, mtime_sec=[6, 7], ctime_nsec=[12, 13], clock_ns=[3, 4],
+                        comm="x", handler=98)
+    (row,) = list(decode.iter_rows(raw))
+    assert decode.row_from_dict(decode.row_to_dict(row)) == row
+    assert layout.decode(raw) == decode.row_to_dict(row)   # one decoder behind both
 
 
 def test_struct_built_from_cffi():

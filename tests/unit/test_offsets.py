@@ -49,10 +49,15 @@ def synthetic_kernel(timestamps, page_entry_size=False, drop=None):
                      for name, off, kind in timestamps]
     b.struct("inode", 256, members(("i_flags", u32, 12), ("i_sb", ptr, 40), ("i_ino", u64, 64),
                                    *stamp_members))
-    b.struct("super_block", 64, members(("s_dev", u32, 16)))
+    b.struct("super_block", 64, members(("s_dev", u32, 16), ("s_time_gran", u32, 24)))
     if page_entry_size:
         b.enum("page_entry_size", [("PE_SIZE_PTE", 0), ("PE_SIZE_PMD", 1), ("PE_SIZE_PUD", 2)])
     return Btf(b.build())
+
+
+def test_no_timekeeper_in_btf_means_no_clock_not_an_error():
+    defines = bpf_defines(synthetic_kernel([("i_mtime", 104, NSEC), ("i_ctime", 120, NSEC)]))
+    assert defines["TKC_LAYOUT"] == 0 and defines["SB_S_TIME_GRAN"] == 24
 
 
 def stamps(defines):
@@ -134,6 +139,9 @@ LAB_KERNELS = {
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 104, "INODE_MTIME_NSEC": 112,
         "INODE_CTIME_SEC": 120, "INODE_CTIME_NSEC": 128, "HUGE_FAULT_ARG_IS_ORDER": 0,
         "FILE_F_PATH_DENTRY": 24, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
+        "SB_S_TIME_GRAN": 928,
+        "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 120, "TKC_XTIME_NSEC": 40,
+        "TKC_SHIFT": 36, "TKC_OFFS_REAL": 152,
     },
     "6.12.117+deb12-amd64": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
@@ -143,6 +151,9 @@ LAB_KERNELS = {
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
         "INODE_CTIME_SEC": 104, "INODE_CTIME_NSEC": 120, "HUGE_FAULT_ARG_IS_ORDER": 1,
         "FILE_F_PATH_DENTRY": 72, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
+        "SB_S_TIME_GRAN": 920,
+        "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 120, "TKC_XTIME_NSEC": 40,
+        "TKC_SHIFT": 36, "TKC_OFFS_REAL": 152,
     },
 }
 

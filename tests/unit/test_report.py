@@ -28,7 +28,10 @@ HEADER = {
     "kernel": "6.12.117+deb12-amd64",
     "command": ["./writer", "/mnt/dax/f"],
     "clock": {"realtime_minus_monotonic_ns": T0, "tick_ns": 4_000_000},
-    "plan": {"huge_fault_arg_is_order": True, "hooks": [
+    "plan": {"huge_fault_arg_is_order": True,
+             "clock": {"status": "read", "symbol": "tk_core", "tk_base": 1, "mg_floor": 0,
+                       "why": "tk_core in /proc/kallsyms"},
+             "hooks": [
         {"hook": "do_wp_page", "kind": "kprobe", "status": "attach", "why": ""},
         {"hook": "do_wp_page", "kind": "kretprobe", "status": "attach", "why": ""},
         {"hook": "ext4_dax_fault", "kind": "kprobe", "status": "attach", "why": ""},
@@ -38,7 +41,7 @@ HEADER = {
 }
 META = {"files": {"259:3:12": {"path": "/mnt/dax/f"}, "259:3:13": {"path": "/mnt/dax/g"}},
         "procs": {"100": {"comm": "writer", "cmdline": "./writer /mnt/dax/f"}},
-        "clock_samples": [[0, T0]]}
+        "clock_samples": [[0, T0]], "symbols": {"0xffffffffc0a01230": "ext4_dax_fault"}}
 
 
 def _ts(ns):
@@ -46,11 +49,20 @@ def _ts(ns):
     return s, n
 
 
+FILE = C("PFT_F_FILE")
+SHARED = C("PFT_VM_SHARED")
+TICK = 4_000_000
+
+
 def fault(ts, before, after, ino=12, pgoff=0, pid=100, comm="writer", dur=3000, **kw):
+    """A do_wp_page return on a DAX file with ->pfn_mkwrite; the kernel's
+    clock reads the coarse tick of ts."""
     (s0, n0), (s1, n1) = _ts(before), _ts(after)
-    fields = dict(type=C("PFT_EV_HANDLER"), ts_ns=ts, duration_ns=dur,
+    coarse = T0 + ts - ts % TICK
+    fields = dict(type=C("PFT_EV_WP"), ts_ns=ts, duration_ns=dur,
                   dev=DEV, ino=ino, pgoff=pgoff, pid=pid, tid=pid, comm=comm,
-                  roles=EXT4, flags=IN_WP | DAX, fault_flags=3,
+                  flags=FILE | DAX, vm_flags=SHARED, fault_flags=3, ret=0x100,
+                  ops_pfn_mkwrite=0xffffffffc0a01230, clock_ns=[coarse, coarse], time_gran=1,
                   mtime_sec=[s0, s1], mtime_nsec=[n0, n1],
                   ctime_sec=[s0, s1], ctime_nsec=[n0, n1], ftu_calls=int(before != after))
     fields.update(kw)
@@ -64,7 +76,7 @@ def stream():
         fault(1 * NS + 5000, t1, t1, pgoff=1, dur=9000),       # CURRENT (same tick)
         fault(3 * NS, t1, t1, pgoff=2, dur=1500),              # MISSED
         layout.encode(type=C("PFT_EV_WP"), ts_ns=4 * NS, dev=DEV, ino=13,
-                      pgoff=5, pid=200, tid=200, comm="other",
+                      pgoff=5, pid=200, tid=200, comm="other", flags=FILE,
                       vm_flags=C("PFT_VM_SHARED") | C("PFT_VM_MIXEDMAP")),  # NO_NOTIFIER
         layout.encode(type=C("PFT_EV_DAX_WRITEBACK"), ts_ns=5 * NS, dev=DEV, ino=12,
                       arg=3, pid=100, tid=100, comm="writer"),
@@ -105,10 +117,10 @@ pfntrace report
   command              ./writer /mnt/dax/f
   duration             6.000 s
   exit code            0
-  events               6 (WP 1, HANDLER 3, DAX_FAULT 1, DAX_WRITEBACK 1)
+  events               6 (WP 4, DAX_FAULT 1, DAX_WRITEBACK 1)
   write faults         4: pfn_mkwrite 3, page_mkwrite 0, pmd 0, first-touch 0, no notifier 1
   verdicts             UPDATED 1  CURRENT 1  MISSED 1  NO_NOTIFIER 1
-  other                reads 0, retries 0, PMD fallbacks 0, do_wp_page 1, MAP_SYNC 0, re-protects 1 (3 pages)
+  other                reads 0, retries 0, PMD fallbacks 0, do_wp_page 4, MAP_SYNC 0, re-protects 1 (3 pages)
   fs_dax tracepoints   pte 1, pmd 0, write 1
   lost events          2 (per CPU: 0, 2)
 
@@ -136,7 +148,7 @@ processes
   100   writer        3       0       1   UPDATED 1  CURRENT 1  MISSED 1
   200   other         1       0       1   NO_NOTIFIER 1
 
-handler latency of write faults (log2 histogram)
+latency of write faults, entry to return (log2 histogram)
                    nsecs : count     distribution
       1024 -> 2047       : 1        |****************************************|
       2048 -> 4095       : 1        |****************************************|
@@ -147,11 +159,13 @@ write faults
     time  pid  tid  comm    file        page  kind         verdict      latency  ftu  detail
  ──────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
  +0.000s  100  100  writer  /mnt/dax/f     0  pfn_mkwrite  UPDATED       3.0 us    1  mtime 2023-11-14 22:13:20.000000000 -> 2023-11-14
-                                                                                      22:13:21.000000000
- +0.000s  100  100  writer  /mnt/dax/f     1  pfn_mkwrite  CURRENT       9.0 us    0  mtime 2023-11-14 22:13:21.000000000 already current
-                                                                                      at the fault (2023-11-14 22:13:21.000005000)
+                                                                                      22:13:21.000000000 (ext4_dax_fault)
+ +0.000s  100  100  writer  /mnt/dax/f     1  pfn_mkwrite  CURRENT       9.0 us    0  mtime 2023-11-14 22:13:21.000000000 already equal to
+                                                                                      the kernel's clock during the fault (2023-11-14
+                                                                                      22:13:21.000000000) (ext4_dax_fault)
  +2.000s  100  100  writer  /mnt/dax/f     2  pfn_mkwrite  MISSED        1.5 us    0  mtime stayed at 2023-11-14 22:13:21.000000000, 2.000
-                                                                                      s before the fault (2023-11-14 22:13:23.000000000),
+                                                                                      s before the kernel's clock at the fault (2023-11-14
+                                                                                      22:13:23.000000000) (ext4_dax_fault),
                                                                                       file_update_time not called
  +3.000s  200  200  other   /mnt/dax/g     5  no_notifier  NO_NOTIFIER     0 ns    0  made writable without ->pfn_mkwrite: the filesystem
                                                                                       was not told
@@ -184,7 +198,7 @@ def test_json_contract(analysis):
         assert k in s
     assert s["write_faults"] == 4 and s["pfn_mkwrite"] == 3 and s["lost"] == 2
     assert s["verdicts"] == {"UPDATED": 1, "CURRENT": 1, "MISSED": 1, "NO_NOTIFIER": 1,
-                             "UNKNOWN": 0}
+                             "UNDECIDED": 0}
     assert s["kernel"] == "6.12.117+deb12-amd64" and s["truncated"] is False
     files = {f["path"]: f for f in doc["files"]}
     f = files["/mnt/dax/f"]

@@ -1,0 +1,93 @@
+"""Both implementations of the rules against one table (verdict_spec.py):
+bpf/verdict.h compiled for user space with cffi, and pfntrace/verdict.py."""
+
+import importlib.util
+import os
+import sys
+
+import cffi
+import pytest
+
+from pfntrace import layout, verdict
+from pfntrace.tracer import BPF_DIR
+
+from verdict_spec import CASES, PMD_ORDER, PUD_ORDER
+
+IDS = [c[0] for c in CASES]
+
+_SHIM = r"""
+#include <linux/types.h>
+#undef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#include "pfntrace.h"
+#include "verdict.h"
+int spec_classify(const struct pft_event *ev, __u32 pmd, __u32 pud)
+{ return pft_classify(ev, pmd, pud); }
+int spec_judge(const struct pft_event *ev, int kind) { return pft_judge(ev, kind); }
+"""
+
+
+@pytest.fixture(scope="module")
+def c_rules(tmp_path_factory):
+    """verdict.h as a shared library, exactly the text the BPF side includes."""
+    ffi = cffi.FFI()
+    ffi.cdef(layout._cdef_text() + """
+        int spec_classify(const struct pft_event *ev, uint32_t pmd, uint32_t pud);
+        int spec_judge(const struct pft_event *ev, int kind);
+    """)
+    # (cffi's own glue compares its uint64_t with the kernel's __u64: same
+    # size, other spelling; no -Werror.)
+    ffi.set_source("_pft_verdict_spec", _SHIM, include_dirs=[BPF_DIR])
+    out = str(tmp_path_factory.mktemp("verdict_c"))
+    lib_path = ffi.compile(tmpdir=out, verbose=False)
+    spec = importlib.util.spec_from_file_location("_pft_verdict_spec", lib_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ffi, module.lib
+
+
+def _event(fields):
+    return layout.decode(layout.encode(**fields))
+
+
+def _c_event(ffi, fields):
+    raw = layout.encode(**fields)
+    return ffi.cast("struct pft_event *", ffi.from_buffer(raw)), raw
+
+
+@pytest.mark.parametrize("name,fields,cls,want", CASES, ids=IDS)
+def test_python_rules(name, fields, cls, want):
+    ev = _event(fields)
+    got = verdict.classify_event(ev, PMD_ORDER, PUD_ORDER)
+    assert verdict.CLASSES[got] == cls
+    if want is not None:
+        assert verdict.VERDICTS[verdict.judge_event(ev, got)] == want
+
+
+@pytest.mark.parametrize("name,fields,cls,want", CASES, ids=IDS)
+def test_c_rules(c_rules, name, fields, cls, want):
+    ffi, lib = c_rules
+    ev, _keep = _c_event(ffi, fields)
+    got = lib.spec_classify(ev, PMD_ORDER, PUD_ORDER)
+    assert verdict.CLASSES[got] == cls
+    if want is not None:
+        assert verdict.VERDICTS[lib.spec_judge(ev, got)] == want
+
+
+def test_the_table_covers_every_class_and_verdict():
+    classes = {c[2] for c in CASES}
+    verdicts = {c[3] for c in CASES if c[3]}
+    assert classes == set(verdict.CLASSES)
+    assert verdicts == set(verdict.VERDICTS)
+
+
+def test_6_1_huge_fault_sizes(c_rules):
+    # 6.1's ->huge_fault takes enum page_entry_size: PMD is 1, PUD 2.
+    from verdict_spec import handler, times, OLD, NOW, R_HUGE
+
+    ffi, lib = c_rules
+    for arg, cls in ((1, "pmd"), (2, "pmd"), (0, "fault")):
+        fields = handler(roles=R_HUGE, arg=arg, **times(OLD, NOW))
+        ev, _keep = _c_event(ffi, fields)
+        assert verdict.CLASSES[lib.spec_classify(ev, 1, 2)] == cls
+        assert verdict.CLASSES[verdict.classify_event(_event(fields), 1, 2)] == cls
