@@ -33,7 +33,7 @@ DAX_TRACEPOINTS = (
 )
 
 WP_PFN_SHARED_INLINED = ("inlined into do_wp_page on this kernel: the pfn_mkwrite path is "
-                         "inferred from the handler called inside do_wp_page")
+                         "inferred from the page (a DAX inode, a PFNMAP/MIXEDMAP vma)")
 NOT_IN_KALLSYMS = "not in /proc/kallsyms (module not loaded?)"
 
 

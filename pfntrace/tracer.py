@@ -127,7 +127,7 @@ class Tracer:
                 fn = "ftu_entry"
             elif name == "wp_pfn_shared":
                 # Where it is a symbol it says for certain what is otherwise
-                # inferred from the handler's vm_ops slot (PFT_F_PFN_PATH).
+                # inferred from the page (PFT_F_PFN_PATH).
                 fn = "wp_pfn_entry"
             else:
                 fn = "handler_entry" if hook["kind"] == "kprobe" else "handler_return"
