@@ -135,3 +135,15 @@ def test_unmapped_before_unload_is_checked(dax_dir, bug_ko):
     finally:
         m.close()
         os.close(fd)
+
+
+def test_wrap_hook_runs_the_workload_as_a_command(dax_dir, bug_ko):
+    """The hook for pfntrace's own checks: the same workload as a command
+    line under a wrapper (plain `env` here; PFNTRACE + ["check", "--"] for
+    pfntrace), its verdict still from the stat oracle."""
+    run, kernel = run_bug("no_pfn_mkwrite", "generic-080", os.path.join(dax_dir, "f"), bug_ko,
+                          wrap=["env"])
+    assert run.wrapped.returncode == 0, run.wrapped.stderr
+    assert run.oracle["verdict"] == "stale", run.oracle
+    assert run.counters["swaps"] == 1 and run.counters["write_faults"] >= 1, run.counters
+    assert kernel[(run.oracle["ino"], "pte_mkwrite")] == 0
