@@ -6,7 +6,7 @@ setup(
     description="See what write faults on a DAX mount really do: eBPF probes on the "
                 "write-protect fault path, correlated with file timestamps",
     packages=find_packages(include=["pfntrace", "pfntrace.*"]),
-    package_data={"pfntrace": ["bpf/*.h", "bpf/*.c", "lab/guest/*"]},
+    package_data={"pfntrace": ["bpf/*.h", "bpf/*.c", "lab/guest/*", "lab/bugmod/*"]},
     python_requires=">=3.9",
     # bcc is not on this list on purpose: the package of that name on the
     # Python package index is unrelated.  It comes from Debian's

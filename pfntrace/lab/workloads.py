@@ -100,6 +100,31 @@ def map_sync_write(path, pages):
     os.close(fd)
 
 
+def random_read_write(path, pages, ops=3000, seed=80):
+    """fio-style: a seeded random mix of page reads (45%), writes (45%) and
+    msync(MS_SYNC) re-protects (10%) over one MAP_SHARED mapping of an
+    allocated file.  Which writes fault is up to the kernel (a write to a
+    page already writable does not; first touches go through ->fault, writes
+    after a read or a re-protect through ->pfn_mkwrite): tests count them
+    against the kernel's own fs_dax tracepoints, not against the plan."""
+    import random
+
+    rng = random.Random(seed)
+    fd = _prepare(path, pages)
+    m = mmap.mmap(fd, pages * PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    for _ in range(ops):
+        r = rng.random()
+        page = rng.randrange(pages) * PAGE
+        if r < 0.45:
+            _ = m[page]
+        elif r < 0.9:
+            m[page] = rng.randrange(1, 256)
+        else:
+            m.flush()
+    m.close()
+    os.close(fd)
+
+
 def ivshmem_bar():
     """sysfs path of the lab's ivshmem shared-memory BAR (QEMU's 1af4:1110)."""
     import glob
@@ -147,6 +172,7 @@ WORKLOADS = {
     "write-sync-write": write_sync_write,
     "private-write": private_write,
     "first-touch-write": first_touch_write,
+    "random-read-write": random_read_write,
 }
 
 

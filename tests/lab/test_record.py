@@ -26,6 +26,8 @@ WORKLOADS = [
     ("first", "first-touch-write", N),
     ("huge", "read-then-write", HUGE_PAGES),
     ("sync", "map-sync-write", N),
+    # fio-style: 64 pages, a seeded random mix of reads, writes, msync.
+    ("random", "random-read-write", 64),
 ]
 
 
@@ -169,6 +171,16 @@ def test_f_counts_equal_the_kernel_tracepoints(rec):
         assert (f.map_sync if f else 0) == rec.kernel(name, "map_sync"), name
     pgoffs = sorted(f.pgoff for f in rec.faults("rtw", "pfn_mkwrite"))
     assert pgoffs == rec.kernel_pgoffs[rec.ino["rtw"]]
+
+
+def test_random_read_write_matches_the_kernel_and_is_never_missed(rec):
+    kinds = rec.kinds("random")
+    # Whatever the kernel made of the random mix: the same, fault for fault.
+    assert kinds["pfn_mkwrite"] == rec.kernel("random", "pte_mkwrite") > 0
+    assert kinds["fault"] == rec.kernel("random", "pte_write") > 0
+    assert rec.file("random").reprotect_pages == rec.kernel("random", "reprotect_pages") > 0
+    verdicts = rec.file("random").verdict_counts()
+    assert verdicts["UPDATED"] + verdicts["CURRENT"] == rec.file("random").write_faults, verdicts
 
 
 def test_map_sync_faults_are_seen(rec):
