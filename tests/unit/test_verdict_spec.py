@@ -2,8 +2,6 @@
 bpf/verdict.h compiled for user space with cffi, and pfntrace/verdict.py."""
 
 import importlib.util
-import os
-import sys
 
 import cffi
 import pytest
