@@ -5,7 +5,7 @@ import sys
 import click
 
 from pfntrace import correlate
-from pfntrace.cli import Fail
+from pfntrace.cli import Fail, Number
 from pfntrace.views import export
 
 PIPE_WIDTH = 200
@@ -23,11 +23,12 @@ def open_recording(path):
         raise Fail("cannot read %s: %s" % (path, e.strerror or e)) from None
 
 
-def warn_truncated(rec_or_analysis, path):
-    if getattr(rec_or_analysis, "truncated", False):
-        reason = getattr(rec_or_analysis, "truncation_reason", None) or "cut short"
-        click.echo("pfntrace: warning: %s is truncated (%s); reporting what is there"
-                   % (path, reason), err=True)
+def warn_recording(an, path):
+    """Every problem the reader found, on stderr: a count read from a
+    recording with blocks missing, repeated or cut off must not pass for
+    the whole truth."""
+    for line in an.warning_lines():
+        click.echo("pfntrace: warning: %s: %s" % (path, line), err=True)
 
 
 @click.command("report")
@@ -37,7 +38,8 @@ def warn_truncated(rec_or_analysis, path):
               help="Print one table as CSV to stdout.")
 @click.option("--file", "file_substr", metavar="PATH_SUBSTRING",
               help="Only files whose path contains this.")
-@click.option("--pid", type=int, help="Only this process (thread group id).")
+@click.option("--pid", type=Number(0, integer=True),
+              help="Only this process (thread group id).")
 @click.option("--comm", help="Only processes with this command name.")
 @click.option("--verdict", type=click.Choice(correlate.VERDICTS, case_sensitive=False),
               help="Only write faults with this verdict.")
@@ -60,7 +62,7 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
             raise
     finally:
         rec.close()
-    warn_truncated(an, file)
+    warn_recording(an, file)
     out = click.get_text_stream("stdout")
     if as_json:
         out.write(export.to_json(an, events=events) + "\n")
