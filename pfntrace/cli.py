@@ -23,7 +23,11 @@ class Fail(click.ClickException):
 
 # Errors writing our own output (stdout to a full disk, a closed pipe): said
 # in one line, whatever command was writing.
-_OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)
+_OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+# click >= 8.2 raises this for a group run without a command: it is help.
+_NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def _one_line(e):
@@ -50,6 +54,13 @@ def _silence_stdout():
         os.close(fd)
     except (OSError, ValueError, AttributeError):   # no real fd (a test's runner)
         pass
+
+
+def _output_failed(e):
+    if e.errno not in _OUTPUT_ERRNOS:
+        raise e
+    _silence_stdout()
+    raise Fail("cannot write output: %s" % os.strerror(e.errno)) from None
 
 
 class Number(click.ParamType):
@@ -93,20 +104,27 @@ class _LazyGroup(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
-            sys.stdout.flush()
+            try:
+                sys.stdout.flush()
+            except OSError as e:
+                _output_failed(e)
+        except _NO_ARGS_HELP as e:
+            e.show()             # the help text, as click gives it
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             click.echo(_one_line(e), err=True)
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("pfntrace: interrupted", err=True)
             sys.exit(130)
-        except OSError as e:
-            if e.errno not in _OUTPUT_ERRNOS:
-                raise
-            _silence_stdout()
-            click.echo("pfntrace: cannot write output: %s" % os.strerror(e.errno), err=True)
-            sys.exit(2)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def invoke(self, ctx):
+        # Here, not in main(): click's main() takes EPIPE for a quiet exit 1.
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            _output_failed(e)
 
 
     def list_commands(self, ctx):

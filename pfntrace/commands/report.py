@@ -1,5 +1,7 @@
 """pfntrace report: what the write faults in a recording did to mtime/ctime."""
 
+import errno
+import os
 import sys
 
 import click
@@ -21,6 +23,18 @@ def open_recording(path):
         raise Fail(str(e)) from None
     except OSError as e:
         raise Fail("cannot read %s: %s" % (path, e.strerror or e)) from None
+
+
+def _Console(**kw):
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self):
+            # rich exits 1 without a word; the CLI says it in one line.
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return PipeConsole(**kw)
 
 
 def warn_recording(an, path):
@@ -69,12 +83,10 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
     elif csv_table:
         export.write_csv(an, csv_table, out)
     else:
-        from rich.console import Console
-
         from pfntrace.views import report
 
         # Piped or redirected: no terminal to fit, so don't fold paths into
         # pieces that grep cannot find.
-        console = Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+        console = _Console() if sys.stdout.isatty() else _Console(width=PIPE_WIDTH)
         report.render(console, an, events=events, source=file)
     sys.stdout.flush()

@@ -92,7 +92,10 @@ class Recording:
         return rec
 
     def _pread(self, n, offset):
-        data = os.pread(self._fd, n, offset)
+        try:
+            data = os.pread(self._fd, n, offset)
+        except OSError as e:      # EIO from a bad disk: the reader's one line
+            raise RecordingError("cannot read %s: %s" % (self.path, e.strerror)) from None
         # pread may return short on a file that shrank under us; callers check.
         return data
 
@@ -254,8 +257,8 @@ class Recording:
                     "are not read" % (off, n))
         bh = fmt.unpack_block_header(self._pread(fmt.BLOCK_HEADER_SIZE, off))
         if bh is not None:
-            return ("a %s block follows the trailer at offset %d: %d bytes not read"
-                    % (bh.kind_name, off, n))
+            return ("%s %s block follows the trailer at offset %d: %d bytes not read"
+                    % ("an" if bh.kind_name[0] in "AEIOU" else "a", bh.kind_name, off, n))
         return "%d bytes after the trailer ignored" % n
 
     def _check_trailer(self):

@@ -60,9 +60,10 @@ class Int:
         # bool is an int subclass in Python, never in JSON.
         if not isinstance(value, int) or isinstance(value, bool):
             raise SchemaError("%s: expected an integer, got %s" % (where, _shown(value)))
-        if not self.lo <= value <= self.hi:
-            raise SchemaError("%s: %d is out of range (%d to %d)"
-                              % (where, value, self.lo, self.hi))
+        if value < self.lo:
+            raise SchemaError("%s: %d is below the minimum, %d" % (where, value, self.lo))
+        if value > self.hi:
+            raise SchemaError("%s: %d is above the maximum, %d" % (where, value, self.hi))
 
 
 class Str:
@@ -188,7 +189,8 @@ HEADER = Obj({
     "pid": Opt(Int(0)),
     "mounts": ListOf(Str()),
     "file": Opt(Str()),
-    "plan": Opt(_PLAN),
+    # Not optional: without it faults are judged as on an older kernel.
+    "plan": _PLAN,
     "clock": Obj({
         "realtime_minus_monotonic_ns": Int(*I64),
         "sampled_at_ns": Int(*U64),
