@@ -115,8 +115,8 @@ class _LazyGroup(click.Group):
             click.echo(_one_line(e), err=True)
             sys.exit(e.exit_code)
         except click.Abort:
-            click.echo("pfntrace: interrupted", err=True)
-            sys.exit(130)
+            click.echo("pfntrace: aborted", err=True)
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):

@@ -10,7 +10,6 @@ from pfntrace.cli import Fail, Number
 from pfntrace.recording import DEFAULT_NAME
 
 
-
 def record_options(f):
     """The options `record` and `check` share."""
     options = [

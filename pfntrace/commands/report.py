@@ -25,7 +25,7 @@ def open_recording(path):
         raise Fail("cannot read %s: %s" % (path, e.strerror or e)) from None
 
 
-def _Console(**kw):
+def _console(**kw):
     from rich.console import Console
 
     class PipeConsole(Console):
@@ -87,6 +87,6 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
 
         # Piped or redirected: no terminal to fit, so don't fold paths into
         # pieces that grep cannot find.
-        console = _Console() if sys.stdout.isatty() else _Console(width=PIPE_WIDTH)
+        console = _console() if sys.stdout.isatty() else _console(width=PIPE_WIDTH)
         report.render(console, an, events=events, source=file)
     sys.stdout.flush()

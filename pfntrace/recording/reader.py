@@ -9,9 +9,9 @@ from pfntrace.recording import format as fmt
 from pfntrace.recording import schema
 from pfntrace.recording.format import RecordingError
 
-# EVENTS payloads are read this much at a time: the length field is only a
-# claim, and memory must not follow it.  A whole number of events (the
-# event size divides it: checked in _chunk_bytes).
+# EVENTS payloads are read at most this much at a time (rounded down to
+# whole events): the length field is only a claim, and memory must not
+# follow it.
 READ_CHUNK = 1 << 20
 
 _FILE_TYPES = (
@@ -33,7 +33,12 @@ class Recording:
     only located (their CRC is checked when they are read, by
     iter_event_blocks() or verify()).  Reading stops at the first incomplete
     or corrupt block; everything before it is usable and ``truncated`` says
-    so.  Memory use does not depend on the file size.
+    so.  A JSON block whose CRC is right but whose content is not what
+    pfntrace writes (schema.py) is refused: RecordingError.  Anything else
+    that makes the counts doubtful (EVENTS blocks repeated, totals that
+    differ from the trailer's, data after the trailer) goes into
+    ``warnings``, which every command shows.  Memory use does not depend on
+    the file size nor on any length field.
 
     Attributes: path, size, header, meta (merged), lost (per-CPU list),
     trailer (dict or None), truncated, truncation_reason, ignored_bytes,
