@@ -26,28 +26,12 @@ class SchemaError(ValueError):
     """str() is one line: where in the block, and what is wrong."""
 
 
-def _kind(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _shown(value):
     """A short rendering of a bad value for the message."""
-    if isinstance(value, (dict, list)):
-        return _kind(value)
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
