@@ -363,7 +363,7 @@ class Analysis:
         reader found may change the counts, so it is always shown."""
         lines = []
         if self.truncated:
-            lines.append("truncated (%s); reporting what is there"
+            lines.append("the recording is truncated (%s); reporting what is there"
                          % (self.truncation_reason or "cut short"))
         return lines + self.warnings
 

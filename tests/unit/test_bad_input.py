@@ -138,8 +138,8 @@ def test_concatenated_removed_and_moved_blocks_are_warned(rec, tmp_path):
     p = _write(tmp_path / "swap.pft", blocks, renumber=False)
     r = cli("report", p)
     assert r.exit_code == 0 and r.stderr == (
-        "pfntrace: warning: %s: truncated (block out of sequence at offset %d (4, expected "
-        "2)); reporting what is there\n" % (p, _offsets(blocks)[ev[0]]))
+        "pfntrace: warning: %s: the recording is truncated (block out of sequence at "
+        "offset %d (4, expected 2)); reporting what is there\n" % (p, _offsets(blocks)[ev[0]]))
 
 
 # -- 2. a FIFO ---------------------------------------------------------------
