@@ -18,7 +18,18 @@ class Fail(click.ClickException):
     exit_code = 2
 
     def show(self, file=None):
-        click.echo("pfntrace: %s" % self.format_message(), err=True)
+        click.echo(_one_line(self), err=True)
+
+
+# A message may quote a value from a recording or the command line: its
+# control characters are shown escaped, so that the message stays one line.
+_ESCAPES = {c: "\\x%02x" % c for c in range(32)}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 127: "\\x7f"})
+
+
+def warn(text):
+    """'pfntrace: warning: <text>' on stderr, on one line."""
+    click.echo("pfntrace: warning: %s" % text.translate(_ESCAPES), err=True)
 
 
 # Errors writing our own output (stdout to a full disk, a closed pipe): said
@@ -34,14 +45,14 @@ def _one_line(e):
     """'pfntrace: ...' for any click error, usage errors included: click's
     own form is a usage block, a hint and the error, four lines."""
     if isinstance(e, Fail):
-        return "pfntrace: %s" % e.format_message()
+        return "pfntrace: %s" % e.format_message().translate(_ESCAPES)
     names = []
     ctx = getattr(e, "ctx", None)
     while ctx is not None and ctx.parent is not None:   # not the program's own name
         names.insert(0, ctx.info_name)
         ctx = ctx.parent
     where = " ".join(names) + ": " if names else ""
-    message = " ".join(e.format_message().split())
+    message = e.format_message().translate(_ESCAPES)
     return "pfntrace: %s%s" % (where, message)
 
 

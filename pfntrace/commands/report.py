@@ -7,7 +7,7 @@ import sys
 import click
 
 from pfntrace import correlate
-from pfntrace.cli import Fail, Number
+from pfntrace.cli import Fail, Number, warn
 from pfntrace.views import export
 
 PIPE_WIDTH = 200
@@ -34,7 +34,19 @@ def _console(**kw):
             self.quiet = True
             raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
-    return PipeConsole(**kw)
+    # Paths and process names come from the recording: "[/]" or ":x:" in a
+    # file name is text, not rich markup or an emoji code.
+    return PipeConsole(markup=False, emoji=False, **kw)
+
+
+def _keep_raw_names():
+    """File names that are not UTF-8 come out of the recording with
+    surrogate escapes (os.fsdecode): write them back as the bytes they were,
+    as ls does, instead of failing on them."""
+    try:
+        sys.stdout.reconfigure(errors="surrogateescape")
+    except (AttributeError, ValueError):
+        pass
 
 
 def warn_recording(an, path):
@@ -42,7 +54,7 @@ def warn_recording(an, path):
     recording with blocks missing, repeated or cut off must not pass for
     the whole truth."""
     for line in an.warning_lines():
-        click.echo("pfntrace: warning: %s: %s" % (path, line), err=True)
+        warn("%s: %s" % (path, line))
 
 
 @click.command("report")
@@ -77,7 +89,8 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
     finally:
         rec.close()
     warn_recording(an, file)
-    out = click.get_text_stream("stdout")
+    _keep_raw_names()
+    out = sys.stdout
     if as_json:
         out.write(export.to_json(an, events=events) + "\n")
     elif csv_table:

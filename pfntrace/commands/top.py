@@ -75,7 +75,9 @@ def run_live(state, reader, resolver, interval, count):
 
     from pfntrace.views.top import render
 
-    console = Console()
+    # Process names are anyone's to choose: "[/]" or ":x:" in one is text,
+    # not rich markup or an emoji code (a MarkupError would end top).
+    console = Console(markup=False, emoji=False)
     fd = sys.stdin.fileno() if sys.stdin.isatty() else None
     old = termios.tcgetattr(fd) if fd is not None else None
     try:
