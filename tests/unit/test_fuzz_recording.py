@@ -141,6 +141,9 @@ def block_edit(data, rng):
 
 
 DEEP = "__990 levels deep__"   # spliced in as text: json.dumps would recurse
+# Strings a file or process may really be named: markup, non-UTF-8 bytes
+# (os.fsdecode's surrogates), control characters.
+NAMES = ["[/]", ":smile:", "\udcff", "\n\r\t", "", "a" * 5000]
 
 
 def _wrong(rng, value):
@@ -152,6 +155,8 @@ def _wrong(rng, value):
                or (type(c) is int and value >= 0)]
     if rng.random() < 0.05:
         return DEEP
+    if isinstance(value, str) and rng.random() < 0.5:
+        return rng.choice(NAMES)
     return rng.choice(choices)
 
 
@@ -181,6 +186,33 @@ def json_change(data, rng):
     return join(blocks)
 
 
+def renamings(data):
+    """Every string in every JSON block (and every key of the name maps)
+    replaced by each of NAMES in turn: values a recording may really hold,
+    which every output must show as text."""
+    blocks = split(data)
+    out = []
+    for i, (kind, seq, payload) in enumerate(blocks):
+        if kind == fmt.BLOCK_EVENTS:
+            continue
+        obj = json.loads(payload)
+        for path in _paths(obj):
+            node = obj
+            for k in path[:-1]:
+                node = node[k]
+            if not path or not isinstance(node[path[-1]], str):
+                continue
+            for name in NAMES:
+                old = node[path[-1]]
+                node[path[-1]] = name
+                edited = list(blocks)
+                edited[i] = (kind, seq, json.dumps(obj).encode())
+                node[path[-1]] = old
+                out.append(("%s %s = %r" % (fmt.KIND_NAMES[kind], path, name[:20]),
+                            join(edited)))
+    return out
+
+
 # -- running -----------------------------------------------------------------
 
 class _Hang(Exception):
@@ -191,12 +223,18 @@ def _alarm(signum, frame):
     raise _Hang()
 
 
-def run_report(path):
+# The other outputs, one per case in turn: they render what JSON only quotes.
+OTHER_MODES = [["--events"], [], ["--csv", "events"], ["--csv", "files"],
+               ["--csv", "processes"], ["--csv", "summary"], ["--json", "--events"]]
+CSV_MODES = [m for m in OTHER_MODES if "--csv" in m]
+
+
+def run_report(path, mode=("--json",)):
     runner = CliRunner()
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_LIMIT_S)
     try:
-        return runner.invoke(main, ["report", "--json", str(path)])
+        return runner.invoke(main, ["report"] + list(mode) + [str(path)])
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
@@ -209,8 +247,8 @@ def counts(doc):
             len(doc["processes"]))
 
 
-def judge(what, path, baseline):
-    r = run_report(path)
+def _clean(what, r):
+    """No traceback; an error is exit 2 and one line on stderr."""
     assert r.exception is None or isinstance(r.exception, SystemExit), (
         "%s: %r" % (what, r.exception))
     assert r.exit_code in (0, 2), (what, r.exit_code, r.stderr)
@@ -218,6 +256,15 @@ def judge(what, path, baseline):
         lines = r.stderr.splitlines()
         assert r.stdout == "" and len(lines) == 1 and lines[0].startswith("pfntrace: "), (
             what, r.stderr)
+        return False
+    return True
+
+
+def judge(what, path, baseline, others=()):
+    for mode in others:
+        _clean("%s %s" % (what, mode), run_report(path, mode))
+    r = run_report(path)
+    if not _clean(what, r):
         return "error"
     doc = json.loads(r.stdout)
     warned = [ln for ln in r.stderr.splitlines() if ln.startswith("pfntrace: warning: ")]
@@ -241,14 +288,18 @@ def _peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@pytest.mark.parametrize("mutation", [None, bit_flip, overwrite, block_edit, json_change],
-                         ids=["truncate", "bit_flip", "overwrite", "block_edit", "json_change"])
+@pytest.mark.parametrize("mutation", [None, bit_flip, overwrite, block_edit, json_change,
+                                      renamings],
+                         ids=["truncate", "bit_flip", "overwrite", "block_edit", "json_change",
+                              "names"])
 def test_fuzz_report(tmp_path, original, mutation):
     data, baseline = original
     rng = random.Random("%s-%s" % (SEED, getattr(mutation, "__name__", "truncate")))
     path = tmp_path / "m.pft"
     if mutation is None:
         cases = truncations(data)
+    elif mutation is renamings:
+        cases = renamings(data)
     else:
         cases = []
         for n in range(PER_CLASS):
@@ -258,17 +309,21 @@ def test_fuzz_report(tmp_path, original, mutation):
     peak = _peak_mb()
     started = time.monotonic()
     outcome = {}
-    for what, new in cases:
+    for n, (what, new) in enumerate(cases):
         path.write_bytes(new)
         t = time.monotonic()
-        kind = judge(what, path, baseline)
+        others = [OTHER_MODES[n % len(OTHER_MODES)]] if mutation is not None else []
+        if mutation is renamings:
+            # Every name through the rich text (all its tables) and a CSV table.
+            others = [["--events"], CSV_MODES[n % len(CSV_MODES)]]
+        kind = judge(what, path, baseline, others)
         assert time.monotonic() - t < CASE_LIMIT_S, what
         outcome[kind] = outcome.get(kind, 0) + 1
-    print(getattr(mutation, "__name__", "truncate"), len(cases), outcome)
     assert _peak_mb() - peak < MEMORY_GROWTH_MB
-    assert time.monotonic() - started < 60
-    # The mutations must reach the reader's checks, not all be shrugged off.
-    if mutation is not bit_flip:
+    assert time.monotonic() - started < 60, "a fuzz class took over a minute"
+    # The mutations must reach the reader's checks, not all be shrugged off
+    # (a new name is no damage).
+    if mutation not in (bit_flip, renamings):
         assert outcome.get("error", 0) + outcome.get("warned", 0) > len(cases) // 4, outcome
 
 
