@@ -56,7 +56,7 @@ def command(output, mounts, pid, duration, only_file, all_files, strict, allow_e
         os.unlink(output)  # the recorder creates it, mode 0600
     try:
         rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
-        trailer = run(rec)
+        trailer = run(rec, keep)
         try:
             with Recording.open(output) as recording:
                 an = correlate.analyse(recording, keep_faults=False)

@@ -127,15 +127,17 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
     return rec
 
 
-def run(rec):
+def run(rec, keep=True):
     """rec.run(), with a failed write (full disk, I/O error) told in one
     line: the blocks written before it stay readable, and the line says how
-    much that is."""
+    much that is (unless the file is a temporary one, removed after)."""
     from pfntrace.recording import RecordingError
 
     try:
         return rec.run()
     except RecordingError as e:
+        if not keep:
+            raise Fail(str(e)) from None
         w = rec.writer
         kept = w.events_written if w is not None else 0
         raise Fail("%s; %s keeps the %d events written before (it reads as truncated)"

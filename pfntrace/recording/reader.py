@@ -318,15 +318,16 @@ class Recording:
                     return
                 yield payload
                 continue
-            # Longer than any block the writer makes: check it whole before
-            # a single event of it counts, then read it again piece by piece.
+            # Longer than the writer's default block: check it whole before a
+            # single event of it counts, then read it again piece by piece.
             why = self._crc_in_chunks(start, length, crc, chunk)
             if why:
                 self._mark_bad(i, start, why)
                 return
             for off in range(start, start + length, chunk):
-                payload = self._pread(min(chunk, start + length - off), off)
-                if len(payload) % self.header["event_size"]:
+                want = min(chunk, start + length - off)
+                payload = self._pread(want, off)
+                if len(payload) != want:
                     self._mark_bad(i, start, "file shrank")
                     return
                 yield payload

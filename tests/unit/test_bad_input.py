@@ -94,7 +94,7 @@ def test_check_fails_a_recording_not_intact(tmp_path, monkeypatch):
     blocks.insert(1, blocks[1])
     p = _write(path, blocks)
     monkeypatch.setattr(check, "prepare", lambda output, *a: output)
-    monkeypatch.setattr(check, "run", lambda output: {"exit_code": 0})
+    monkeypatch.setattr(check, "run", lambda output, keep: {"exit_code": 0})
     r = cli("check", "-o", p, "--", "true")
     off = _offsets(blocks)
     why = "EVENTS block at offset %d repeats the one at offset %d: its events are " \
