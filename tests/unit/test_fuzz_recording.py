@@ -375,3 +375,7 @@ def test_events_length_does_not_drive_memory(tmp_path, original):
     assert peak < 16 << 20, peak
     assert reason == ("corrupt EVENTS block at offset %d (CRC mismatch): events from "
                       "there on ignored" % len(head))
+    r = run_report(path)
+    assert r.exit_code == 0 and json.loads(r.stdout)["summary"]["events"] == 0
+    assert r.stderr == ("pfntrace: warning: %s: the recording is truncated (%s); reporting "
+                        "what is there\n" % (path, reason))
