@@ -303,6 +303,7 @@ class Analysis:
         self.tick_ns = DEFAULT_TICK_NS
         self.truncated = False
         self.truncation_reason = None
+        self.warnings = []       # the reader's, other than the truncation
         self.lost = []
         self.files = []          # FileStats, in first-seen order
         self.processes = []      # ProcStats, in first-seen order
@@ -356,6 +357,15 @@ class Analysis:
             for i, n in enumerate(f.verdicts):
                 out[i] += n
         return dict(zip(VERDICTS, out))
+
+    def warning_lines(self):
+        """Everything wrong with the recording, one line each: what the
+        reader found may change the counts, so it is always shown."""
+        lines = []
+        if self.truncated:
+            lines.append("the recording is truncated (%s); reporting what is there"
+                         % (self.truncation_reason or "cut short"))
+        return lines + self.warnings
 
     @property
     def blind(self):
@@ -659,6 +669,8 @@ class _Engine:
         # A corrupt EVENTS block is only found while reading: look now.
         an.truncated = bool(getattr(recording, "truncated", False))
         an.truncation_reason = getattr(recording, "truncation_reason", None)
+        an.warnings = [w for w in getattr(recording, "warnings", None) or ()
+                       if w != an.truncation_reason]
         names = layout.EVENT_TYPES
         an.counts = {names.get(t, str(t)): n for t, n in self.counts.items()}
         if self.other_types:

@@ -20,7 +20,7 @@ import tempfile
 import click
 
 from pfntrace.cli import Fail
-from pfntrace.commands.record import lost_reasons, prepare, record_options
+from pfntrace.commands.record import lost_reasons, prepare, record_options, run
 
 EXIT_FINDINGS = 1
 EXIT_BLIND = 2
@@ -47,7 +47,7 @@ def command(output, mounts, pid, duration, only_file, all_files, strict, allow_e
     """
     from pfntrace import correlate
     from pfntrace.findings import finding_line, findings
-    from pfntrace.recording import Recording
+    from pfntrace.recording import Recording, RecordingError
 
     keep = output is not None
     if not keep:
@@ -56,12 +56,12 @@ def command(output, mounts, pid, duration, only_file, all_files, strict, allow_e
         os.unlink(output)  # the recorder creates it, mode 0600
     try:
         rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
+        trailer = run(rec, keep)
         try:
-            trailer = rec.run()
-        finally:
-            rec.tracer.close()
-        with Recording.open(output) as recording:
-            an = correlate.analyse(recording, keep_faults=False)
+            with Recording.open(output) as recording:
+                an = correlate.analyse(recording, keep_faults=False)
+        except RecordingError as e:
+            raise Fail(str(e)) from None
     finally:
         if not keep and os.path.exists(output):
             os.unlink(output)
@@ -76,11 +76,16 @@ def command(output, mounts, pid, duration, only_file, all_files, strict, allow_e
                    s["write_faults"], s["pfn_mkwrite"], s["page_mkwrite"], s["pmd"],
                    s["first_touch"], s["no_notifier"], ": " + verdicts if verdicts else "",
                    (", recording kept in %s" % output) if keep else ""), err=True)
+    for line in an.warnings:
+        click.echo("pfntrace check: warning: %s" % line, err=True)
     blind = ""
     if s["lost"]:
         blind = "%d events or faults were not seen%s" % (s["lost"], lost_reasons(trailer))
-    elif s["truncated"]:
-        blind = "the recording is not intact: %s" % (s["truncation_reason"] or "truncated")
+    elif s["truncated"] or an.warnings:
+        # Blocks missing, repeated or after the trailer: the counts are not
+        # the workload's, so neither is a pass.
+        blind = "the recording is not intact: %s" % (
+            s["truncation_reason"] or an.warnings[0])
     if blind:
         click.echo("pfntrace check: %s; faults may be missing" % blind, err=True)
     if lines or (strict and undecided):

@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from pfntrace.cli import Fail
+from pfntrace.cli import Fail, Number
 from pfntrace.lab import kernels, vm
 
 
@@ -31,7 +31,10 @@ def command():
 @click.option("--size", default="512M", show_default=True, help="Size of the pmem device.")
 @click.option("--results", type=click.Path(file_okay=False), default=".",
               help="Host folder shared read-write at the same path inside  [default: .]")
-@click.option("--timeout", type=float, default=900, show_default=True,
+# Above 0 (a guest needs time to boot) and at most a week: nan, inf or 0
+# would start QEMU only to kill it, and blame the guest.
+@click.option("--timeout", type=Number(0, 7 * 86400, above_lo=True), default=900,
+              show_default=True,
               help="Seconds before a guest that has not finished is killed.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the boot timing line.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)

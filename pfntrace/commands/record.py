@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pfntrace.cli import Fail
+from pfntrace.cli import Fail, Number
 from pfntrace.recording import DEFAULT_NAME
 
 
@@ -17,9 +17,9 @@ def record_options(f):
                      help="Recording to write  [default: %s]" % DEFAULT_NAME),
         click.option("--mount", "mounts", multiple=True, metavar="PATH",
                      help="Trace only files on this DAX mount (repeatable)."),
-        click.option("-p", "--pid", type=int, default=0,
+        click.option("-p", "--pid", type=Number(0, integer=True), default=0,
                      help="Follow this process (and its children) instead of a command."),
-        click.option("--duration", type=float, default=0.0, metavar="S",
+        click.option("--duration", type=Number(0), default=0.0, metavar="S",
                      help="Stop after S seconds."),
         click.option("--file", "only_file", metavar="PATH",
                      help="Trace only this file (its device and inode, filtered in the "
@@ -76,6 +76,10 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
     Recorder with its file created and its tracer started."""
     from pfntrace import doctor, recorder, tracer
 
+    if command_argv and command_argv[0].startswith("-") and not shutil.which(command_argv[0]):
+        # COMMAND takes unknown options as its own (ignore_unknown_options):
+        # a dash first is a mistyped option of ours, not a program.
+        raise click.NoSuchOption(command_argv[0], ctx=click.get_current_context(silent=True))
     if command_argv and pid:
         raise Fail("give either -p PID or a COMMAND, not both")
     if command_argv and shutil.which(command_argv[0]) is None:
@@ -121,6 +125,25 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
     # The header was written before attaching: statuses changed by a failed
     # attach are kept in the trailer's copy of the plan.
     return rec
+
+
+def run(rec, keep=True):
+    """rec.run(), with a failed write (full disk, I/O error) told in one
+    line: the blocks written before it stay readable, and the line says how
+    much that is (unless the file is a temporary one, removed after)."""
+    from pfntrace.recording import RecordingError
+
+    try:
+        return rec.run()
+    except RecordingError as e:
+        if not keep:
+            raise Fail(str(e)) from None
+        w = rec.writer
+        kept = w.events_written if w is not None else 0
+        raise Fail("%s; %s keeps the %d events written before (it reads as truncated)"
+                   % (e, rec.opt.output, kept)) from None
+    finally:
+        rec.tracer.close()
 
 
 def build_plan():
@@ -175,10 +198,7 @@ def command(output, mounts, pid, duration, only_file, all_files, show_plan, cmd)
         print_plan(build_plan())
         return
     rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
-    try:
-        trailer = rec.run()
-    finally:
-        rec.tracer.close()
+    trailer = run(rec)
     click.echo("pfntrace: %d events, %d lost%s, written to %s"
                % (trailer["events"], trailer["lost"], lost_reasons(trailer), rec.opt.output),
                err=True)

@@ -1,11 +1,13 @@
 """pfntrace report: what the write faults in a recording did to mtime/ctime."""
 
+import errno
+import os
 import sys
 
 import click
 
 from pfntrace import correlate
-from pfntrace.cli import Fail
+from pfntrace.cli import Fail, Number, warn
 from pfntrace.views import export
 
 PIPE_WIDTH = 200
@@ -23,11 +25,36 @@ def open_recording(path):
         raise Fail("cannot read %s: %s" % (path, e.strerror or e)) from None
 
 
-def warn_truncated(rec_or_analysis, path):
-    if getattr(rec_or_analysis, "truncated", False):
-        reason = getattr(rec_or_analysis, "truncation_reason", None) or "cut short"
-        click.echo("pfntrace: warning: %s is truncated (%s); reporting what is there"
-                   % (path, reason), err=True)
+def _console(**kw):
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self):
+            # rich exits 1 without a word; the CLI says it in one line.
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    # Paths and process names come from the recording: "[/]" or ":x:" in a
+    # file name is text, not rich markup or an emoji code.
+    return PipeConsole(markup=False, emoji=False, **kw)
+
+
+def _keep_raw_names():
+    """File names that are not UTF-8 come out of the recording with
+    surrogate escapes (os.fsdecode): write them back as the bytes they were,
+    as ls does, instead of failing on them."""
+    try:
+        sys.stdout.reconfigure(errors="surrogateescape")
+    except (AttributeError, ValueError):
+        pass
+
+
+def warn_recording(an, path):
+    """Every problem the reader found, on stderr: a count read from a
+    recording with blocks missing, repeated or cut off must not pass for
+    the whole truth."""
+    for line in an.warning_lines():
+        warn("%s: %s" % (path, line))
 
 
 @click.command("report")
@@ -37,7 +64,8 @@ def warn_truncated(rec_or_analysis, path):
               help="Print one table as CSV to stdout.")
 @click.option("--file", "file_substr", metavar="PATH_SUBSTRING",
               help="Only files whose path contains this.")
-@click.option("--pid", type=int, help="Only this process (thread group id).")
+@click.option("--pid", type=Number(0, integer=True),
+              help="Only this process (thread group id).")
 @click.option("--comm", help="Only processes with this command name.")
 @click.option("--verdict", type=click.Choice(correlate.VERDICTS, case_sensitive=False),
               help="Only write faults with this verdict.")
@@ -60,19 +88,18 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
             raise
     finally:
         rec.close()
-    warn_truncated(an, file)
-    out = click.get_text_stream("stdout")
+    warn_recording(an, file)
+    _keep_raw_names()
+    out = sys.stdout
     if as_json:
         out.write(export.to_json(an, events=events) + "\n")
     elif csv_table:
         export.write_csv(an, csv_table, out)
     else:
-        from rich.console import Console
-
         from pfntrace.views import report
 
         # Piped or redirected: no terminal to fit, so don't fold paths into
         # pieces that grep cannot find.
-        console = Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+        console = _console() if sys.stdout.isatty() else _console(width=PIPE_WIDTH)
         report.render(console, an, events=events, source=file)
     sys.stdout.flush()

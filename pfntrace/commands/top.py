@@ -8,7 +8,7 @@ import time
 
 import click
 
-from pfntrace.cli import Fail
+from pfntrace.cli import Fail, Number
 
 
 def _checks(mounts, pid, interval, count):
@@ -75,7 +75,9 @@ def run_live(state, reader, resolver, interval, count):
 
     from pfntrace.views.top import render
 
-    console = Console()
+    # Process names are anyone's to choose: "[/]" or ":x:" in one is text,
+    # not rich markup or an emoji code (a MarkupError would end top).
+    console = Console(markup=False, emoji=False)
     fd = sys.stdin.fileno() if sys.stdin.isatty() else None
     old = termios.tcgetattr(fd) if fd is not None else None
     try:
@@ -111,13 +113,13 @@ def run_live(state, reader, resolver, interval, count):
 @click.command("top")
 @click.option("--mount", "mounts", multiple=True, metavar="PATH",
               help="Watch only files on this DAX mount (repeatable).")
-@click.option("-p", "--pid", type=int, default=0,
+@click.option("-p", "--pid", type=Number(0, integer=True), default=0,
               help="Watch only this process and its children.")
-@click.option("--interval", type=float, default=1.0, metavar="S", show_default=True,
+@click.option("--interval", type=Number(hi=86400), default=1.0, metavar="S", show_default=True,
               help="Refresh every S seconds.")
 @click.option("--all-files", is_flag=True,
               help="Also count page-cache files (->page_mkwrite), not only DAX files.")
-@click.option("-n", "--count", type=int, default=None, metavar="N",
+@click.option("-n", "--count", type=Number(integer=True), default=None, metavar="N",
               help="Exit after N refreshes.")
 @click.option("--bpf-stats/--no-bpf-stats", default=True, show_default=True,
               help="Turn on kernel.bpf_stats_enabled while running to show "

@@ -54,6 +54,10 @@ class LabResult:
     total_s: float      # host wall clock, QEMU start to exit
 
 
+MIN_SIZE_MB = 64
+MAX_SIZE_MB = 64 * 1024
+
+
 def _parse_size(text):
     """'512M' / '1G' / '768' (MiB) -> MiB."""
     text = text.strip().upper()
@@ -62,8 +66,13 @@ def _parse_size(text):
         scale, text = 1024, text[:-1]
     elif text.endswith("M"):
         text = text[:-1]
-    if not text.isdigit() or int(text) * scale < 64:
+    # ASCII digits only (str.isdigit() takes '²', which int() refuses), and
+    # a size QEMU can be given: it is host memory.
+    if not text or not text.isascii() or not text.isdigit() or int(text) * scale < MIN_SIZE_MB:
         raise LabError("--size wants a size of at least 64M, like 512M or 1G")
+    if int(text) * scale > MAX_SIZE_MB:
+        raise LabError("--size wants at most %dG: the guest's pmem is host memory"
+                       % (MAX_SIZE_MB // 1024))
     return int(text) * scale
 
 

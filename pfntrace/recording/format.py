@@ -115,9 +115,18 @@ def encode_json(obj):
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
+def _no_constant(name):
+    # Python's parser takes NaN and Infinity, which JSON does not have and
+    # no count or timestamp can be.
+    raise ValueError("%s is not a JSON value" % name)
+
+
 def decode_json(payload):
     """A JSON object from payload; ValueError if it is not one."""
-    obj = json.loads(bytes(payload).decode("utf-8"))
+    try:
+        obj = json.loads(bytes(payload).decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
     if not isinstance(obj, dict):
         raise ValueError("JSON payload is %s, not an object" % type(obj).__name__)
     return obj

@@ -2,10 +2,27 @@
 
 import os
 import stat
+import zlib
 
 from pfntrace import decode
 from pfntrace.recording import format as fmt
+from pfntrace.recording import schema
 from pfntrace.recording.format import RecordingError
+
+# EVENTS payloads are read at most this much at a time (rounded down to
+# whole events): the length field is only a claim, and memory must not
+# follow it.
+READ_CHUNK = 1 << 20
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(path, mode):
+    what = next((name for test, name in _FILE_TYPES if test(mode)), "not a regular file")
+    return RecordingError("%s is not a regular file (%s)" % (path, what))
 
 
 class Recording:
@@ -16,7 +33,12 @@ class Recording:
     only located (their CRC is checked when they are read, by
     iter_event_blocks() or verify()).  Reading stops at the first incomplete
     or corrupt block; everything before it is usable and ``truncated`` says
-    so.  Memory use does not depend on the file size.
+    so.  A JSON block whose CRC is right but whose content is not what
+    pfntrace writes (schema.py) is refused: RecordingError.  Anything else
+    that makes the counts doubtful (EVENTS blocks repeated, totals that
+    differ from the trailer's, data after the trailer) goes into
+    ``warnings``, which every command shows.  Memory use does not depend on
+    the file size nor on any length field.
 
     Attributes: path, size, header, meta (merged), lost (per-CPU list),
     trailer (dict or None), truncated, truncation_reason, ignored_bytes,
@@ -49,14 +71,19 @@ class Recording:
         path = os.fspath(path)
         rec = cls(path)
         try:
-            rec._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # Opening a FIFO for reading blocks until a writer comes: look
+            # first, and open non-blocking in case it was swapped in between.
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(path, st.st_mode)
+            rec._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             st = os.fstat(rec._fd)
         except OSError as e:
             rec.close()
             raise RecordingError("cannot read %s: %s" % (path, e.strerror)) from None
         try:
             if not stat.S_ISREG(st.st_mode):
-                raise RecordingError("%s is not a regular file" % path)
+                raise _not_regular(path, st.st_mode)
             rec.size = st.st_size
             rec._index()
             if verify:
@@ -70,7 +97,10 @@ class Recording:
         return rec
 
     def _pread(self, n, offset):
-        data = os.pread(self._fd, n, offset)
+        try:
+            data = os.pread(self._fd, n, offset)
+        except OSError as e:      # EIO from a bad disk: the reader's one line
+            raise RecordingError("cannot read %s: %s" % (self.path, e.strerror)) from None
         # pread may return short on a file that shrank under us; callers check.
         return data
 
@@ -115,6 +145,10 @@ class Recording:
             raise RecordingError(
                 "%s was written by a newer pfntrace (format %d, this reads up to %d)"
                 % (path, version, fmt.FORMAT_VERSION))
+        try:
+            schema.validate(header, schema.HEADER)
+        except schema.SchemaError as e:
+            raise RecordingError("%s has an invalid header block (%s)" % (path, e)) from None
         why = fmt.layout_mismatch(header)
         if why:
             raise RecordingError("%s was recorded with a different event layout "
@@ -133,6 +167,7 @@ class Recording:
         off = self._read_header()
         seq = 1
         event_size = self.header["event_size"]
+        seen = {}       # (length, CRC) of each EVENTS block -> its offset
         size = self.size
         while True:
             if off == size:
@@ -160,6 +195,13 @@ class Recording:
                     self._stop(off, "corrupt EVENTS block at offset %d (%d bytes is not "
                                "a whole number of events)" % (off, bh.length))
                     return
+                first = seen.setdefault((bh.length, bh.crc), off)
+                if first != off:
+                    # Real event blocks never repeat (timestamps move): a
+                    # copy would count its faults twice.
+                    self.warnings.append("EVENTS block at offset %d repeats the one at "
+                                         "offset %d: its events are counted twice"
+                                         % (off, first))
                 self._event_blocks.append((start, bh.length, bh.crc, bh.seq))
             elif bh.kind in (fmt.BLOCK_META, fmt.BLOCK_LOST, fmt.BLOCK_TRAILER):
                 if bh.length > fmt.MAX_JSON_PAYLOAD:
@@ -175,21 +217,14 @@ class Recording:
                     self._stop(off, "corrupt %s block at offset %d (CRC mismatch)"
                                % (bh.kind_name, off))
                     return
-                try:
-                    obj = fmt.decode_json(payload)
-                except ValueError:
-                    self._stop(off, "corrupt %s block at offset %d (bad JSON)"
-                               % (bh.kind_name, off))
-                    return
+                # The CRC is right, so this is what the writer meant: a
+                # block that is not what pfntrace writes is refused, not
+                # half-read (see schema.py).
+                obj = self._json_block(bh, payload, off)
                 if bh.kind == fmt.BLOCK_META:
                     fmt.merge_meta(self.meta, obj)
                 elif bh.kind == fmt.BLOCK_LOST:
-                    per_cpu = obj.get("per_cpu")
-                    if isinstance(per_cpu, list):
-                        self.lost = per_cpu
-                    else:
-                        self.warnings.append("LOST block at offset %d has no per_cpu list"
-                                             % off)
+                    self.lost = obj["per_cpu"]
                 else:
                     self.trailer = obj
             elif bh.kind == fmt.BLOCK_HEADER:
@@ -204,17 +239,48 @@ class Recording:
             if self.trailer is not None:
                 if off < size:
                     self.ignored_bytes = size - off
-                    self.warnings.append("%d bytes after the trailer ignored"
-                                         % (size - off))
+                    self.warnings.append(self._after_trailer(off))
                 self._check_trailer()
                 return
 
+    def _json_block(self, bh, payload, off):
+        shape = {fmt.BLOCK_META: schema.META, fmt.BLOCK_LOST: schema.LOST,
+                 fmt.BLOCK_TRAILER: schema.TRAILER}[bh.kind]
+        try:
+            obj = fmt.decode_json(payload)
+            schema.validate(obj, shape)
+        except ValueError as e:    # SchemaError is one
+            raise RecordingError("%s has an invalid %s block at offset %d (%s)" % (
+                self.path, bh.kind_name, off, str(e).splitlines()[0])) from None
+        return obj
+
+    def _after_trailer(self, off):
+        n = self.size - off
+        head = self._pread(len(fmt.FILE_MAGIC), off)
+        if head == fmt.FILE_MAGIC:
+            return ("another recording follows the trailer at offset %d: its %d bytes "
+                    "are not read" % (off, n))
+        bh = fmt.unpack_block_header(self._pread(fmt.BLOCK_HEADER_SIZE, off))
+        if bh is not None:
+            return ("%s %s block follows the trailer at offset %d: %d bytes not read"
+                    % ("an" if bh.kind_name[0] in "AEIOU" else "a", bh.kind_name, off, n))
+        return "%d bytes after the trailer ignored" % n
+
     def _check_trailer(self):
-        written = self.trailer.get("written")
-        if isinstance(written, dict) and isinstance(written.get("events"), int):
-            if written["events"] != self.event_count:
-                self.warnings.append("trailer says %d events were written, the file "
-                                     "holds %d" % (written["events"], self.event_count))
+        """What the writer counted, against what the file holds: blocks
+        removed, repeated or moved change the totals, not the CRCs."""
+        written = self.trailer.get("written") or {}
+        if "events" in written and written["events"] != self.event_count:
+            self.warnings.append("trailer says %d events were written, the file "
+                                 "holds %d" % (written["events"], self.event_count))
+        blocks = len(self._event_blocks)
+        if "event_blocks" in written and written["event_blocks"] != blocks:
+            self.warnings.append("trailer says %d EVENTS blocks were written, the file "
+                                 "holds %d" % (written["event_blocks"], blocks))
+        lost = self.trailer.get("lost_per_cpu")
+        if lost is not None and lost != self.lost:
+            self.warnings.append("trailer says %d events were lost, the LOST blocks say %d"
+                                 % (sum(lost), sum(self.lost)))
 
     # -- events -----------------------------------------------------------
 
@@ -240,15 +306,53 @@ class Recording:
         truncated there (with a warning) and iteration ends."""
         if self._fd is None:
             raise RecordingError("%s is closed" % self.path)
+        chunk = self._chunk_bytes()
         for i, (start, length, crc, seq) in enumerate(self._event_blocks):
             if self._bad_event_block is not None and i >= self._bad_event_block:
                 return
-            payload = self._pread(length, start)
-            if len(payload) != length or fmt.crc32(payload) != crc:
-                self._mark_bad(i, start, "CRC mismatch" if len(payload) == length
-                               else "file shrank")
+            if length <= chunk:
+                payload = self._pread(length, start)
+                why = self._block_fault(payload, length, crc)
+                if why:
+                    self._mark_bad(i, start, why)
+                    return
+                yield payload
+                continue
+            # Longer than the writer's default block: check it whole before a
+            # single event of it counts, then read it again piece by piece.
+            why = self._crc_in_chunks(start, length, crc, chunk)
+            if why:
+                self._mark_bad(i, start, why)
                 return
-            yield payload
+            for off in range(start, start + length, chunk):
+                want = min(chunk, start + length - off)
+                payload = self._pread(want, off)
+                if len(payload) != want:
+                    self._mark_bad(i, start, "file shrank")
+                    return
+                yield payload
+
+    def _chunk_bytes(self):
+        size = self.header.get("event_size") or 1
+        return max(1, READ_CHUNK // size) * size
+
+    @staticmethod
+    def _block_fault(payload, length, crc):
+        if len(payload) != length:
+            return "file shrank"
+        if fmt.crc32(payload) != crc:
+            return "CRC mismatch"
+        return None
+
+    def _crc_in_chunks(self, start, length, crc, chunk):
+        value, done = 0, 0
+        while done < length:
+            piece = self._pread(min(chunk, length - done), start + done)
+            if not piece:
+                return "file shrank"
+            value = zlib.crc32(piece, value)
+            done += len(piece)
+        return None if (value & 0xFFFFFFFF) == crc else "CRC mismatch"
 
     def _mark_bad(self, i, start, why):
         if self._bad_event_block is not None and self._bad_event_block <= i:

@@ -126,6 +126,9 @@ def to_json_dict(an, events=False):
         "processes": process_rows(an),
         "latency": {"unit": "ns", "buckets": latency_rows(an)},
         "findings": findings(an),
+        # What is wrong with the recording itself (truncated, blocks repeated
+        # or missing, data after the trailer): the counts above may be off.
+        "warnings": an.warning_lines(),
     }
     if events:
         doc["events"] = event_rows(an)
