@@ -20,7 +20,7 @@ import time
 import pytest
 
 from daxtrace import DaxTrace
-from guest import IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, run
+from guest import FS, IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, run
 
 if IN_GUEST:
     from pfntrace.lab import bugs, oracle
@@ -147,9 +147,12 @@ def test_top_and_report_count_the_same(dax_dir):
     assert an.lost_total == 0 and snap.lost == 0
     assert sorted(python.items()) == sorted(
         (k, v) for k, v in kernel.items() if sum(v[0])), (python, kernel)
-    # Every kind and every verdict other than UNDECIDED occurred.
+    # Every kind and every verdict other than UNDECIDED occurred (PMDs
+    # where the filesystem aligns a 4 MiB file's blocks: ext4 in the lab).
     totals = [sum(v[0][i] for v in python.values()) for i in range(5)]
     vtotals = [sum(v[1][i] for v in python.values()) for i in range(5)]
-    assert all(totals[i] for i in (0, 2, 3, 4)), totals
+    assert all(totals[i] for i in (0, 3, 4)), totals
+    if FS == "ext4":
+        assert totals[2], totals
     assert all(vtotals[i] for i in (0, 1, 2, 3)) and vtotals[4] == 0, vtotals
     print("top == report per file:", json.dumps({"kinds": totals, "verdicts": vtotals}))
