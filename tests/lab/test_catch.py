@@ -37,6 +37,15 @@ EXPECT = {
 WORKLOADS = (("read-then-write", 23), ("generic-080", 1))
 
 
+def _figures(test, **data):
+    """Keep what a test measured for the notes: one JSON line per test in
+    the results folder the host reads (PFNTRACE_LAB_OUT)."""
+    out = os.environ.get("PFNTRACE_LAB_OUT")
+    if out:
+        with open(os.path.join(out, "figures.jsonl"), "a") as f:
+            f.write(json.dumps(dict(test=test, **data)) + "\n")
+
+
 @pytest.mark.parametrize("workload,pages", WORKLOADS, ids=[w for w, _ in WORKLOADS])
 @pytest.mark.parametrize("mode", MODES)
 def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
@@ -66,6 +75,9 @@ def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
         an = analyse(r)
     (f,) = [x for x in an.files if x.ino == ino]
     verdicts = f.verdict_counts()
+    _figures("check", mode=mode, workload=workload, exit=p.returncode,
+             oracle=got.oracle["verdict"], verdicts=verdicts, fs_dax_mkwrite=counts[(ino, "pte_mkwrite")],
+             module_calls=got.counters.get("calls"))
     assert f.write_faults == pages, (verdicts, p.stderr)
     assert verdicts["UNDECIDED"] == 0, [x.detail for x in an.faults]
     if finding is None:
@@ -155,4 +167,4 @@ def test_top_and_report_count_the_same(dax_dir):
     if FS == "ext4":
         assert totals[2], totals
     assert all(vtotals[i] for i in (0, 1, 2, 3)) and vtotals[4] == 0, vtotals
-    print("top == report per file:", json.dumps({"kinds": totals, "verdicts": vtotals}))
+    _figures("top_vs_report", files=len(python), kinds=totals, verdicts=vtotals)
