@@ -4,10 +4,13 @@ oracle on an ordinary file."""
 
 import json
 import os
+import pathlib
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -184,18 +187,49 @@ def test_oracle_workloads_and_command():
                         "-o", "/tmp/o.json"]
 
 
-def test_oracle_on_a_healthy_file_moves_mtime(tmp_path):
+def _fs_type(path):
+    """The type of the filesystem path is on (the longest mount point)."""
+    best, kind = "", None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, point, fstype = line.split()[:3]
+            point = point.replace("\\040", " ")
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best, kind = point, fstype
+    return kind
+
+
+@pytest.fixture
+def disk_dir(tmp_path):
+    """A folder whose shared mappings write-notify (page_mkwrite): not tmpfs,
+    where an mmap write after a read makes no fault and mtime stays (a fresh
+    Debian's /tmp is tmpfs)."""
+    if _fs_type(str(tmp_path)) != "tmpfs":
+        yield tmp_path
+        return
+    bases = [b for b in ("/var/tmp", os.path.expanduser("~"))
+             if os.path.isdir(b) and _fs_type(b) != "tmpfs"]
+    if not bases:
+        pytest.skip("no folder here outside tmpfs: tmpfs mmap writes never move mtime")
+    d = tempfile.mkdtemp(prefix="pfntrace-oracle-", dir=bases[0])
+    try:
+        yield pathlib.Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_oracle_on_a_healthy_file_moves_mtime(disk_dir):
     # Any kernel updates mtime on an mmap write of an ordinary file
     # (page_mkwrite): the oracle must say so, from a forked child.
-    path = str(tmp_path / "f")
+    path = str(disk_dir / "f")
     r = oracle.run_in_child("read-then-write", path, 3)
     assert r["verdict"] == "moved" and r["mtime_moved"] and r["data_ok"]
     assert r["pages"] == 3 and r["ino"] == os.stat(path).st_ino
     assert os.path.getsize(path) == 3 * oracle.PAGE
 
 
-def test_oracle_cli_prints_one_json_line(tmp_path):
-    path, out = str(tmp_path / "g"), str(tmp_path / "o.json")
+def test_oracle_cli_prints_one_json_line(disk_dir):
+    path, out = str(disk_dir / "g"), str(disk_dir / "o.json")
     proc = subprocess.run([sys.executable, "-m", "pfntrace.lab.oracle", "generic-080", path,
                            "-o", out], capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
