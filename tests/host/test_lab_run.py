@@ -128,11 +128,11 @@ def test_host_tmp_is_visible_at_its_path(tmp_path):
 
 def test_power_off_falls_back_when_busybox_is_gone(tmp_path):
     # finish() never returns: without the lab's busybox (no poweroff) the
-    # guest still stops (sysrq o, or PID 1 exits) and the exit code comes back.
-    start = time.monotonic()
-    p = lab("--timeout", "120", "-q", "--", "sh", "-c", "rm /run/pft/busybox; exit 3")
+    # guest still stops (sysrq o, or PID 1 exits) and the exit code comes
+    # back.  A guest that hung instead would end at --timeout, as a one-line
+    # error with exit 2, not 3 (the limit is generous: a loaded machine).
+    p = lab("--timeout", "600", "-q", "--", "sh", "-c", "rm /run/pft/busybox; exit 3")
     assert p.returncode == 3, p.stderr
-    assert time.monotonic() - start < 110
 
 
 def test_a_failed_setup_step_never_runs_the_command(tmp_path, monkeypatch):
