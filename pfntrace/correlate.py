@@ -215,7 +215,7 @@ class FileStats:
                  "dax_write_faults", "map_sync", "reprotects",
                  "reprotect_pages", "first_ts", "last_ts", "last_fault_ts",
                  "last_mtime",
-                 "last_ctime", "external", "deleted", "final_mtime",
+                 "external", "deleted", "final_mtime",
                  "final_ctime", "final_cmp")
 
     def __init__(self, dev, ino, path, index):
@@ -232,7 +232,7 @@ class FileStats:
         self.map_sync = self.reprotects = self.reprotect_pages = 0
         self.first_ts = self.last_fault_ts = None   # selected faults
         self.last_ts = None                         # any fault (ordering)
-        self.last_mtime = self.last_ctime = None
+        self.last_mtime = None
         self.external = 0
         self.deleted = False
         self.final_mtime = self.final_ctime = None
