@@ -10,6 +10,7 @@ import io
 import lzma
 import os
 import shutil
+import threading
 import subprocess
 
 from pfntrace.lab.kernels import CACHE, LabError
@@ -105,7 +106,8 @@ def build(release):
         cpio.file(name, _module_bytes(path))
         names.append(name)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + ".tmp.%d" % os.getpid()
+    # Per thread too: the lab tests boot several guests of one kernel at once.
+    tmp = out + ".tmp.%d.%d" % (os.getpid(), threading.get_ident())
     with open(tmp, "wb") as f:
         f.write(cpio.finish())
     os.replace(tmp, out)

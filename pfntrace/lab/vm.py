@@ -42,6 +42,10 @@ class LabConfig:
     # which goes away after the run; a guest that died leaves a copy in
     # CACHE/lab/failed/ and names it in the error.
     console_log: str = ""
+    # Seconds the guest may go without progress (no file in the results
+    # folder changed, no console output) before it counts as hung; 0: only
+    # the timeout.  For commands that write to results as they go.
+    stall: float = 0
 
 
 @dataclass
@@ -80,7 +84,10 @@ def _qemu_argv(cfg, vmlinux, initrd, job, release):
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise LabError("qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)")
-    append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3",
+    # softlockup_panic: a CPU stuck in the kernel ends the guest within
+    # seconds (panic=-1 and -no-reboot make a panic QEMU's exit) instead of
+    # at the host's timeout.
+    append = ["console=ttyS0", "panic=-1", "softlockup_panic=1", "quiet", "loglevel=3",
               "pft_stage2=" + STAGE2, "pft_job=" + job]
     machine = "pc"
     extra = []
@@ -100,7 +107,12 @@ def _qemu_argv(cfg, vmlinux, initrd, job, release):
                   "-device", "nvdimm,id=nvdimm0,memdev=pmem0"]
     argv = [
         qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-machine", machine, "-accel", "tcg", "-cpu", "max", "-smp", str(cfg.smp),
+        # thread=single: all vCPUs in one host thread.  With a thread per
+        # vCPU, TCG lets a vCPU run code another vCPU has just rewritten
+        # (the kernel's live patching of kprobes, static keys): guests died
+        # of "Oops: int3" and spun forever on a removed kprobe's int3.
+        "-machine", machine, "-accel", "tcg,thread=single", "-cpu", "max",
+        "-smp", str(cfg.smp),
         "-m", mem, "-kernel", vmlinux, "-initrd", initrd, "-append", " ".join(append),
         "-serial", "file:" + _console_path(cfg, job),
         "-chardev", "file,id=out,path=" + os.path.join(job, "out.fifo"),
@@ -305,12 +317,11 @@ def _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log):
                             stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_die_with_parent)
     try:
-        qemu_out, _ = proc.communicate(timeout=cfg.timeout)
-    except subprocess.TimeoutExpired:
+        qemu_out = _wait(proc, cfg, job, start)
+    except _Stalled as e:
         _kill(proc)
-        raise LabGuestLost(_hang_reason(cfg, job), console=_keep_console(cfg, job),
-                           reason="hung (no exit within %d s): %s"
-                           % (cfg.timeout, _console_reason(cfg, job)))
+        raise LabGuestLost(_hang_reason(cfg, job, e), console=_keep_console(cfg, job),
+                           reason="hung (%s): %s" % (e, _console_reason(cfg, job)))
     except BaseException:
         _kill(proc)
         raise
@@ -346,15 +357,60 @@ def _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log):
     )
 
 
-def _hang_reason(cfg, job):
+class _Stalled(Exception):
+    def __init__(self, message, seconds):
+        super().__init__(message)
+        self.seconds = seconds
+
+
+def _progress_mark(cfg, job):
+    """Something that changes whenever the guest makes progress: the console
+    log's size and the newest mtime in the results folder."""
+    mark = [os.path.getsize(p) if os.path.exists(p) else 0 for p in [_console_path(cfg, job)]]
+    try:
+        with os.scandir(cfg.results) as it:
+            mark.append(max((e.stat().st_mtime_ns for e in it if e.is_file()), default=0))
+    except OSError:
+        mark.append(0)
+    return tuple(mark)
+
+
+def _wait(proc, cfg, job, start):
+    """QEMU's output once it exits; _Stalled at the timeout, or after
+    cfg.stall seconds without progress."""
+    if not cfg.stall:
+        try:
+            return proc.communicate(timeout=cfg.timeout)[0]
+        except subprocess.TimeoutExpired:
+            raise _Stalled("no exit within %d s" % cfg.timeout, cfg.timeout) from None
+    mark, since = _progress_mark(cfg, job), time.monotonic()
+    while True:
+        try:
+            return proc.communicate(timeout=min(5.0, cfg.stall))[0]
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now - start >= cfg.timeout:
+            raise _Stalled("no exit within %d s" % cfg.timeout, cfg.timeout)
+        new = _progress_mark(cfg, job)
+        if new != mark:
+            mark, since = new, now
+        elif now - since >= cfg.stall:
+            raise _Stalled("no progress for %d s" % cfg.stall, now - start)
+
+
+def _hang_reason(cfg, job, stalled):
     where = "%s guest" % cfg.kernel
     if os.path.exists(os.path.join(job, "t_mounted")):
+        if stalled.seconds < cfg.timeout:
+            return "the command made no progress for %d s in the %s; killed" % (
+                cfg.stall, where)
         return "the command did not finish within %d s in the %s; killed" % (cfg.timeout, where)
     if os.path.exists(os.path.join(job, "t_userspace")):
         return "the %s hung setting up the DAX mount (%d s); console: %s" % (
-            where, cfg.timeout, _console_reason(cfg, job))
+            where, stalled.seconds, _console_reason(cfg, job))
     return "the %s did not reach userspace within %d s; console: %s" % (
-        where, cfg.timeout, _console_reason(cfg, job))
+        where, stalled.seconds, _console_reason(cfg, job))
 
 
 def _unblock(job):

@@ -11,6 +11,10 @@ Inside the guest (PFNTRACE_IN_LAB=1) the same files run as plain tests, and
 this plugin writes their outcomes to a JSON file in the shared results
 folder after every test, and the id of the test running into another file.
 
+Targets boot in parallel, PFNTRACE_LAB_PARALLEL at a time (default: one
+per host CPU; each guest's TCG runs in one host thread), and the host tests
+of each target report as soon as its guest is done.
+
 A target survives a bad boot.  When the guest dies (kernel panic, hang) the
 host keeps its console log in the boot's results folder, names the test
 that was running, and boots again with only the tests that have no outcome
@@ -24,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -32,7 +37,10 @@ IN_GUEST = os.environ.get("PFNTRACE_IN_LAB") == "1"
 ALL_TARGETS = ["6.1/ext4", "6.1/xfs", "6.12/ext4", "6.12/xfs"]
 OUTCOMES = "lab-outcomes.json"
 RUNNING = "lab-running"
-GUEST_TIMEOUT = 1800
+# A guest's backstop; a hung guest is caught sooner, by STALL_S without a
+# test starting or ending, or at once by its kernel's soft-lockup panic.
+GUEST_TIMEOUT = 3600
+STALL_S = 900
 # Boots of one target at most: the first, plus retries after crashes.
 MAX_BOOTS = 6
 
@@ -71,32 +79,70 @@ class _Crash:
 
 
 class _Guests:
-    """Guest sessions per target, booted on first use, outcomes cached."""
+    """Guest sessions per target: all started at the first lab test, run
+    in background threads (a few at a time), outcomes cached."""
 
     def __init__(self, config, tmp_factory):
         self.config = config
         self.tmp_factory = tmp_factory
         self.results = {}
+        self.threads = {}
         self.loud = []          # lines for stderr and the summary
+        self._pending = []      # (loud, line) to print from the main thread
+        self._lock = threading.Lock()
 
     def outcomes(self, target, items):
-        if target not in self.results:
-            expected = [_guest_key(i) for i in items
-                        if getattr(i, "callspec", None)
-                        and i.callspec.params.get("lab_target") == target]
-            self.results[target] = self._session(target, expected)
+        if not self.threads:
+            self._start(items)
+        self.threads[target].join()
+        self._flush()
         return self.results[target]
 
+    def _start(self, items):
+        expected = {}
+        for i in items:
+            params = getattr(getattr(i, "callspec", None), "params", {})
+            if "lab_target" in params:
+                expected.setdefault(params["lab_target"], []).append(_guest_key(i))
+        slots = threading.Semaphore(_parallel(len(expected)))
+
+        def run(target, keys):
+            with slots:
+                try:
+                    self.results[target] = self._session(target, keys)
+                except Exception as e:  # a bug here must fail tests, not hang them
+                    self.results[target] = {"__error__": "lab %s: %s: %s"
+                                            % (target, type(e).__name__, e)}
+
+        for target, keys in expected.items():
+            t = threading.Thread(target=run, args=(target, keys), daemon=True,
+                                 name="lab " + target)
+            self.threads[target] = t
+            t.start()
+
     def _say(self, line):
-        """A line on the real stderr now (not captured), and in the summary."""
-        self.loud.append(line)
+        """A line on the real stderr (not captured), and in the summary."""
+        with self._lock:
+            self.loud.append(line)
+            self._pending.append((True, line))
+
+    def _say_quietly(self, line):
+        with self._lock:
+            self._pending.append((False, line))
+
+    def _flush(self):
+        """Print the lines the guest threads queued: from the main thread,
+        where pytest's capture can be stepped around."""
+        with self._lock:
+            pending, self._pending = self._pending, []
         capman = self.config.pluginmanager.getplugin("capturemanager")
-        if capman is not None:
-            with capman.global_and_fixture_disabled():
+        for loud, line in pending:
+            if loud and capman is not None:
+                with capman.global_and_fixture_disabled():
+                    sys.stderr.write("\n%s\n" % line)
+                    sys.stderr.flush()
+            else:
                 sys.stderr.write("\n%s\n" % line)
-                sys.stderr.flush()
-        else:
-            sys.stderr.write("\n%s\n" % line)
 
     def _session(self, target, expected):
         from pfntrace.lab import kernels
@@ -171,7 +217,7 @@ class _Guests:
             if os.environ.get(name):
                 env[name] = os.environ[name]
         cfg = vm.LabConfig(kernel=kernel, fs=fs, results=out, timeout=GUEST_TIMEOUT,
-                           env=env, console_log=console)
+                           stall=STALL_S, env=env, console_log=console)
         result = lost = None
         with open(log_path, "wb") as log:
             try:
@@ -188,19 +234,24 @@ class _Guests:
             text = _read_text(console) or ""
             return outcomes or {}, _Crash(target, boot, running, lost.reason or str(lost),
                                           console, vm.console_excerpt(text))
+        slowest = max(((v.get("seconds", 0), k) for k, v in (outcomes or {}).items()),
+                      default=(0, "-"))
         self._say_quietly("lab %s boot %d: %s, userspace at %.1f s, guest pytest %.1f s, "
-                          "total %.1f s, exit %d" % (target, boot, result.release,
-                                                     result.boot_s, result.command_s,
-                                                     result.total_s, result.exit_code))
+                          "total %.1f s, exit %d; slowest test %.1f s (%s)"
+                          % (target, boot, result.release, result.boot_s, result.command_s,
+                             result.total_s, result.exit_code, slowest[0], slowest[1]))
         if outcomes is None:
             return {"__error__": "the guest pytest left no outcomes (exit %d):\n%s"
                     % (result.exit_code, tail)}, None
         outcomes["__log__"] = tail
         return outcomes, None
 
-    @staticmethod
-    def _say_quietly(line):
-        sys.stderr.write("\n%s\n" % line)
+
+
+def _parallel(n_targets):
+    wanted = os.environ.get("PFNTRACE_LAB_PARALLEL")
+    n = int(wanted) if wanted and wanted.isdigit() else (os.cpu_count() or 1)
+    return max(1, min(n, n_targets))
 
 
 def _read_text(path):
@@ -332,7 +383,7 @@ def pytest_runtest_logreport(report):
         elif report.failed:
             detail = str(report.longrepr)[-6000:]
         _guest_outcomes[key] = {"outcome": report.outcome, "detail": detail,
-                                "when": report.when}
+                                "when": report.when, "seconds": round(report.duration, 1)}
         # Guest node ids are relative to its rootdir, which is the repo.
         _guest_write(OUTCOMES, json.dumps(_guest_outcomes, indent=1))
 
