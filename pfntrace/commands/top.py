@@ -29,13 +29,15 @@ def _checks(mounts, pid, interval, count):
 
 
 def plan_counts(plan, attached):
-    """{"attached", "inferred", "missing"} for the header: what top really
-    attached, hooks inlined into a caller (their path is inferred), and
-    hooks this kernel lacks.  Tracepoints are not used by top."""
-    hooks = [h for h in plan["hooks"] if h["kind"] != "tracepoint"]
-    return {"attached": len(attached),
-            "inferred": sum(1 for h in hooks if h["status"] == "inlined"),
-            "missing": sum(1 for h in hooks if h["status"] == "missing")}
+    """{"attached", "inferred", "n/a", "missing"} for the header: what top
+    really attached, hooks inlined into a caller (their path is inferred),
+    handlers of filesystems not mounted here, and hooks this kernel lacks.
+    Tracepoints are not used by top."""
+    from pfntrace.views.plan import counts
+
+    n = counts(h for h in plan["hooks"] if h["kind"] != "tracepoint")
+    return {"attached": len(attached), "inferred": n.get("inlined", 0),
+            "n/a": n.get("n/a", 0), "missing": n.get("missing", 0)}
 
 
 class _Quit(Exception):

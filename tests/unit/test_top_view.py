@@ -201,10 +201,12 @@ def test_plan_counts():
         {"hook": "do_wp_page", "kind": "kprobe", "status": "attach"},
         {"hook": "wp_pfn_shared", "kind": "kprobe", "status": "inlined"},
         {"hook": "xfs_filemap_fault", "kind": "kprobe", "status": "missing"},
+        {"hook": "ext2_dax_fault", "kind": "kprobe", "status": "n/a"},
+        {"hook": "ext2_dax_fault", "kind": "kretprobe", "status": "n/a"},
         {"hook": "fs_dax:dax_pte_fault_done", "kind": "tracepoint", "status": "missing"},
     ]}
     assert plan_counts(plan, [("kprobe", "do_wp_page")]) == \
-        {"attached": 1, "inferred": 1, "missing": 1}
+        {"attached": 1, "inferred": 1, "n/a": 2, "missing": 1}
 
 
 def test_bad_input_is_one_line(monkeypatch):
