@@ -204,3 +204,23 @@ def test_find_tracefs_from_mountinfo():
     line = "50 23 0:12 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw\n"
     assert find_tracefs(line).root == "/sys/kernel/tracing"
     assert find_tracefs(data("mountinfo-dax.txt")) is None
+
+
+def test_plan_view_groups_by_meaning(capsys):
+    from pfntrace.commands.record import print_plan
+    from pfntrace.views import plan as plan_view
+
+    plan = plan_618(kprobes=(True, "ok"), fstypes={"ext4", "xfs"})
+    groups = {status: rows for status, _t, _s, rows in plan_view.grouped(plan["hooks"])}
+    assert list(groups) == ["attach", "inlined", "n/a", "missing"]
+    names = {status: [r[0] for r in rows] for status, rows in groups.items()}
+    assert "do_wp_page" in names["attach"] and names["inlined"] == ["wp_pfn_shared"]
+    assert set(names["n/a"]) >= {"fuse_dax_fault", "fuse_dax_pfn_mkwrite"}
+    assert not set(names["n/a"]) & set(names["missing"])
+    # One line per function: its kprobe and kretprobe together.
+    assert ("do_wp_page", "kprobe+kretprobe", "in /proc/kallsyms") in groups["attach"]
+    plan["clock"] = {"status": "read", "why": "tk_core in /proc/kallsyms"}
+    print_plan(plan)
+    out = capsys.readouterr().out
+    assert "not applicable here (%d)" % len(names["n/a"]) in out
+    assert "missing (%d)" % len(names["missing"]) in out and "kernel clock" in out
