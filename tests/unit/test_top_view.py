@@ -100,7 +100,7 @@ def test_screen_golden(width, height):
 def _cells(text, header):
     """{column: [cells]} of the table whose column names start with header."""
     lines = text.splitlines()
-    i = next(n for n, line in enumerate(lines) if line.startswith(header))
+    i = next(n for n, line in enumerate(lines) if line.lstrip().startswith(header))
     names = lines[i].split()
     rows = []
     for line in lines[i + 2:]:
@@ -296,3 +296,56 @@ def test_bad_input_is_one_line(monkeypatch):
     assert r.exit_code == 2 and r.output.strip() == "pfntrace: --interval must be positive"
     r = CliRunner().invoke(main, ["top", "-p", "999999999"])
     assert r.exit_code == 2 and "no process with pid" in r.output
+
+
+class _Key:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Conf:
+    interval_ns = 0
+
+
+class _Table(dict):
+    def items(self):
+        return list(dict.items(self))
+
+
+def test_reader_names_every_process(monkeypatch):
+    """COMM comes from the map's bytes (whole up to the first NUL, whatever
+    follows it); a process whose counters came without a name is named from
+    /proc while it lives, so no COMM cell is blank."""
+    ffi = layout.ffi
+
+    def proc(comm):
+        p = ffi.new("struct pft_proc_stats *")
+        p.total = 1
+        ffi.memmove(p.comm, comm, len(comm))
+        return bytes(ffi.buffer(p))
+
+    bpf = {"aggconfig": {0: _Conf()}, "aggfiles": _Table(), "aggtotal": {0: []},
+           "aggrate": {},
+           "aggprocs": _Table({_Key(7): proc(b"python\0\xff\xffjunk"),
+                               _Key(8): proc(b"fifteen-chars-x"),
+                               _Key(os.getpid()): proc(b""), _Key(999999999): proc(b"")})}
+
+    class Tracer:
+        def lost(self):
+            return [0]
+
+    Tracer.bpf = bpf
+    reader = aggregate.Reader(Tracer(), interval_ns=S, bpf_stats=False)
+    snap = reader.read()
+    with open("/proc/self/comm") as f:
+        me = f.read().strip()
+    assert {p: c.comm for p, c in snap.procs.items()} == {
+        7: "python", 8: "fifteen-chars-x", os.getpid(): me, 999999999: ""}
+    text = screen(top_state_with(snap), 80)
+    assert "?" in _cells(text, "PID")["COMM"]       # a gone process without a name
+
+
+def top_state_with(snap):
+    st = top.TopState(kernel="k", mounts=["/mnt/dax"])
+    st.update(snap, {})
+    return st
