@@ -38,21 +38,29 @@ def keep_tail(text, width):
     return HEAD_ELLIPSIS + out
 
 
-def fit(columns, rows, width):
+def fit(columns, rows, width, protect=3):
     """(columns kept in their order, their widths) for rows of cells
-    (str, or (str, style)) so that a line is at most `width` cells."""
+    (str, or (str, style)) so that a line is at most `width` cells.
+
+    A whole path is worth more than the columns of priority above `protect`:
+    those leave first; only then is the path cut at its head (down to its
+    min_width), and only then do the others leave."""
     natural = {}
     for i, col in enumerate(columns):
         cells = [_text(r[i]) for r in rows]
         natural[col.name] = max([cell_len(col.name)] + [cell_len(c) for c in cells])
     kept = list(columns)
 
-    def need(cols):
-        return sum(min(natural[c.name], c.min_width) if c.flex else natural[c.name]
-                   for c in cols) + len(GAP) * (len(cols) - 1)
+    def need(whole):
+        return sum(natural[c.name] if whole or not c.flex else
+                   min(natural[c.name], c.min_width) for c in kept) + len(GAP) * (len(kept) - 1)
 
-    while len(kept) > 1 and need(kept) > width:
-        kept.remove(max(kept, key=lambda c: c.priority))
+    for whole, floor in ((True, protect), (False, -1)):
+        while len(kept) > 1 and need(whole) > width:
+            worst = max(kept, key=lambda c: c.priority)
+            if worst.priority <= floor:
+                break
+            kept.remove(worst)
     widths = [natural[c.name] for c in kept]
     spare = width - sum(w for c, w in zip(kept, widths) if not c.flex) \
         - len(GAP) * (len(kept) - 1)

@@ -138,6 +138,11 @@ def test_long_path_keeps_its_file_name():
     assert len(row) == 1 and path.startswith("…") and path.endswith("-name/wal.0001")
     assert len(path) >= 20 and len(row[0].rstrip()) == 80
     assert "very-long-directory-name/wal.0001" in screen(st, 200)
+    # A path that fits beside the essential columns is shown whole: the
+    # latencies and the verdicts' split leave for it first.
+    st.paths[(DEV, 13)] = "/mnt/dax/test_top_screen_80x24/rtw.0001"
+    files = _cells(screen(st, 80), "FLT/S")
+    assert files["PATH"][0] == st.paths[(DEV, 13)] and "TOTAL" in files and "MISSED" in files
 
 
 def test_rows_beyond_the_height_are_counted():
