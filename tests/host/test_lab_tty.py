@@ -27,8 +27,8 @@ def test_guest_command_gets_the_host_terminal_size(tmp_path):
     done = tmp_path / "done"
     # The guest prints what its stdout's tty says; the pane is kept for capture.
     probe = "import os; s = os.get_terminal_size(1); print('SIZE', s.columns, s.lines)"
-    cmd = "cd %s && %s -m pfntrace lab run -q --kernel 6.12 -- %s -c \"%s\"; echo $? > %s; sleep 600" % (
-        REPO, sys.executable, sys.executable, probe, done)
+    cmd = ("cd %s && %s -m pfntrace lab run -q --kernel 6.12 -- %s -c \"%s\"; "
+           "echo $? > %s; sleep 600" % (REPO, sys.executable, sys.executable, probe, done))
 
     def tmux(*args):
         return subprocess.run(["tmux", "-L", "pfntrace-host-tty"] + list(args), env=env,
