@@ -149,6 +149,7 @@ class Reader:
         self.bpf = tracer.bpf
         self.interval_ns = interval_ns
         self._stats_old = None
+        self._comms = {}
         self.stats_enabled = False
         if bpf_stats:
             self._enable_stats()
@@ -174,6 +175,15 @@ class Reader:
         c.interval_ns = self.interval_ns
         conf[0] = c
 
+    def comm(self, pid):
+        """The name of a process whose counters came without one (the
+        kernel side copies it at each fault; an empty one would be a blank
+        COMM cell), from /proc while it lives; cached."""
+        if pid not in self._comms:
+            info = procinfo.proc_info(pid)
+            self._comms[pid] = info["comm"] if info else ""
+        return self._comms[pid]
+
     def prog_fds(self):
         return [f.fd for f in getattr(self.bpf, "funcs", {}).values()]
 
@@ -183,7 +193,10 @@ class Reader:
         for k, v in self.bpf["aggfiles"].items():
             snap.files[decode_file_key(k)] = decode_file_stats(v)
         for k, v in self.bpf["aggprocs"].items():
-            snap.procs[int(k.value)] = decode_proc_stats(v)
+            pid = int(k.value)
+            c = snap.procs[pid] = decode_proc_stats(v)
+            if not c.comm:
+                c.comm = self.comm(pid)
         for per_cpu in self.bpf["aggtotal"][0]:
             snap.total.add(decode_file_stats(per_cpu))
         for slot in self.bpf["aggrate"].values():

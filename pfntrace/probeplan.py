@@ -36,6 +36,41 @@ WP_PFN_SHARED_INLINED = ("inlined into do_wp_page on this kernel: the pfn_mkwrit
                          "inferred from the page (a DAX inode, a PFNMAP/MIXEDMAP vma)")
 NOT_IN_KALLSYMS = "not in /proc/kallsyms (module not loaded?)"
 
+# The filesystem types whose vm_ops each handler belongs to, by name prefix
+# (fuse's DAX handlers serve virtiofs).  A handler absent from kallsyms
+# whose filesystem is not mounted anywhere is not applicable here, not
+# missing: nothing on this machine could fault through it.  Handlers of no
+# one filesystem (filemap_page_mkwrite) are always applicable.
+HANDLER_FSTYPES = (("ext4_", ("ext4",)), ("xfs_", ("xfs",)), ("ext2_", ("ext2",)),
+                   ("fuse_", ("fuse", "virtiofs")))
+
+
+def handler_fstypes(name):
+    """The filesystem types a handler serves, or () when it is generic."""
+    for prefix, types in HANDLER_FSTYPES:
+        if name.startswith(prefix):
+            return types
+    return ()
+
+
+def mounted_fstypes(mountinfo):
+    """The set of filesystem types in mountinfo text ("fuse.sshfs" counts as
+    fuse)."""
+    found = set()
+    for line in mountinfo.splitlines():
+        _left, sep, right = line.partition(" - ")
+        if sep and right.split():
+            found.add(right.split()[0].split(".")[0])
+    return found
+
+
+def _running_fstypes():
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return mounted_fstypes(f.read())
+    except OSError:
+        return None     # unknown: every absent handler stays missing
+
 
 def kprobe_support(config=None, pmu_dir=KPROBE_PMU):
     """(available, reason): kprobes need both the config option and the
@@ -59,8 +94,17 @@ def _hook(name, kind, status, why, **extra):
     return dict({"hook": name, "kind": kind, "status": status, "why": why}, **extra)
 
 
-def _function_hooks(kallsyms):
-    """(name, kind, status, why) for the kprobe hooks, kprobes assumed."""
+def _absent_handler(name, fstypes):
+    """(status, why) of a handler that is not in kallsyms."""
+    types = handler_fstypes(name)
+    if fstypes is not None and types and not set(types) & fstypes:
+        return "n/a", "no %s filesystem is mounted (its module is not loaded)" % "/".join(types)
+    return "missing", NOT_IN_KALLSYMS
+
+
+def _function_hooks(kallsyms, fstypes=None):
+    """(name, kind, status, why) for the kprobe hooks, kprobes assumed.
+    fstypes: the mounted filesystem types, None when unknown."""
     hooks = []
     if "do_wp_page" in kallsyms:
         hooks.append(("do_wp_page", "kprobe", "attach", "in /proc/kallsyms"))
@@ -86,8 +130,9 @@ def _function_hooks(kallsyms):
             hooks.append((name, "kprobe", "attach", why))
             hooks.append((name, "kretprobe", "attach", why))
         else:
-            hooks.append((name, "kprobe", "missing", NOT_IN_KALLSYMS))
-            hooks.append((name, "kretprobe", "missing", NOT_IN_KALLSYMS))
+            status, why = _absent_handler(name, fstypes)
+            hooks.append((name, "kprobe", status, why))
+            hooks.append((name, "kretprobe", status, why))
     return hooks
 
 
@@ -114,17 +159,21 @@ def clock_plan(kallsyms, offsets):
     return {"status": "missing", "why": "none of %s in /proc/kallsyms" % ", ".join(CLOCK_SYMBOLS)}
 
 
-def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None):
+def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None, fstypes=False):
     """The probe plan as a JSON-serialisable dict.
 
     kprobes is (available, reason), detected when None; tracefs may be None
     (not mounted) and btf None (no BTF), which the plan then reports.
+    fstypes: the mounted filesystem types (read from /proc/self/mountinfo
+    when False; None: unknown, so no handler is "n/a").
     """
     if kprobes is None:
         kprobes = kprobe_support(_running_config())
+    if fstypes is False:
+        fstypes = _running_fstypes()
     kprobes_ok, kprobes_why = kprobes
     hooks = []
-    for name, kind, status, why in _function_hooks(kallsyms):
+    for name, kind, status, why in _function_hooks(kallsyms, fstypes):
         if not kprobes_ok:
             status, why = "missing", "kprobes are not available (%s)" % kprobes_why
         # Kept even when kprobes are off: it tells what a kprobe-capable

@@ -166,20 +166,14 @@ def build_plan():
 
 def print_plan(plan):
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="probe plan for %s" % plan["kernel"])
-    for col in ("hook", "kind", "status", "why"):
-        table.add_column(col)
-    colour = {"attach": "green", "inlined": "yellow", "missing": "red"}
-    for h in plan["hooks"]:
-        table.add_row(h["hook"], h["kind"],
-                      "[%s]%s[/]" % (colour.get(h["status"], "white"), h["status"]), h["why"])
+    from pfntrace.views import plan as plan_view
+
+    table = plan_view.table(plan["hooks"], title="probe plan for %s" % plan["kernel"])
     clock = plan.get("clock") or {"status": "missing", "why": "?"}
     # What proves a fault CURRENT: without it such faults are UNDECIDED.
-    table.add_row("kernel clock", "read", "[%s]%s[/]" % (
-        colour.get(clock["status"], "white"), clock["status"]), clock["why"])
-    Console().print(table)
+    table.add_row("kernel clock", clock["status"], clock["why"])
+    Console(markup=False, emoji=False).print(table)
 
 
 @click.command("record", context_settings={"ignore_unknown_options": True})

@@ -29,13 +29,15 @@ def _checks(mounts, pid, interval, count):
 
 
 def plan_counts(plan, attached):
-    """{"attached", "inferred", "missing"} for the header: what top really
-    attached, hooks inlined into a caller (their path is inferred), and
-    hooks this kernel lacks.  Tracepoints are not used by top."""
-    hooks = [h for h in plan["hooks"] if h["kind"] != "tracepoint"]
-    return {"attached": len(attached),
-            "inferred": sum(1 for h in hooks if h["status"] == "inlined"),
-            "missing": sum(1 for h in hooks if h["status"] == "missing")}
+    """{"attached", "inferred", "n/a", "missing"} for the header: what top
+    really attached, hooks inlined into a caller (their path is inferred),
+    handlers of filesystems not mounted here, and hooks this kernel lacks.
+    Tracepoints are not used by top."""
+    from pfntrace.views.plan import counts
+
+    n = counts(h for h in plan["hooks"] if h["kind"] != "tracepoint")
+    return {"attached": len(attached), "inferred": n.get("inlined", 0),
+            "n/a": n.get("n/a", 0), "missing": n.get("missing", 0)}
 
 
 class _Quit(Exception):
@@ -86,7 +88,13 @@ def run_live(state, reader, resolver, interval, count):
         snap = reader.read()
         state.update(snap, resolver.resolve(snap.files))
         shown = 0
-        with Live(render(state), console=console, screen=True, auto_refresh=False,
+
+        def screen():
+            # Asked each time: a resized terminal gets a screen of its size.
+            size = console.size
+            return render(state, width=size.width, height=size.height)
+
+        with Live(screen(), console=console, screen=True, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
             next_t = time.monotonic() + interval
             while count is None or shown < count:
@@ -97,14 +105,14 @@ def run_live(state, reader, resolver, interval, count):
                     for ch in os.read(fd, 64).decode("utf-8", "replace"):
                         if not state.key(ch):
                             return
-                    live.update(render(state), refresh=True)
+                    live.update(screen(), refresh=True)
                 if time.monotonic() >= next_t:
                     next_t += interval
                     snap = reader.read()
                     shown += 1
                     if not state.paused:
                         state.update(snap, resolver.resolve(snap.files))
-                        live.update(render(state), refresh=True)
+                        live.update(screen(), refresh=True)
     finally:
         if old is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, old)

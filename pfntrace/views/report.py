@@ -12,6 +12,7 @@ from rich.text import Text
 
 from pfntrace import correlate
 from pfntrace.views import export
+from pfntrace.views import plan as plan_view
 
 VERDICT_STYLE = {
     "UPDATED": "green",
@@ -119,31 +120,16 @@ def summary_table(an, source=None):
 
 
 def plan_table(an):
+    """The recording's probe plan, grouped (views/plan.py), and the settings
+    it was compiled with."""
     plan = an.header.get("plan") or {}
     hooks = plan.get("hooks") if isinstance(plan, dict) else None
-    t = Table(title="probe plan", box=box.SIMPLE, title_justify="left")
-    t.add_column("hook")
-    t.add_column("status")
-    if isinstance(hooks, list):
-        merged = {}
-        for h in hooks:
-            if not isinstance(h, dict):
-                continue
-            name = h.get("hook") or h.get("name") or "?"
-            st = str(h.get("status", "?"))
-            merged.setdefault(name, [])
-            if st not in merged[name]:
-                merged[name].append(st)
-        for name, sts in merged.items():
-            st = "/".join(sts)
-            style = "green" if st == "attach" else ("yellow" if "missing" in st else None)
-            t.add_row(name, Text(st, style=style))
-    elif isinstance(hooks, dict):
-        for name, st in hooks.items():
-            t.add_row(str(name), str(st))
+    if isinstance(hooks, dict):     # {name: status}: an early format
+        hooks = [{"hook": str(n), "status": str(st)} for n, st in hooks.items()]
+    t = plan_view.table(hooks if isinstance(hooks, list) else [])
     for key in ("huge_fault_arg_is_order",):
         if isinstance(plan, dict) and key in plan:
-            t.add_row(key, str(plan[key]))
+            t.add_row(key, "", str(plan[key]))
     return t
 
 

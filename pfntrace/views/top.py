@@ -9,12 +9,12 @@ snapshots to fixed text.
 
 import time
 
-from rich import box
+from rich.cells import cell_len
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from pfntrace.aggregate import Counts
+from pfntrace.views.columns import Column, lines
 
 SORTS = ("faults/s", "total", "missed", "p99", "last", "name")
 SPARK = "▁▂▃▄▅▆▇█"
@@ -192,79 +192,125 @@ class TopState:
 
 
 # --- the rich screen ---------------------------------------------------------
+#
+# Laid out for the terminal's size (views/columns.py): nothing is cut but a
+# path's head; the header wraps between its parts, never inside one; rows
+# that do not fit the height are counted, not cropped by rich.
 
-def _header(state):
+# Files and processes tables: (column, priority).  Lower priority numbers
+# stay longest: the verdicts and the totals are what top is for; the split
+# by kind and the latencies go first.
+FILE_COLUMNS = (
+    Column("FLT/S", 3), Column("TOTAL", 1), Column("PFN", 9), Column("PAGE", 10),
+    Column("PMD", 11), Column("TOUCH", 12), Column("UPDATED", 4), Column("CURRENT", 5),
+    Column("MISSED", 2), Column("NO_NOTIF", 2), Column("P50", 8), Column("P99", 6),
+    Column("LAST", 7), Column("PATH", 0, justify="left", flex=True, min_width=20),
+)
+PROC_COLUMNS = (
+    Column("PID", 0), Column("COMM", 0, justify="left"), Column("FLT/S", 3),
+    Column("TOTAL", 1), Column("PFN", 9), Column("PAGE", 10), Column("PMD", 11),
+    Column("TOUCH", 12), Column("MISSED", 2), Column("NO_NOTIF", 2), Column("LAST", 7),
+)
+
+
+def _wrap(parts, width):
+    """Text parts joined by two spaces, a new line before a part that would
+    not fit: the header fits without cutting a word."""
+    lines = [Text()]
+    for part in parts:
+        if len(lines[-1]) and cell_len(lines[-1].plain) + 2 + cell_len(part.plain) > width:
+            lines.append(Text())
+        elif len(lines[-1]):
+            lines[-1].append("  ")
+        lines[-1].append_text(part)
+    return lines
+
+
+def _probes_text(pc):
+    text = "probes: %d attached, %d inferred" % (pc.get("attached", 0), pc.get("inferred", 0))
+    if pc.get("n/a"):
+        text += ", %d n/a" % pc["n/a"]
+    return Text(text + ", %d missing" % pc.get("missing", 0),
+                style="yellow" if pc.get("missing") else "")
+
+
+def _header(state, width):
     snap = state.cur or _EMPTY
-    pc = state.plan_counts
-    t = Text()
-    t.append("pfntrace top", style="bold")
-    t.append("  kernel %s  probes: %d attached, %d inferred, %d missing  mounts: %s"
-             % (state.kernel, pc.get("attached", 0), pc.get("inferred", 0),
-                pc.get("missing", 0), ", ".join(state.mounts) or "all DAX"))
+    parts = [Text("pfntrace top", style="bold"), Text("kernel %s" % state.kernel),
+             _probes_text(state.plan_counts),
+             Text("mounts: %s" % (", ".join(state.mounts) or "all DAX"))]
     if state.pid:
-        t.append("  pid %d+children" % state.pid)
-    t.append("\nwrite faults: ")
-    t.append("%s/s" % fmt_rate(state.total_rate()), style="bold")
-    t.append("  total %d  lost " % snap.total.total)
-    t.append(str(snap.lost), style="bold red" if snap.lost else "")
+        parts.append(Text("pid %d+children" % state.pid))
+    lines = _wrap(parts, width)
+
+    rate = Text("write faults: ")
+    rate.append("%s/s" % fmt_rate(state.total_rate()), style="bold")
+    parts = [rate, Text("total %d" % snap.total.total),
+             Text("lost %d" % snap.lost, style="bold red" if snap.lost else "")]
     undecided = snap.total.verdict("UNDECIDED")
     if undecided:   # faults the rules could not judge: never hidden in CURRENT
-        t.append("  undecided ")
-        t.append(str(undecided), style="bold yellow")
-    t.append("  pfntrace cost: ")
+        parts.append(Text("undecided %d" % undecided, style="bold yellow"))
     cost = state.cost()
     if cost is None:
-        t.append("unknown" if snap.bpf_run_ns is None else "measuring")
+        parts.append(Text("pfntrace cost: %s"
+                          % ("unknown" if snap.bpf_run_ns is None else "measuring")))
     else:
         share, runs = cost
-        t.append("BPF %.2f%% of a CPU (%s runs/s)" % (share * 100, fmt_rate(runs)))
+        parts.append(Text("pfntrace cost: BPF %.2f%% of a CPU (%s runs/s)"
+                          % (share * 100, fmt_rate(runs))))
+    lines += _wrap(parts, width)
+
     series = state.rate_series()
-    t.append("\nrate  ")
-    t.append(sparkline(series), style="cyan")
-    t.append("  peak %s/s" % fmt_rate(max(series) if series else 0))
-    return t
+    peak = "  peak %s/s" % fmt_rate(max(series) if series else 0)
+    room = max(0, width - len("rate  ") - len(peak))
+    t = Text("rate  ")
+    t.append(sparkline(series[-room:] if room else []), style="cyan")
+    t.append(peak)
+    return lines + [t]
 
 
 def _verdict_cell(n, style):
-    return Text(str(n), style=style if n else "")
+    return (str(n), style if n else "")
 
 
-def _files_table(state, now_ns):
-    table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False,
-                  title="files (sort: %s)" % SORTS[state.sort], title_justify="left")
-    for col in ("FLT/S", "TOTAL", "PFN", "PAGE", "PMD", "TOUCH", "UPDATED", "CURRENT",
-                "MISSED", "NO_NOTIF", "P50", "P99", "LAST"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("PATH", no_wrap=True, overflow="ellipsis")
-    for key, c in state.file_rows():
-        table.add_row(
-            fmt_rate(state.rate("files", key)), str(c.total),
+def _file_cells(state, now_ns, key, c):
+    return (fmt_rate(state.rate("files", key)), str(c.total),
             str(c.kind("pfn_mkwrite")), str(c.kind("page_mkwrite")), str(c.kind("pmd")),
-            str(c.kind("fault")),
-            str(c.verdict("UPDATED")), str(c.verdict("CURRENT")),
+            str(c.kind("fault")), str(c.verdict("UPDATED")), str(c.verdict("CURRENT")),
             _verdict_cell(c.verdict("MISSED"), "bold red"),
             _verdict_cell(c.verdict("NO_NOTIFIER"), "bold magenta"),
             fmt_ns(c.percentile(0.5)), fmt_ns(c.percentile(0.99)),
-            fmt_age(now_ns - c.last_ts if c.last_ts else None),
-            state.path(key))
-    return table
+            fmt_age(now_ns - c.last_ts if c.last_ts else None), state.path(key))
 
 
-def _procs_table(state, now_ns):
-    table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False,
-                  title="processes", title_justify="left")
-    for col in ("PID", "COMM", "FLT/S", "TOTAL", "PFN", "PAGE", "PMD", "TOUCH",
-                "MISSED", "NO_NOTIF", "LAST"):
-        table.add_column(col, justify="left" if col == "COMM" else "right", no_wrap=True)
-    for pid, c in state.proc_rows():
-        table.add_row(
-            str(pid), c.comm, fmt_rate(state.rate("procs", pid)), str(c.total),
+def _proc_cells(state, now_ns, pid, c):
+    return (str(pid), c.comm or "?", fmt_rate(state.rate("procs", pid)), str(c.total),
             str(c.kind("pfn_mkwrite")), str(c.kind("page_mkwrite")), str(c.kind("pmd")),
             str(c.kind("fault")),
             _verdict_cell(c.verdict("MISSED"), "bold red"),
             _verdict_cell(c.verdict("NO_NOTIFIER"), "bold magenta"),
             fmt_age(now_ns - c.last_ts if c.last_ts else None))
-    return table
+
+
+def _table(title, columns, rows, shown, width, what):
+    """Title, header, rule, `shown` rows, and a line counting the others."""
+    out = [Text(title, style="italic")]
+    out += lines(columns, rows[:shown], width)
+    if len(rows) > shown:
+        out.append(Text("+%d more %s" % (len(rows) - shown, what), style="dim"))
+    return out
+
+
+def _row_budget(free, nfiles, nprocs):
+    """How many file and process rows fit in `free` lines (a row beyond them
+    costs a '+N more' line): files first, processes get at least a few."""
+    if nfiles + nprocs <= free:
+        return nfiles, nprocs
+    free -= 2                           # the two '+N more' lines, at most
+    procs = min(nprocs, max(free // 3, 1))
+    files = min(nfiles, max(free - procs, 1))
+    procs = min(nprocs, max(free - files, procs))
+    return files, procs
 
 
 def _footer(state):
@@ -290,12 +336,33 @@ def _footer(state):
     return t
 
 
-def render(state, now_ns=None):
-    """The whole screen as one rich renderable."""
+def screen_lines(state, now_ns=None, width=80, height=None):
+    """The whole screen as rich Text lines, none wider than `width`, at most
+    `height` of them (None: as many as the rows need)."""
     if now_ns is None:
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    return Group(_header(state), Text(""), _files_table(state, now_ns),
-                 _procs_table(state, now_ns), _footer(state))
+    head = _header(state, width)
+    files = [_file_cells(state, now_ns, k, c) for k, c in state.file_rows()]
+    procs = [_proc_cells(state, now_ns, p, c) for p, c in state.proc_rows()]
+    # Fixed lines: header, 2 x (blank, title, column names, rule), footer.
+    fixed = len(head) + 8 + 1
+    nf, np_ = len(files), len(procs)
+    if height is not None:
+        nf, np_ = _row_budget(max(height - fixed, 2), nf, np_)
+    out = head + [Text("")]
+    out += _table("files (sort: %s)" % SORTS[state.sort], FILE_COLUMNS, files, nf, width,
+                  "files")
+    out.append(Text(""))
+    out += _table("processes", PROC_COLUMNS, procs, np_, width, "processes")
+    out.append(_footer(state))
+    for line in out:
+        line.no_wrap = True
+    return out if height is None else out[:height]
+
+
+def render(state, now_ns=None, width=80, height=None):
+    """The whole screen as one rich renderable."""
+    return Group(*screen_lines(state, now_ns, width, height))
 
 
 # --- plain text (stdout not a terminal) -------------------------------------

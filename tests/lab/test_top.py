@@ -57,6 +57,24 @@ def _check_row(row):
     assert row["updated"] + row["current"] == N, row
 
 
+def _screen_table(screen, first):
+    """{column: [cells]} of the table on a tmux screen whose column names
+    start with `first` (FLT/S: files, PID: processes); the columns shown
+    depend on the terminal's width."""
+    lines = screen.splitlines()
+    heads = [n for n, line in enumerate(lines) if line.split()[:1] == [first]]
+    if not heads:
+        return None
+    names = lines[heads[0]].split()
+    rows = []
+    for line in lines[heads[0] + 2:]:
+        fields = line.split()
+        if len(fields) != len(names):
+            break
+        rows.append(fields)
+    return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+
+
 class Tmux:
     def __init__(self, workdir):
         self.env = dict(os.environ, TERM="xterm-256color", TMUX_TMPDIR=workdir)
@@ -142,3 +160,45 @@ def test_top_plain_snapshots_when_not_a_tty(dax_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_top_80x24(dax_dir):
+    """The common terminal: in a real 80x24 tmux the screen names the file
+    and the process, counts the workload's faults, and no cell is cut."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    path = os.path.join(dax_dir, "rtw")
+    t = Tmux(dax_dir)
+    argv = PFNTRACE + ["top", "--mount", MOUNT, "--interval", "0.5"]
+    t.tmux("new-session", "-d", "-s", t.name, "-x", "80", "-y", "24",
+           "%s; sleep 600" % " ".join(shlex.quote(a) for a in argv))
+    try:
+        _wait("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
+        w = run(WORKLOAD + ["read-then-write", path, str(N)])
+        assert w.returncode == 0, w.stderr
+
+        def counted():
+            files = _screen_table(t.screen(), "FLT/S")
+            if files and path in files.get("PATH", ()) and \
+                    files["TOTAL"][files["PATH"].index(path)] == str(N):
+                return files
+            return None
+
+        files = _wait("the file on the 80x24 screen with %d faults" % N, counted, COUNT_TIMEOUT)
+        screen = t.screen()
+        lines = screen.splitlines()
+        assert len(lines) <= 24 and max(len(line) for line in lines) <= 80, screen
+        assert "…" not in screen and "..." not in screen, screen
+        i = files["PATH"].index(path)
+        assert files["MISSED"][i] == "0" and files["NO_NOTIF"][i] == "0", screen
+        if "UPDATED" in files and "CURRENT" in files:
+            assert int(files["UPDATED"][i]) + int(files["CURRENT"][i]) == N, screen
+        procs = _screen_table(screen, "PID")
+        assert procs and "python" in procs["COMM"], screen
+        assert str(N) in procs["TOTAL"], screen
+        # Handlers of filesystems not mounted in the guest (fuse, ext2) are
+        # "n/a" in the header, not missing.
+        assert "n/a" in lines[0] + lines[1], screen
+        t.keys("q")
+    finally:
+        t.kill()

@@ -9,7 +9,8 @@ from pfntrace import doctor
 from pfntrace.kernel.kallsyms import Kallsyms
 from pfntrace.kernel.kconfig import Kconfig, KconfigError, load as load_kconfig
 from pfntrace.kernel.tracefs import Tracefs, find as find_tracefs
-from pfntrace.probeplan import WP_PFN_SHARED_INLINED, build_plan, kprobe_support
+from pfntrace.probeplan import (WP_PFN_SHARED_INLINED, build_plan, handler_fstypes, kprobe_support,
+                                mounted_fstypes)
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -59,6 +60,7 @@ def test_kconfig_errors(tmp_path):
 def plan_618(**kw):
     kallsyms = Kallsyms(data("kallsyms-6.18.txt"))
     tracefs = FakeTracefs({"fs_dax:dax_pte_fault_done", "fs_dax:dax_writeback_one"})
+    kw.setdefault("fstypes", None)      # not this machine's mounts
     return build_plan(kallsyms, None, tracefs, release="6.18.44", **kw)
 
 
@@ -77,6 +79,23 @@ def test_plan_with_kprobes():
     assert hooks_by(plan, "fs_dax:dax_pmd_fault_done", "tracepoint")["status"] == "missing"
     assert plan["offsets_error"] == "no kernel BTF"
     json.dumps(plan)
+
+
+def test_plan_handlers_of_unmounted_filesystems_are_not_applicable():
+    assert mounted_fstypes(data("mountinfo-dax.txt")) == \
+        {"ext2", "ext4", "proc", "tmpfs", "virtiofs", "xfs"}
+    plan = plan_618(kprobes=(True, "ok"), fstypes={"ext4", "proc"})
+    fuse = [h for h in plan["hooks"] if h["hook"].startswith("fuse_")]
+    assert fuse and all(h["status"] == "n/a" for h in fuse)
+    assert "no fuse/virtiofs filesystem is mounted" in fuse[0]["why"]
+    # A handler whose filesystem is mounted but which is absent stays missing
+    # (virtiofs runs on fuse's DAX handlers).
+    plan = plan_618(kprobes=(True, "ok"), fstypes={"virtiofs"})
+    assert hooks_by(plan, "fuse_dax_pfn_mkwrite", "kprobe")["status"] == "missing"
+    # Present handlers are attached whatever is mounted; generic ones never n/a.
+    assert hooks_by(plan, "xfs_filemap_pfn_mkwrite", "kprobe")["status"] == "attach"
+    assert handler_fstypes("filemap_page_mkwrite") == ()
+    assert mounted_fstypes("36 35 0:40 / /mnt rw - fuse.sshfs host:/ rw\n") == {"fuse"}
 
 
 def test_plan_without_kprobes_marks_every_kprobe_missing():
@@ -185,3 +204,23 @@ def test_find_tracefs_from_mountinfo():
     line = "50 23 0:12 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw\n"
     assert find_tracefs(line).root == "/sys/kernel/tracing"
     assert find_tracefs(data("mountinfo-dax.txt")) is None
+
+
+def test_plan_view_groups_by_meaning(capsys):
+    from pfntrace.commands.record import print_plan
+    from pfntrace.views import plan as plan_view
+
+    plan = plan_618(kprobes=(True, "ok"), fstypes={"ext4", "xfs"})
+    groups = {status: rows for status, _t, _s, rows in plan_view.grouped(plan["hooks"])}
+    assert list(groups) == ["attach", "inlined", "n/a", "missing"]
+    names = {status: [r[0] for r in rows] for status, rows in groups.items()}
+    assert "do_wp_page" in names["attach"] and names["inlined"] == ["wp_pfn_shared"]
+    assert set(names["n/a"]) >= {"fuse_dax_fault", "fuse_dax_pfn_mkwrite"}
+    assert not set(names["n/a"]) & set(names["missing"])
+    # One line per function: its kprobe and kretprobe together.
+    assert ("do_wp_page", "kprobe+kretprobe", "in /proc/kallsyms") in groups["attach"]
+    plan["clock"] = {"status": "read", "why": "tk_core in /proc/kallsyms"}
+    print_plan(plan)
+    out = capsys.readouterr().out
+    assert "not applicable here (%d)" % len(names["n/a"]) in out
+    assert "missing (%d)" % len(names["missing"]) in out and "kernel clock" in out

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import re
 
 import pytest
@@ -37,6 +38,10 @@ HEADER = {
         {"hook": "ext4_dax_fault", "kind": "kprobe", "status": "attach", "why": ""},
         {"hook": "xfs_filemap_pfn_mkwrite", "kind": "kprobe", "status": "missing",
          "why": "not loaded"},
+        {"hook": "ext2_dax_fault", "kind": "kprobe", "status": "n/a",
+         "why": "no ext2 filesystem is mounted (its module is not loaded)"},
+        {"hook": "ext2_dax_fault", "kind": "kretprobe", "status": "n/a",
+         "why": "no ext2 filesystem is mounted (its module is not loaded)"},
     ]},
 }
 META = {"files": {"259:3:12": {"path": "/mnt/dax/f"}, "259:3:13": {"path": "/mnt/dax/g"}},
@@ -126,12 +131,14 @@ pfntrace report
 
 probe plan
 
-  hook                      status
- ───────────────────────────────────
-  do_wp_page                attach
-  ext4_dax_fault            attach
-  xfs_filemap_pfn_mkwrite   missing
-  huge_fault_arg_is_order   True
+ attached (2)
+   do_wp_page                kprobe+kretprobe
+   ext4_dax_fault            kprobe
+ not applicable here (1)
+   ext2_dax_fault            kprobe+kretprobe   no ext2 filesystem is mounted (its module is not loaded)
+ missing (1)
+   xfs_filemap_pfn_mkwrite   kprobe             not loaded
+ huge_fault_arg_is_order                        True
 
 files
 
@@ -181,6 +188,26 @@ def test_golden_text(analysis):
     text = console.export_text()
     got = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
     assert got == GOLDEN
+
+
+@pytest.mark.rich_golden
+def test_golden_text_at_80_columns(analysis):
+    """The common terminal: nothing cut (every line whole, no ellipsis),
+    files and faults as lines, the plan grouped."""
+    console = Console(record=True, width=80, color_system=None, force_terminal=False,
+                      file=io.StringIO())
+    report.render(console, analysis, events=True, source="run.pft")
+    got = "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
+    path = os.path.join(os.path.dirname(__file__), "data", "report_80.txt")
+    if os.environ.get("PFNTRACE_UPDATE_GOLDEN"):
+        with open(path, "w") as f:
+            f.write(got)
+    with open(path) as f:
+        assert got == f.read()
+    assert max(map(len, got.splitlines())) <= 80 and "…" not in got
+    for whole in ("/mnt/dax/f", "/mnt/dax/g (deleted)", "not applicable here (1)",
+                  "UPDATED 1  CURRENT 1  MISSED 1"):
+        assert whole in got
 
 
 def test_missed_is_bold_red(analysis):

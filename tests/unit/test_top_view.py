@@ -63,7 +63,7 @@ def snapshots():
 
 def state():
     st = top.TopState(kernel="6.12.117+deb12-amd64",
-                      plan_counts={"attached": 7, "inferred": 1, "missing": 10},
+                      plan_counts={"attached": 19, "inferred": 1, "n/a": 10, "missing": 0},
                       mounts=["/mnt/dax"], interval_s=1.0)
     a, b = snapshots()
     paths = {(DEV, 12): "/mnt/dax/db/table", (DEV, 13): "/mnt/dax/log/wal"}
@@ -72,9 +72,9 @@ def state():
     return st
 
 
-def screen(st, width=150):
+def screen(st, width=150, height=None):
     console = Console(record=True, width=width, color_system=None, force_terminal=False)
-    console.print(top.render(st, now_ns=T0 + 2 * S))
+    console.print(top.render(st, now_ns=T0 + 2 * S, width=width, height=height))
     return console.export_text()
 
 
@@ -88,8 +88,91 @@ def golden(name, text):
 
 
 @pytest.mark.rich_golden
-def test_screen_golden():
-    golden("top_screen.txt", screen(state()))
+@pytest.mark.parametrize("width,height", [(80, 24), (120, 34)])
+def test_screen_golden(width, height):
+    text = screen(state(), width, height)
+    golden("top_%dx%d.txt" % (width, height), text)
+    lines = text.splitlines()
+    assert len(lines) <= height and max(map(len, lines)) <= width
+    assert "…" not in text
+
+
+def _cells(text, header):
+    """{column: [cells]} of the table whose column names start with header."""
+    lines = text.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.lstrip().startswith(header))
+    names = lines[i].split()
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.strip() or not line[0].isspace() and not line[0].isdigit():
+            break
+        rows.append(line.split())
+    return {name: [r[n] for r in rows] for n, name in enumerate(names)}
+
+
+@pytest.mark.parametrize("width", [60, 70, 80, 100, 120, 160])
+def test_narrow_screens_drop_columns_never_cut_them(width):
+    text = screen(state(), width)
+    assert max(map(len, text.splitlines())) <= width
+    files = _cells(text, "FLT/S")
+    # The most important columns stay at every width, each number whole.
+    assert files["TOTAL"] == ["23", "30", "4"] and files["MISSED"] == ["20", "0", "0"]
+    assert files["NO_NOTIF"] == ["0", "0", "4"]
+    assert files["PATH"] == ["/mnt/dax/log/wal", "/mnt/dax/db/table", "259:0:14"]
+    procs = _cells(text, "PID")
+    assert procs["COMM"] == ["logger", "db", "fbwriter"] and procs["TOTAL"] == ["23", "30", "4"]
+    # Columns go lowest priority first: whatever is shown is a prefix of
+    # the priority order.
+    order = sorted(top.FILE_COLUMNS, key=lambda c: c.priority)
+    shown = [c.name for c in order if c.name in files]
+    assert shown == [c.name for c in order][:len(shown)]
+    assert "…" not in text
+
+
+def test_long_path_keeps_its_file_name():
+    st = state()
+    st.paths[(DEV, 13)] = "/mnt/dax/" + "very-long-directory-name/" * 4 + "wal.0001"
+    text = screen(st, 80)
+    row = [line for line in text.splitlines() if "wal.0001" in line]
+    path = row[0].split()[-1]
+    assert len(row) == 1 and path.startswith("…") and path.endswith("-name/wal.0001")
+    assert len(path) >= 20 and len(row[0].rstrip()) == 80
+    assert "very-long-directory-name/wal.0001" in screen(st, 200)
+    # A path that fits beside the essential columns is shown whole: the
+    # latencies and the verdicts' split leave for it first.
+    st.paths[(DEV, 13)] = "/mnt/dax/test_top_screen_80x24/rtw.0001"
+    files = _cells(screen(st, 80), "FLT/S")
+    assert files["PATH"][0] == st.paths[(DEV, 13)] and "TOTAL" in files and "MISSED" in files
+
+
+def test_rows_beyond_the_height_are_counted():
+    st = state()
+    snap = st.cur
+    for ino in range(100, 140):
+        snap.files[(DEV, ino)] = counts(pfn=1, current=1, last_ts=T0, pid=100)
+    for pid in range(1000, 1030):
+        snap.procs[pid] = counts(pfn=1, current=1, last_ts=T0, comm="w%d" % pid)
+    text = screen(st, 80, 24)
+    lines = text.splitlines()
+    assert len(lines) == 24 and lines[-1].startswith("s sort")
+    more = [line for line in lines if line.startswith("+")]
+    assert len(more) == 2 and "more files" in more[0] and "more processes" in more[1]
+    shown_files = len(_cells(text, "FLT/S")["TOTAL"])
+    assert int(more[0].split()[0][1:]) + shown_files == 43
+    shown_procs = len(_cells(text, "PID")["PID"])
+    assert shown_procs >= 2 and int(more[1].split()[0][1:]) + shown_procs == 33
+
+
+def test_header_wraps_between_parts():
+    st = state()
+    st.pid = 4242
+    text = screen(st, 50)
+    head = text.splitlines()[:5]
+    assert max(map(len, head)) <= 50
+    joined = " ".join(head)
+    for part in ("kernel 6.12.117+deb12-amd64", "probes: 19 attached, 1 inferred, 10 n/a, 0 missing",
+                 "mounts: /mnt/dax", "pid 4242+children", "lost 0"):
+        assert part in head[0] or any(part in line for line in head), (part, head)
 
 
 def test_plain_golden():
@@ -201,10 +284,12 @@ def test_plan_counts():
         {"hook": "do_wp_page", "kind": "kprobe", "status": "attach"},
         {"hook": "wp_pfn_shared", "kind": "kprobe", "status": "inlined"},
         {"hook": "xfs_filemap_fault", "kind": "kprobe", "status": "missing"},
+        {"hook": "ext2_dax_fault", "kind": "kprobe", "status": "n/a"},
+        {"hook": "ext2_dax_fault", "kind": "kretprobe", "status": "n/a"},
         {"hook": "fs_dax:dax_pte_fault_done", "kind": "tracepoint", "status": "missing"},
     ]}
     assert plan_counts(plan, [("kprobe", "do_wp_page")]) == \
-        {"attached": 1, "inferred": 1, "missing": 1}
+        {"attached": 1, "inferred": 1, "n/a": 2, "missing": 1}
 
 
 def test_bad_input_is_one_line(monkeypatch):
@@ -216,3 +301,56 @@ def test_bad_input_is_one_line(monkeypatch):
     assert r.exit_code == 2 and r.output.strip() == "pfntrace: --interval must be positive"
     r = CliRunner().invoke(main, ["top", "-p", "999999999"])
     assert r.exit_code == 2 and "no process with pid" in r.output
+
+
+class _Key:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Conf:
+    interval_ns = 0
+
+
+class _Table(dict):
+    def items(self):
+        return list(dict.items(self))
+
+
+def test_reader_names_every_process(monkeypatch):
+    """COMM comes from the map's bytes (whole up to the first NUL, whatever
+    follows it); a process whose counters came without a name is named from
+    /proc while it lives, so no COMM cell is blank."""
+    ffi = layout.ffi
+
+    def proc(comm):
+        p = ffi.new("struct pft_proc_stats *")
+        p.total = 1
+        ffi.memmove(p.comm, comm, len(comm))
+        return bytes(ffi.buffer(p))
+
+    bpf = {"aggconfig": {0: _Conf()}, "aggfiles": _Table(), "aggtotal": {0: []},
+           "aggrate": {},
+           "aggprocs": _Table({_Key(7): proc(b"python\0\xff\xffjunk"),
+                               _Key(8): proc(b"fifteen-chars-x"),
+                               _Key(os.getpid()): proc(b""), _Key(999999999): proc(b"")})}
+
+    class Tracer:
+        def lost(self):
+            return [0]
+
+    Tracer.bpf = bpf
+    reader = aggregate.Reader(Tracer(), interval_ns=S, bpf_stats=False)
+    snap = reader.read()
+    with open("/proc/self/comm") as f:
+        me = f.read().strip()
+    assert {p: c.comm for p, c in snap.procs.items()} == {
+        7: "python", 8: "fifteen-chars-x", os.getpid(): me, 999999999: ""}
+    text = screen(top_state_with(snap), 80)
+    assert "?" in _cells(text, "PID")["COMM"]       # a gone process without a name
+
+
+def top_state_with(snap):
+    st = top.TopState(kernel="k", mounts=["/mnt/dax"])
+    st.update(snap, {})
+    return st

@@ -102,7 +102,6 @@ if ! command -v "$PFT_ARGV0" >/dev/null 2>&1; then
 fi
 # The serial lines are ttys; the command sees a terminal only where the
 # host's side is one, so piped `pfntrace lab run` output stays plain text.
-stty -F /dev/ttyS1 rows "$PFT_ROWS" cols "$PFT_COLS" 2>/dev/null
 if [ "$PFT_STDOUT_TTY" = 1 ]; then
 	out=/dev/ttyS1
 else
@@ -113,7 +112,18 @@ if [ "$PFT_STDERR_TTY" = 1 ]; then
 else
 	err=/run/pft-err; mkfifo $err; cat $err >/dev/ttyS2 & relay2=$!
 fi
-sh "$pft_job/command.sh" >$out 2>$err </dev/null
+# The host terminal's size (PFT_COLS x PFT_ROWS) is set on the command's own
+# tty descriptors, by the shell that then becomes the command: a tty's window
+# size lives in its tty_struct, which the kernel frees when the last
+# descriptor closes, so `stty -F` on a line nobody holds open is lost before
+# the command opens it (top came up at 80 columns under a 120-column host).
+# Not COLUMNS/LINES: they would outlive a resize and override the size of a
+# terminal the command makes itself (tmux in a lab test).
+(
+	[ "$PFT_STDOUT_TTY" = 1 ] && stty rows "$PFT_ROWS" cols "$PFT_COLS" <&1 2>/dev/null
+	[ "$PFT_STDERR_TTY" = 1 ] && stty rows "$PFT_ROWS" cols "$PFT_COLS" <&2 2>/dev/null
+	exec sh "$pft_job/command.sh"
+) >$out 2>$err </dev/null
 code=$?
 [ -n "${relay1:-}" ] && wait $relay1
 [ -n "${relay2:-}" ] && wait $relay2
