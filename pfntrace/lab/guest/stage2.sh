@@ -57,6 +57,19 @@ fi
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 stty -F /dev/ttyS2 raw -echo 2>/dev/null
 
+# A kernel fetched into the lab's cache (not installed on the host): its
+# modules, headers and kbuild tools appear where modprobe, bcc
+# (/lib/modules/RELEASE/build) and kbuild look for them.
+if [ -n "$PFT_KROOT" ]; then
+	for d in "$PFT_KROOT/usr/lib/modules/$PFT_RELEASE" "$PFT_KROOT"/usr/src/linux-headers-* \
+		"$PFT_KROOT"/usr/lib/linux-kbuild-*; do
+		[ -d "$d" ] || continue
+		t=${d#"$PFT_KROOT"}
+		mkdir -p "$t" && $BB mount --bind "$d" "$t" \
+			|| finish 68 "cannot bind $d at $t"
+	done
+fi
+
 # Emulated pmem: memmap=...! regions appear through nd_e820, QEMU's NVDIMM
 # through ACPI NFIT.  There is no udev: load the drivers by hand.
 case "$PFT_PMEM" in
