@@ -138,6 +138,8 @@ def _write_job(job, cfg, command, release, stdout_tty, stderr_tty, kroot=""):
         "PFNTRACE_LAB_RELEASE": release, "PFNTRACE_LAB_FS": cfg.fs,
         "PFNTRACE_LAB_PMEM": cfg.pmem, "PFNTRACE_DAX_MOUNT": DAX_MOUNT,
         "PFNTRACE_DAX_DEVICE": "/dev/pmem0",
+        # The host's cache (prebuilt modules, fetched kernels), seen read-only.
+        "PFNTRACE_CACHE": kernels.CACHE,
     }
     exported.update(cfg.env)
     with open(os.path.join(job, "job.env"), "w") as f:
