@@ -110,8 +110,8 @@ def load_config():
 def check_kernel(release, config):
     if config is None:
         return Check("kernel", False, "%s, no config found" % release,
-                     "no /proc/config.gz or /boot/config-%s: kprobe support is judged by "
-                     "sysfs alone" % release)
+                     "no /proc/config.gz, /boot/config-%s or /lib/modules/%s/config: kprobe "
+                     "support is judged by sysfs alone" % (release, release))
     return Check("kernel", True, "%s, config from %s" % (release, config.source))
 
 
@@ -225,6 +225,45 @@ def hook_checks(plan):
             ok = hook["status"] == "attach"
             checks.append(Check("tracepoint %s" % hook["hook"], ok, hook["why"],
                                 "" if ok else "needs a kernel with CONFIG_FS_DAX and tracefs"))
+    return checks
+
+
+# -- field layouts and the kernel's clock -------------------------------------
+
+def layout_checks(plan, btf, kallsyms):
+    """What the BPF program reads and where, on this kernel: the fault path's
+    fields, the inode's timestamps (and whether they are multigrain), and
+    the kernel's timestamp clock.  These move between kernels."""
+    offsets = plan.get("offsets")
+    if not offsets:
+        return [Check("field layout", False, plan.get("offsets_error", "no offsets"),
+                      "needs the kernel's BTF (/sys/kernel/btf/vmlinux)", True)]
+    o = offsets
+    checks = [Check("field layout", True,
+                    "vm_area_struct vm_ops %d vm_file %d; vm_operations_struct fault %d "
+                    "pfn_mkwrite %d; file.f_inode %d; inode i_flags %d i_ino %d"
+                    % (o["VMA_VM_OPS"], o["VMA_VM_FILE"], o["VMOPS_FAULT"],
+                       o["VMOPS_PFN_MKWRITE"], o["FILE_F_INODE"], o["INODE_I_FLAGS"],
+                       o["INODE_I_INO"]))]
+    if btf is not None and btf.has_member("inode", "i_mtime_sec"):
+        names = "i_mtime_sec/_nsec, i_ctime_sec/_nsec"
+    else:
+        names = "timespec64 mtime/ctime"
+    multigrain = "mg_floor" in kallsyms
+    checks.append(Check("timestamps", True, "%s at %d/%d, %d/%d; %s" % (
+        names, o["INODE_MTIME_SEC"], o["INODE_MTIME_NSEC"], o["INODE_CTIME_SEC"],
+        o["INODE_CTIME_NSEC"],
+        "multigrain (6.13+): bit 31 of the ctime nsec is I_CTIME_QUERIED" if multigrain
+        else "coarse only (no multigrain floor mg_floor)")))
+    clock = plan.get("clock") or {}
+    if clock.get("status") == "read":
+        detail = "%s (%s), xtime_sec at +%d; %s" % (
+            clock["symbol"], "struct tk_data" if btf is not None and btf.has_struct("tk_data")
+            else "seqcount + struct timekeeper", o["TKC_XTIME_SEC"], clock["why"])
+        checks.append(Check("kernel clock", True, detail))
+    else:
+        checks.append(Check("kernel clock", False, clock.get("why", "not planned"),
+                            "without it a fault that moved no timestamp is UNDECIDED"))
     return checks
 
 
@@ -366,6 +405,7 @@ def run_checks():
         plan = build_plan(kallsyms, btf, tracefs,
                           kprobes=kprobe_support(config), release=release)
         checks.extend(hook_checks(plan))
+        checks.extend(layout_checks(plan, btf, kallsyms))
     checks.extend(check_dax(_read("/proc/self/mountinfo")))
     return checks, plan
 

@@ -35,4 +35,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import bcc" 2>/dev/null; 
 	/usr/bin/python3 -m venv --system-site-packages .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+# The third lab kernel: the newest in Debian's archive, unpacked into the
+# lab's cache (not installed); kept when the archive cannot be reached.
+.venv/bin/python -m pfntrace.lab.newest fetch
 echo "setup: ready ($(.venv/bin/pfntrace --version))" >&2

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Set everything up, then run every test: unit tests on this machine, and
-# the lab tests inside QEMU guests on both lab kernels x both filesystems.
+# the lab tests inside QEMU guests on the three lab kernels x both filesystems.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh

@@ -19,6 +19,13 @@
 #include "pfntrace.h"
 #include "verdict.h"
 
+/* bcc declares the tracepoints' argument structs from their tracefs format,
+ * which names the kernel's own types: the fs_dax events' vm_flags field is
+ * `vm_flags_t` on 7.x (`unsigned long` before), and nothing here includes
+ * <linux/mm_types.h>.  The same typedef as the kernel's, so a header that
+ * brings it too is harmless. */
+typedef unsigned long vm_flags_t;
+
 #define S_DAX 8192		/* include/linux/fs.h, CONFIG_FS_DAX */
 #define MAX_DEVS 8
 #define WAKEUP_EVERY 64		/* events per CPU between consumer wakeups */

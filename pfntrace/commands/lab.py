@@ -12,7 +12,8 @@ from pfntrace.lab import kernels, vm
 def command():
     """Run commands on a real DAX mount inside a QEMU guest.
 
-    The guest boots a Debian kernel (6.1 or 6.12) straight from its vmlinux,
+    The guest boots a Debian kernel (6.1, 6.12, or `newest`: the newest in
+    Debian's archive, fetched into the cache) straight from its vmlinux,
     sees this machine's root read-only over 9p (writes go to a tmpfs
     overlay), makes a DAX filesystem on emulated persistent memory and
     mounts it at /mnt/dax.
@@ -20,8 +21,9 @@ def command():
 
 
 @command.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--kernel", type=click.Choice(sorted(kernels.LAB_KERNELS)), default="6.12",
-              show_default=True, help="Lab kernel to boot.")
+@click.option("--kernel", default="6.12", show_default=True,
+              help="Lab kernel to boot: %s, or the release of the fetched one."
+                   % ", ".join(kernels.aliases()))
 @click.option("--fs", type=click.Choice(["ext4", "xfs"]), default="ext4", show_default=True,
               help="Filesystem made on the pmem device and mounted with DAX.")
 @click.option("--pmem", type=click.Choice(["memmap", "nvdimm"]), default="memmap",
@@ -65,13 +67,34 @@ def run_command(kernel, fs, pmem, size, results, timeout, quiet, cmd):
 
 @command.command("list")
 def list_command():
-    """Which lab kernels are installed and usable, and what is missing."""
+    """Which lab kernels are there and usable, and what is missing."""
     usable = 0
-    for alias in kernels.LAB_KERNELS:
+    for alias in kernels.aliases():
         k = kernels.describe(alias)
         if k.usable:
             usable += 1
-            click.echo("%-5s %-24s usable  image %s, modules, headers" % (alias, k.release, k.image))
+            where = ("fetched %s, %s" % (k.version, k.root)) if k.root else \
+                "image %s, modules, headers" % k.image
+            click.echo("%-6s %-24s usable  %s" % (alias, k.release, where))
         else:
-            click.echo("%-5s %-24s MISSING %s" % (alias, k.release or "-", "; ".join(k.missing)))
+            click.echo("%-6s %-24s MISSING %s" % (alias, k.release or "-", "; ".join(k.missing)))
     sys.exit(0 if usable else 1)
+
+
+@command.command("fetch")
+def fetch_command():
+    """Fetch the newest Debian kernel (image, modules, headers) into the cache.
+
+    Asks Debian's archive (unstable and trixie-backports, through the mirror
+    this system's apt uses, with apt's state kept in the cache) for the newest
+    linux-image-amd64 and unpacks its packages for `--kernel newest`.  Nothing
+    is installed.  Idempotent.
+    """
+    from pfntrace.lab import newest
+
+    try:
+        record = newest.fetch(log=lambda line: click.echo("lab fetch: %s" % line, err=True))
+    except kernels.LabError as e:
+        raise Fail("lab fetch: %s" % e)
+    click.echo("newest %s (%s, %s) in %s" % (record["release"], record["version"],
+                                             record.get("suite", ""), record["root"]))

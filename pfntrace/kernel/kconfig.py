@@ -38,12 +38,16 @@ class Kconfig:
 
 def candidate_paths(release=None):
     release = release or os.uname().release
-    return ["/proc/config.gz", "/boot/config-%s" % release]
+    # Newer Debian kernels (trixie's and later) also keep their config next
+    # to their modules.
+    return ["/proc/config.gz", "/boot/config-%s" % release,
+            "/lib/modules/%s/config" % release]
 
 
 def load(paths=None):
     """The first readable config of `paths` (default: /proc/config.gz, then
-    /boot/config-<release>); KconfigError when there is none."""
+    /boot/config-<release>, /lib/modules/<release>/config); KconfigError when
+    there is none."""
     paths = paths or candidate_paths()
     for path in paths:
         opener = gzip.open if path.endswith(".gz") else open

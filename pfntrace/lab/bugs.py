@@ -78,7 +78,58 @@ def source_paths(source_dir=None):
 
 
 def kbuild_dir(release):
+    """The kernel's build folder: an installed kernel's, or the headers of a
+    kernel fetched into the cache (pfntrace.lab.newest)."""
+    root = kernels.fetched_root(release)
+    if root:
+        return os.path.join(root, "usr", "src", "linux-headers-" + release)
     return "/lib/modules/%s/build" % release
+
+
+# gcc options a newer kernel's configuration (made with a newer gcc) asks
+# for that this system's gcc spells differently: {option prefix: replacement}.
+# -fmin-function-alignment is gcc 14's; the kernel's own Makefile uses
+# -falign-functions with the same value when the compiler lacks it.
+_GCC_COMPAT = {"-fmin-function-alignment=": "-falign-functions="}
+
+_CC_COMPAT = """#!/bin/sh
+# gcc for a kernel configured with a newer gcc: rewrite the options this
+# gcc does not know (written by pfntrace.lab.bugs).
+for a; do
+	shift
+	case "$a" in
+%s	*) set -- "$@" "$a" ;;
+	esac
+done
+exec gcc "$@"
+"""
+
+
+def _fetched_make_args(release, kdir, out):
+    """make arguments for a kernel fetched into the cache, whose headers were
+    made for another system: its Makefile names /usr/src paths (use the
+    cache's), its CC is a gcc this system lacks (use gcc, through a wrapper
+    that rewrites newer options), and module BTF wants a newer pahole (built
+    without it: nothing here needs the module's BTF)."""
+    common = None
+    try:
+        with open(os.path.join(kdir, "Makefile")) as f:
+            for line in f:
+                m = re.match(r"\s*include\s+(\S+)", line)
+                if m:
+                    common = m.group(1)
+    except OSError:
+        pass
+    root = kernels.fetched_root(release)
+    args = ["-C", kdir]
+    if common and common.startswith("/"):
+        args += ["-f", os.path.join(root, common.lstrip("/")), "KBUILD_OUTPUT=" + kdir]
+    cc = os.path.join(out, "cc-compat")
+    with open(cc, "w") as f:
+        f.write(_CC_COMPAT % "".join('\t%s*) set -- "$@" "%s${a#%s}" ;;\n' % (old, new, old)
+                                     for old, new in _GCC_COMPAT.items()))
+    os.chmod(cc, 0o755)
+    return args + ["CC=" + cc, "CONFIG_DEBUG_INFO_BTF_MODULES="]
 
 
 def is_current(ko, sources):
@@ -134,7 +185,11 @@ def build(release, cache=None, force=False):
             shutil.copyfile(src, os.path.join(out, os.path.basename(src)))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(ko)
-        argv = ["make", "-C", kbuild_dir(release), "M=" + out, "modules"]
+        kdir = kbuild_dir(release)
+        if kernels.fetched_root(release):
+            argv = ["make"] + _fetched_make_args(release, kdir, out) + ["M=" + out, "modules"]
+        else:
+            argv = ["make", "-C", kdir, "M=" + out, "modules"]
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace", check=False)
         log = os.path.join(out, "build.log")
@@ -155,7 +210,7 @@ def module_for(release=None, cache=None):
 def lab_releases():
     """Releases of the installed lab kernels (pfntrace.lab.kernels)."""
     found = []
-    for alias in kernels.LAB_KERNELS:
+    for alias in kernels.aliases():
         k = kernels.describe(alias)
         if k.release:
             found.append(k.release)

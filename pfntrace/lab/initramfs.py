@@ -22,12 +22,14 @@ GUEST_DIR = os.path.join(os.path.dirname(__file__), "guest")
 ROOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
 
 
-def module_order(release):
-    """insmod-able module paths for ROOT_MODULES on release, dependencies first."""
+def module_order(release, root=""):
+    """insmod-able module paths for ROOT_MODULES on release, dependencies first.
+    root: where a fetched kernel's modules are (ROOT/lib/modules/RELEASE)."""
     order = []
     for name in ROOT_MODULES:
         proc = subprocess.run(
-            ["modprobe", "-S", release, "--show-depends", name],
+            ["modprobe"] + (["-d", root] if root else []) + ["-S", release, "--show-depends",
+                                                             name],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         if proc.returncode != 0:
@@ -36,7 +38,10 @@ def module_order(release):
         for line in proc.stdout.splitlines():
             words = line.split()
             if words and words[0] == "insmod" and words[1] not in order:
-                order.append(words[1])
+                path = words[1]
+                if root and not path.startswith(root.rstrip("/") + "/"):
+                    path = os.path.join(root, path.lstrip("/"))
+                order.append(path)
     return order
 
 
@@ -75,13 +80,14 @@ def _module_bytes(path):
     return lzma.decompress(data) if path.endswith(".xz") else data
 
 
-def build(release):
-    """Path of the initramfs for release, rebuilt when its inputs change."""
+def build(release, root=""):
+    """Path of the initramfs for release, rebuilt when its inputs change.
+    root: the cache root of a fetched kernel (module_order)."""
     busybox = shutil.which("busybox")
     if busybox is None:
         raise LabError("busybox is not installed (apt-get install -y busybox-static)")
     init = os.path.join(GUEST_DIR, "init")
-    modules = module_order(release)
+    modules = module_order(release, root)
     inputs = [busybox, init] + modules
     out = os.path.join(CACHE, "lab", release, "initramfs.cpio")
     if os.path.exists(out) and all(

@@ -1,8 +1,12 @@
-"""Which Debian lab kernels are installed, and their uncompressed vmlinux.
+"""Which Debian lab kernels are there, and their uncompressed vmlinux.
+
+The installed ones (LAB_KERNELS: /boot, /lib/modules) and the fetched one
+(FETCHED_KERNELS: `newest`, unpacked into CACHE/debian by
+pfntrace.lab.newest; its vmlinuz, modules and headers stay there).
 
 QEMU boots an uncompressed vmlinux through its PVH ELF note in ~3 s under TCG
 where the bzImage takes ~6 s (it decompresses itself in emulation), so the
-vmlinux is unpacked once from /boot/vmlinuz-* into a cache and reused.
+vmlinux is unpacked once from the vmlinuz into a cache and reused.
 """
 
 import glob
@@ -25,6 +29,12 @@ LAB_KERNELS = {
     },
 }
 
+# Lab kernels that are not installed: unpacked from Debian's archive into
+# CACHE/debian by pfntrace.lab.newest (setup fetches it).
+FETCHED_KERNELS = {
+    "newest": "the newest linux-image-amd64 in Debian's unstable or trixie-backports",
+}
+
 CACHE = os.environ.get(
     "PFNTRACE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "pfntrace")
 )
@@ -42,6 +52,10 @@ class LabKernel:
     modules: str
     headers: str
     missing: list = field(default_factory=list)
+    # A kernel unpacked into the cache (not installed): the root its
+    # packages were unpacked into (ROOT/usr/lib/modules/RELEASE, ROOT/usr/src).
+    root: str = ""
+    version: str = ""     # its Debian package version
 
     @property
     def usable(self):
@@ -62,8 +76,58 @@ def _version_key(release):
     return [int(x) if x.isdigit() else 0 for x in re.split(r"[.+-]", release)]
 
 
+def aliases():
+    """Every lab kernel alias: the installed ones, then the fetched ones."""
+    return list(LAB_KERNELS) + list(FETCHED_KERNELS)
+
+
+def _fetched(alias):
+    from pfntrace.lab import newest
+
+    fetch = "python -m pfntrace.lab.newest fetch, or sh scripts/setup.sh"
+    record = newest.current()
+    if not record:
+        return LabKernel(alias, "", "", "", "", ["not fetched (%s)" % fetch])
+    release, root = record["release"], record["root"]
+    moddir = os.path.join(root, "usr", "lib", "modules", release)
+    kernel = LabKernel(alias, release, image=os.path.join(moddir, "vmlinuz"), modules=moddir,
+                       headers=os.path.join(root, "usr", "src", "linux-headers-" + release),
+                       root=root, version=record.get("version", ""))
+    if not os.path.exists(kernel.image):
+        kernel.missing.append("%s (%s)" % (kernel.image, fetch))
+    if not os.path.exists(os.path.join(moddir, "modules.dep")):
+        kernel.missing.append("%s/modules.dep (%s)" % (moddir, fetch))
+    if not os.path.isdir(kernel.headers):
+        kernel.missing.append("headers %s (%s)" % (kernel.headers, fetch))
+    return kernel
+
+
+def fetched_root(release):
+    """The cache root a fetched kernel of this release was unpacked into, or ''."""
+    for alias in FETCHED_KERNELS:
+        k = _fetched(alias)
+        if k.release == release:
+            return k.root
+    return ""
+
+
+def canonical(name):
+    """The alias for a --kernel value: an alias, or the release (or its
+    major.minor) of a fetched kernel."""
+    if name in LAB_KERNELS or name in FETCHED_KERNELS:
+        return name
+    for alias in FETCHED_KERNELS:
+        k = _fetched(alias)
+        if k.release and (name == k.release or k.release.startswith(name + ".")
+                          or k.release.startswith(name + "+")):
+            return alias
+    return None
+
+
 def describe(alias):
     """The installed kernel for a lab alias, with what is missing for it."""
+    if alias in FETCHED_KERNELS:
+        return _fetched(alias)
     spec = LAB_KERNELS[alias]
     releases = _releases(spec["pattern"])
     install = "apt-get install -y " + " ".join(spec["packages"])
@@ -88,9 +152,10 @@ def describe(alias):
 
 def resolve(alias):
     """The usable LabKernel for alias, or LabError saying how to install it."""
-    if alias not in LAB_KERNELS:
-        raise LabError("unknown lab kernel %r (choose from %s)" % (alias, ", ".join(LAB_KERNELS)))
-    kernel = describe(alias)
+    name = canonical(alias)
+    if name is None:
+        raise LabError("unknown lab kernel %r (choose from %s)" % (alias, ", ".join(aliases())))
+    kernel = describe(name)
     if not kernel.usable:
         raise LabError("lab kernel %s is not usable: missing %s" % (alias, "; ".join(kernel.missing)))
     return kernel

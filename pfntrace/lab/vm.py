@@ -136,7 +136,7 @@ def guest_python():
     return sys.executable
 
 
-def _write_job(job, cfg, command, release, stdout_tty, stderr_tty):
+def _write_job(job, cfg, command, release, stdout_tty, stderr_tty, kroot=""):
     cols, rows = shutil.get_terminal_size((100, 40))
     env = {
         "PFT_FS": cfg.fs, "PFT_PMEM": cfg.pmem, "PFT_MOUNT": DAX_MOUNT,
@@ -147,6 +147,9 @@ def _write_job(job, cfg, command, release, stdout_tty, stderr_tty):
         "PFT_COLS": str(cols), "PFT_ROWS": str(rows),
         "PFT_STDOUT_TTY": "1" if stdout_tty else "0",
         "PFT_STDERR_TTY": "1" if stderr_tty else "0",
+        # A kernel fetched into the cache (not installed): stage 2 puts its
+        # modules and headers at /lib/modules/RELEASE and /usr/src.
+        "PFT_KROOT": kroot, "PFT_RELEASE": release,
     }
     exported = {
         "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
@@ -156,6 +159,8 @@ def _write_job(job, cfg, command, release, stdout_tty, stderr_tty):
         "PFNTRACE_LAB_RELEASE": release, "PFNTRACE_LAB_FS": cfg.fs,
         "PFNTRACE_LAB_PMEM": cfg.pmem, "PFNTRACE_DAX_MOUNT": DAX_MOUNT,
         "PFNTRACE_DAX_DEVICE": "/dev/pmem0",
+        # The host's cache (prebuilt modules, fetched kernels), seen read-only.
+        "PFNTRACE_CACHE": kernels.CACHE,
     }
     exported.update(cfg.env)
     with open(os.path.join(job, "job.env"), "w") as f:
@@ -293,7 +298,7 @@ def run(cfg, command, stdout=None, stderr=None, log=None):
                        "carry it" % CHECKOUT)
     kernel = kernels.resolve(cfg.kernel)
     vmlinux = kernels.vmlinux(kernel)
-    initrd = initramfs.build(kernel.release)
+    initrd = initramfs.build(kernel.release, kernel.root)
     os.makedirs(os.path.join(kernels.CACHE, "runs"), exist_ok=True)
     job = tempfile.mkdtemp(prefix="job-", dir=os.path.join(kernels.CACHE, "runs"))
     try:
@@ -304,7 +309,8 @@ def run(cfg, command, stdout=None, stderr=None, log=None):
 
 
 def _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log):
-    _write_job(job, cfg, command, kernel.release, _isatty(stdout), _isatty(stderr))
+    _write_job(job, cfg, command, kernel.release, _isatty(stdout), _isatty(stderr),
+               kernel.root)
     for name in ("out.fifo", "err.fifo"):
         os.mkfifo(os.path.join(job, name))
     argv = _qemu_argv(cfg, vmlinux, initrd, job, kernel.release)

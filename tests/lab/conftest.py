@@ -34,7 +34,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IN_GUEST = os.environ.get("PFNTRACE_IN_LAB") == "1"
-ALL_TARGETS = ["6.1/ext4", "6.1/xfs", "6.12/ext4", "6.12/xfs"]
+ALL_TARGETS = ["6.1/ext4", "6.1/xfs", "6.12/ext4", "6.12/xfs", "newest/ext4", "newest/xfs"]
 OUTCOMES = "lab-outcomes.json"
 RUNNING = "lab-running"
 # A guest's backstop; a hung guest is caught sooner, by STALL_S without a

@@ -1,5 +1,5 @@
 """bpf_defines over synthetic kernels (one per timestamp layout) and over the
-real BTF of this host and of the two lab kernels."""
+real BTF of this host and of the lab kernels (installed, or fetched)."""
 
 import os
 
@@ -155,6 +155,22 @@ LAB_KERNELS = {
         "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 120, "TKC_XTIME_NSEC": 40,
         "TKC_SHIFT": 36, "TKC_OFFS_REAL": 152,
     },
+    # The newest kernel (pfntrace.lab.newest), tested when it is the one
+    # fetched into the cache.  i_flags moved to 4, vm_area_struct shrank,
+    # vm_operations_struct grew a member before ->fault, and the
+    # timekeeper is struct tk_data (timekeeper_data[], no tk_core).
+    "7.3.4+deb13-amd64": {
+        "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
+        "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 72, "VMA_VM_FILE": 88,
+        "VMOPS_FAULT": 48, "VMOPS_HUGE_FAULT": 56, "VMOPS_PAGE_MKWRITE": 80,
+        "VMOPS_PFN_MKWRITE": 88, "FILE_F_INODE": 32, "INODE_I_INO": 64, "INODE_I_SB": 40,
+        "INODE_I_FLAGS": 4, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
+        "INODE_CTIME_SEC": 104, "INODE_CTIME_NSEC": 120, "HUGE_FAULT_ARG_IS_ORDER": 1,
+        "FILE_F_PATH_DENTRY": 72, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
+        "SB_S_TIME_GRAN": 928,
+        "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 64, "TKC_XTIME_NSEC": 40,
+        "TKC_SHIFT": 36, "TKC_OFFS_REAL": 96,
+    },
 }
 
 
@@ -172,7 +188,12 @@ def vmlinux_from_bzimage(path):
 
 @pytest.mark.parametrize("release", sorted(LAB_KERNELS))
 def test_lab_kernel_defines(release, tmp_path):
+    from pfntrace.lab import kernels
+
     image = "/boot/vmlinuz-%s" % release
+    root = kernels.fetched_root(release)
+    if root:
+        image = os.path.join(root, "usr", "lib", "modules", release, "vmlinuz")
     if not os.path.exists(image):
         pytest.skip("no %s" % image)
     vmlinux = tmp_path / "vmlinux"

@@ -335,8 +335,9 @@ static int __init pftbug_init(void)
 		pr_err("pftbug: cannot put a kprobe on handle_mm_fault (error %d)\n", err);
 		goto out_put;
 	}
-	pr_info("pftbug: mode=%s on %s (dev %u:%u ino %lu)\n", mode_names[bug], path,
-		MAJOR(target->i_sb->s_dev), MINOR(target->i_sb->s_dev), target->i_ino);
+	pr_info("pftbug: mode=%s on %s (dev %u:%u ino %llu)\n", mode_names[bug], path,
+		MAJOR(target->i_sb->s_dev), MINOR(target->i_sb->s_dev),
+		(unsigned long long)target->i_ino);
 	return 0;
 
 out_put:
