@@ -105,6 +105,9 @@ class _Guests:
             if "lab_target" in params:
                 expected.setdefault(params["lab_target"], []).append(_guest_key(i))
         slots = threading.Semaphore(_parallel(len(expected)))
+        # Made here, once: threads that each made it first would each make
+        # a numbered base folder of their own.
+        self.tmp_factory.getbasetemp()
 
         def run(target, keys):
             with slots:
