@@ -216,3 +216,19 @@ def test_bad_input_is_one_line(monkeypatch):
     assert r.exit_code == 2 and r.output.strip() == "pfntrace: --interval must be positive"
     r = CliRunner().invoke(main, ["top", "-p", "999999999"])
     assert r.exit_code == 2 and "no process with pid" in r.output
+
+
+def test_invisible_writes_in_the_header_and_loud_on_multigrain():
+    st = state()
+    assert "invisible" not in top.plain(st, now_ns=T0 + 2 * S, wall="x")
+    st.cur.total.invisible = 5
+    assert "  invisible 5  bpf" in top.plain(st, now_ns=T0 + 2 * S, wall="x")
+    assert "invisible 5" in screen(st)
+    st.multigrain = True
+    assert "invisible 5 ON A MULTIGRAIN KERNEL" in top.plain(st, now_ns=T0 + 2 * S, wall="x")
+
+
+def test_counts_add_invisible():
+    a, b = Counts(invisible=2), Counts(invisible=3)
+    a.add(b)
+    assert a.invisible == 5
