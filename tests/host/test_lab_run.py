@@ -137,11 +137,11 @@ def test_nvdimm_pmem_is_made_fsdax():
     assert p.stdout.strip() == "1"
 
 
-def test_lab_list_names_both_kernels():
+def test_lab_list_names_every_kernel():
     p = subprocess.run([sys.executable, "-m", "pfntrace", "lab", "list"], capture_output=True,
                        text=True, cwd=REPO)
     assert p.returncode == 0
-    assert [l.split()[0] for l in p.stdout.splitlines()] == ["6.1", "6.12"]
+    assert [l.split()[0] for l in p.stdout.splitlines()] == ["6.1", "6.12", "newest"]
     assert all(" usable " in l for l in p.stdout.splitlines())
 
 
