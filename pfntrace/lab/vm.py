@@ -372,13 +372,16 @@ class _Stalled(Exception):
 def _progress_mark(cfg, job):
     """Something that changes whenever the guest makes progress: the console
     log's size and the newest mtime in the results folder."""
-    mark = [os.path.getsize(p) if os.path.exists(p) else 0 for p in [_console_path(cfg, job)]]
+    try:
+        console = os.path.getsize(_console_path(cfg, job))
+    except OSError:
+        console = 0
     try:
         with os.scandir(cfg.results) as it:
-            mark.append(max((e.stat().st_mtime_ns for e in it if e.is_file()), default=0))
+            newest = max((e.stat().st_mtime_ns for e in it if e.is_file()), default=0)
     except OSError:
-        mark.append(0)
-    return tuple(mark)
+        newest = 0
+    return console, newest
 
 
 def _wait(proc, cfg, job, start):
