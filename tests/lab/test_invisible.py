@@ -12,11 +12,9 @@ getattrs).  On 6.1 and 6.12 most rounds land in one coarse clock tick; on a
 
 import json
 import os
-import signal
-import subprocess
 import time
 
-from guest import MOUNT, PFNTRACE, WORKLOAD, run
+from guest import PFNTRACE, WORKLOAD, run, top_beside_record
 
 ROUNDS = 300
 
@@ -116,30 +114,13 @@ def test_the_23_page_and_generic_080_workloads_have_no_invisible_write(dax_dir):
 def test_top_counts_in_the_kernel_what_record_counts(dax_dir):
     """verdict.h's pft_invisible on top's map of last getattrs, against
     verdict.invisible on the recorded stream, on the same faults."""
-    from pfntrace import tracer
-    from pfntrace.aggregate import Reader
-    from pfntrace.commands.record import build_plan
-
-    st = os.stat(MOUNT)
-    dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
-    top = tracer.Tracer(build_plan(), devs=[dev], aggregate=True)
-    top.start()
     rec = os.path.join(dax_dir, "both.pft")
     path = os.path.join(dax_dir, "f")
-    recorder = subprocess.Popen(PFNTRACE + ["record", "--mount", MOUNT, "-o", rec],
-                                stderr=subprocess.PIPE, text=True)
-    try:
-        line = recorder.stderr.readline()
-        assert "recording" in line, line + recorder.stderr.read()
-        reader = Reader(top, interval_ns=10**9, bpf_stats=False)
+    with top_beside_record(rec) as (reader, dev):
         w = run(WORKLOAD + ["stat-write-loop", path, str(ROUNDS)])
         assert w.returncode == 0, w.stderr
         time.sleep(0.5)
         snap = reader.read()
-    finally:
-        recorder.send_signal(signal.SIGINT)
-        recorder.wait(timeout=60)
-        top.close()
     oracle = _oracle(w.stdout)
     an = _analyse(rec)
     (f,) = [x for x in an.files if x.ino == oracle["ino"]]
