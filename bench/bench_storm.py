@@ -24,16 +24,16 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PFNTRACE = [sys.executable, "-m", "pfntrace"]
+sys.path.insert(0, REPO)  # this checkout's pfntrace, whichever is installed
 LINE = re.compile(r"(\w+)=([0-9.]+)")
 LOST = re.compile(r"pfntrace: (\d+) events, (\d+) lost")
 ATTACH_TIMEOUT = 180
 
 
 def compile_storm(tmp):
-    exe = os.path.join(tmp, "storm")
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(REPO, "bench", "storm.c")],
-                   check=True)
-    return exe
+    from pfntrace.lab.workloads import build_storm
+
+    return build_storm(tmp)
 
 
 def parse(out):

@@ -257,7 +257,7 @@ class FileStats:
                  "dax_write_faults", "map_sync", "reprotects",
                  "reprotect_pages", "first_ts", "last_ts", "last_fault_ts",
                  "last_mtime", "invisible", "observations",
-                 "external", "deleted", "final_mtime",
+                 "external", "deleted", "unmounted", "final_mtime",
                  "final_ctime", "final_cmp")
 
     def __init__(self, dev, ino, path, index):
@@ -279,8 +279,9 @@ class FileStats:
         self.observations = 0       # getattrs of this file (any process)
         self.external = 0
         self.deleted = False
+        self.unmounted = False     # its filesystem was unmounted before the end
         self.final_mtime = self.final_ctime = None
-        self.final_cmp = None      # "equal" | "newer" | "older" | "deleted" | None
+        self.final_cmp = None      # "equal" | "newer" | "older" | "deleted" | "unmounted" | None
 
     @property
     def devstr(self):
@@ -793,8 +794,12 @@ def _final_statx(an, files):
         if st.get("path") and f.path == f.key:
             f.path = st["path"]
         if st.get("exists") is False:
-            f.deleted = True
-            f.final_cmp = "deleted"
+            if st.get("unmounted"):
+                f.unmounted = True
+                f.final_cmp = "unmounted"
+            else:
+                f.deleted = True
+                f.final_cmp = "deleted"
             continue
         f.final_mtime = st.get("mtime_ns")
         f.final_ctime = st.get("ctime_ns")

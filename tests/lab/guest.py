@@ -64,3 +64,16 @@ def top_beside_record(rec_path):
         recorder.send_signal(signal.SIGINT)
         recorder.wait(timeout=60)
         top.close()
+
+
+def figures(test, **data):
+    """Keep what a test measured for the notes: one JSON line per test in
+    the results folder the host reads (PFNTRACE_LAB_OUT), and on stdout."""
+    import json
+
+    line = json.dumps(dict(test=test, lab=KERNEL + "/" + FS, **data))
+    print(line)
+    out = os.environ.get("PFNTRACE_LAB_OUT")
+    if out:
+        with open(os.path.join(out, "figures.jsonl"), "a") as f:
+            f.write(line + "\n")
