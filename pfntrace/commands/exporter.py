@@ -45,14 +45,6 @@ def _check_textfile_dir(directory):
         raise Fail("--textfile %s: not writable" % directory)
 
 
-class _Quit(Exception):
-    pass
-
-
-def _on_term(signum, frame):
-    raise _Quit()
-
-
 def _serve(reg, host, port):
     from prometheus_client import start_http_server
 
@@ -82,8 +74,9 @@ def _textfile_loop(reg, directory, interval, count):
 
 
 @click.command("exporter")
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="[HOST]:PORT",
-              help="Serve /metrics here (like --web.listen-address).")
+@click.option("--listen", default=None, metavar="[HOST]:PORT",
+              help="Serve /metrics here, like --web.listen-address  [default: %s]"
+                   % DEFAULT_LISTEN)
 @click.option("--textfile", metavar="DIR", default=None,
               help="Instead of serving, write DIR/pfntrace.prom every interval (atomically: "
                    "a temporary file renamed), for node_exporter's textfile collector.")
@@ -115,13 +108,16 @@ def command(listen, textfile, interval, mounts, all_files, per_file, max_files, 
     """
     from pfntrace import __version__, aggregate, doctor, tracer
     from pfntrace.commands.record import _watched_mount, build_plan
+    from pfntrace.commands.top import _on_term, _Quit, start_counters
     from pfntrace.views import metrics
 
+    if textfile is not None and listen is not None:
+        raise Fail("--listen and --textfile exclude each other: serve, or write a file")
     if textfile is not None:
         _check_textfile_dir(textfile)
         host = port = None
     else:
-        host, port = parse_listen(listen)
+        host, port = parse_listen(listen or DEFAULT_LISTEN)
     blocker = doctor.record_blocker()
     if blocker:
         raise Fail(blocker)
@@ -132,14 +128,7 @@ def command(listen, textfile, interval, mounts, all_files, per_file, max_files, 
     old_term = signal.signal(signal.SIGTERM, _on_term)
     reader = None
     try:
-        try:
-            tr.start()
-        except tracer.TracerError as e:
-            raise Fail(str(e))
-        failed = [h for h in plan["hooks"] if h.get("why", "").startswith("attach failed")]
-        if failed:
-            raise Fail("could not attach %s %s: %s"
-                       % (failed[0]["kind"], failed[0]["hook"], failed[0]["why"]))
+        start_counters(tr, plan)
         reader = aggregate.Reader(tr, interval_ns=int(interval * 1e9), bpf_stats=False)
         roots = [m[0] for m in watched]
         resolver = aggregate.PathResolver(roots) if per_file else None
