@@ -278,3 +278,28 @@ def test_sample_alert_rules(tmp_path):
     tests.write_text(RULE_TESTS % RULES)
     p = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_textfile_loop_writes_each_interval(tmp_path):
+    from pfntrace.commands.exporter import _textfile_loop
+
+    reads = []
+
+    def read():
+        reads.append(1)
+        return metrics.families(snapshot(), MOUNTS, "v", "k")
+
+    _textfile_loop(metrics.registry(read), str(tmp_path), 0.01, 3)
+    assert len(reads) == 3
+    assert os.listdir(tmp_path) == [metrics.TEXTFILE_NAME]
+    text = (tmp_path / metrics.TEXTFILE_NAME).read_text()
+    assert text == metrics.exposition(read()).decode()
+
+
+def test_textfile_loop_fails_in_one_line(tmp_path):
+    from pfntrace.commands.exporter import _textfile_loop
+
+    gone = tmp_path / "gone"
+    with pytest.raises(Fail) as e:
+        _textfile_loop(metrics.registry(lambda: []), str(gone), 0.01, 1)
+    assert e.value.format_message() == "--textfile %s: No such file or directory" % gone
