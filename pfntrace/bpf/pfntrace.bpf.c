@@ -208,8 +208,10 @@ static __always_inline void agg_account(struct pft_event *ev)
 			__sync_fetch_and_add(&f->invisible, 1);
 		__sync_fetch_and_add(&f->kinds[kind], 1);
 		__sync_fetch_and_add(&f->verdicts[verdict], 1);
-		if (timed)
+		if (timed) {
 			__sync_fetch_and_add(&f->lat[agg_idx(b)], 1);
+			__sync_fetch_and_add(&f->lat_sum, ev->duration_ns);
+		}
 		__sync_fetch_and_add(&f->total, 1);
 		f->last_ts = ev->ts_ns;
 		f->last_pid = ev->pid;
@@ -238,8 +240,10 @@ static __always_inline void agg_account(struct pft_event *ev)
 	if (t) {
 		t->kinds[kind] += 1;
 		t->verdicts[verdict] += 1;
-		if (timed)
+		if (timed) {
 			t->lat[agg_idx(b)] += 1;
+			t->lat_sum += ev->duration_ns;
+		}
 		t->total += 1;
 		t->invisible += invisible;
 		t->last_ts = ev->ts_ns;

@@ -2,10 +2,12 @@
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,6 +34,28 @@ def guest_fixture(scope="function"):
             return fn(*args, **kwargs)
         return fixture
     return wrap
+
+
+def figures(test, **data):
+    """Keep what a test measured for the notes: one JSON line per test in
+    the results folder the host reads (PFNTRACE_LAB_OUT)."""
+    out = os.environ.get("PFNTRACE_LAB_OUT")
+    if out:
+        with open(os.path.join(out, "figures.jsonl"), "a") as f:
+            f.write(json.dumps(dict(test=test, **data)) + "\n")
+
+
+def wait_for(what, fn, timeout, every=0.25):
+    """fn()'s first true value, asked every `every` seconds; the test fails
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %ds waiting for %s" % (timeout, what))
+        time.sleep(every)
 
 
 def run(argv, **kw):
