@@ -36,15 +36,6 @@ def guest_fixture(scope="function"):
     return wrap
 
 
-def figures(test, **data):
-    """Keep what a test measured for the notes: one JSON line per test in
-    the results folder the host reads (PFNTRACE_LAB_OUT)."""
-    out = os.environ.get("PFNTRACE_LAB_OUT")
-    if out:
-        with open(os.path.join(out, "figures.jsonl"), "a") as f:
-            f.write(json.dumps(dict(test=test, **data)) + "\n")
-
-
 def wait_for(what, fn, timeout, every=0.25):
     """fn()'s first true value, asked every `every` seconds; the test fails
     after `timeout` seconds."""
@@ -93,8 +84,6 @@ def top_beside_record(rec_path):
 def figures(test, **data):
     """Keep what a test measured for the notes: one JSON line per test in
     the results folder the host reads (PFNTRACE_LAB_OUT), and on stdout."""
-    import json
-
     line = json.dumps(dict(test=test, lab=KERNEL + "/" + FS, **data))
     print(line)
     out = os.environ.get("PFNTRACE_LAB_OUT")
