@@ -362,6 +362,7 @@ class Analysis:
         self._undecided_rows = []
         self._invisible_rows = []
         self.faults_kept = True
+        self.findings_kept = True   # problems, undecided, invisible (not when streamed)
         self._faults = None
 
     # -- faults -----------------------------------------------------------
@@ -404,7 +405,7 @@ class Analysis:
 
     def multigrain_warning(self):
         """The loud line when a multigrain kernel let a write go invisible."""
-        n = len(self._invisible_rows)
+        n = self._sum("invisible")
         if not (n and self.multigrain):
             return None
         return ("%d invisible write(s) on a kernel with multigrain timestamps (6.13+), where "
@@ -527,25 +528,63 @@ def analyse(recording, keep_faults=True, selection=None):
     (``Analysis.undecided``), which is what a report without --events needs.
     selection: a :class:`Selection` restricting which faults are counted.
     """
+    an = _new_analysis(recording, keep_faults, True, selection)
+    for _ in _passes(recording, an):
+        pass
+    return an
+
+
+def stream(recording, selection=None):
+    """Correlate a recording without keeping its faults: (an, faults).
+
+    faults iterates every selected write fault as a :class:`Fault`, in
+    stream order, as the engine judges it; no fault, finding or invisible
+    write is kept, so memory does not grow with the recording (one event
+    block's faults at a time).  an is an :class:`Analysis` whose aggregates
+    (files, processes, latency, summary, warnings) are complete once faults
+    is exhausted; its ``faults``, ``problems``, ``undecided`` and
+    ``invisible`` lists stay empty.
+    """
+    an = _new_analysis(recording, True, False, selection)
+    return an, _stream(recording, an)
+
+
+def _stream(recording, an):
+    rows = an._fault_rows
+    for _ in _passes(recording, an):
+        for row in rows:
+            yield Fault(row, an)
+        rows.clear()
+
+
+def _new_analysis(recording, keep_faults, keep_findings, selection):
+    an = Analysis()
+    an.header = dict(getattr(recording, "header", None) or {})
+    an.meta = dict(getattr(recording, "meta", None) or {})
+    an.trailer = getattr(recording, "trailer", None)
+    an.lost = list(getattr(recording, "lost", None) or [])
+    an.faults_kept = keep_faults
+    an.findings_kept = keep_findings
+    an.selection = selection or Selection()
+    return an
+
+
+def _passes(recording, an):
+    """Run the engine over the recording, pausing (yield) after each batch
+    of events: the selected faults of that batch are then in
+    an._fault_rows (when kept).  Finishes the Analysis at the end."""
     # Millions of small tuples, none of them in a cycle: the cyclic GC would
     # only rescan them over and over.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        an = Analysis()
-        an.header = dict(getattr(recording, "header", None) or {})
-        an.meta = dict(getattr(recording, "meta", None) or {})
-        an.trailer = getattr(recording, "trailer", None)
-        an.lost = list(getattr(recording, "lost", None) or [])
-        an.faults_kept = keep_faults
-        an.selection = selection or Selection()
         engine = _Engine(an)
         event = engine.event
         for rows in _row_batches(recording):
             for row in rows:
                 event(row)
+            yield
         engine.finish(recording)
-        return an
     finally:
         if was_enabled:
             gc.enable()
@@ -744,15 +783,18 @@ class _Engine:
         p.kinds[kind] += 1
         p.verdicts[verdict] += 1
         p.files.add(fs.index)
+        an = self.an
         if row[-1] is not None:
             fs.invisible += 1
             p.invisible += 1
-            self.an._invisible_rows.append(row)
+            if an.findings_kept:
+                an._invisible_rows.append(row)
         if kind != K_NONOTIFY:
-            self.an.latency[dur.bit_length()] += 1
-        an = self.an
+            an.latency[dur.bit_length()] += 1
         if an.faults_kept:
             an._fault_rows.append(row)
+        if not an.findings_kept:
+            return
         if verdict == V_MISSED or verdict == V_NO_NOTIFIER:
             an._problem_rows.append(row)
         elif verdict == V_UNDECIDED:
