@@ -51,7 +51,8 @@ LATENCY_BUCKETS = 65
 # Without a clock tick in the header assume HZ=100, the longest.
 DEFAULT_TICK_NS = 10_000_000
 
-# The fields the engine reads, picked from pfntrace.decode's rows.
+# The fields the engine reads, in struct order: decoded by one struct
+# unpack (pfntrace.decode.picker), comm with its NUL padding.
 _FIELDS = (
     "ts_ns", "duration_ns", "ino", "pgoff", "vm_flags", "handler", "ops_pfn_mkwrite",
     "ops_page_mkwrite", "mtime_sec0", "mtime_sec1", "ctime_sec0", "ctime_sec1",
@@ -59,6 +60,7 @@ _FIELDS = (
     "dev", "fault_flags", "ret", "roles", "flags", "ftu_calls", "arg", "time_gran",
     "clock_ns0", "clock_ns1", "comm",
 )
+_rows = decode.picker(_FIELDS)
 _pick = operator.itemgetter(*(decode.ROW_INDEX[n] for n in _FIELDS))
 
 
@@ -67,7 +69,7 @@ def _row_batches(recording):
     recording has them, else one over its decoded events."""
     blocks = getattr(recording, "iter_event_blocks", None)
     if callable(blocks):
-        return (map(_pick, decode.iter_rows(payload)) for payload in blocks())
+        return map(_rows, blocks())
     return (map(_pick, map(decode.row_from_dict, recording.iter_events())),)
 
 
@@ -579,10 +581,8 @@ def _passes(recording, an):
     gc.disable()
     try:
         engine = _Engine(an)
-        event = engine.event
         for rows in _row_batches(recording):
-            for row in rows:
-                event(row)
+            engine.feed(rows)
             yield
         engine.finish(recording)
     finally:
@@ -615,13 +615,9 @@ class _Engine:
         sel = an.selection
         self.f_verdict = VERDICTS.index(sel.verdict) if sel.verdict else None
         self.proc_filter = sel.pid is not None or sel.comm is not None
-        self._last = (None, None, None)
 
     # -- whose event ---------------------------------------------------------
     def file_of(self, dev, ino):
-        last_dev, last_ino, fs = self._last
-        if dev == last_dev and ino == last_ino:
-            return fs
         fs = self.files.get((dev, ino))
         if fs is None:
             key = file_key(dev, ino)
@@ -630,7 +626,6 @@ class _Engine:
             if self.an.selection.file is not None:
                 fs.selected = self.an.selection.file in fs.path
             self.files[(dev, ino)] = fs
-        self._last = (dev, ino, fs)
         return fs
 
     def proc_of(self, pid, comm):
@@ -654,57 +649,73 @@ class _Engine:
         return fs.selected and (not self.proc_filter or self.proc_ok(pid, comm))
 
     # -- the steps -----------------------------------------------------------
-    def event(self, row):
-        (ts, dur, ino, pgoff, vm_flags, handler, ops_pfn, ops_page, ms0, ms1, cs0, cs1,
-         mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags, ftu, arg, gran,
-         clk0, clk1, comm) = row
-        self.events += 1
-        fs = self.file_of(dev, ino)
-        if typ in self.counts:
-            self.counts[typ] += 1
-        else:
-            self.other_types += 1
-        if typ == EV_WP and self.counted(fs, pid, comm):
-            fs.wp_entries += 1
-        if typ == EV_GETATTR:
-            if not ret:
-                fs.observations += 1
-                self.observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
-                                             cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
-            return
+    def feed(self, rows):
+        """Each event of rows through the steps (one loop, the engine's
+        state in locals: this is where a report spends its time)."""
+        counts, observed, files = self.counts, self.observed, self.files
+        classify, judge, invisible = V.classify, V.judge, V.invisible
+        not_a_fault, inner_half = self.not_a_fault, self.inner_half
+        set_externally, aggregate, proc_of = self.set_externally, self.aggregate, self.proc_of
+        counted = self.counted
+        pmd_arg, pud_arg, wall_offset = self.pmd_arg, self.pud_arg, self.wall_offset
+        f_verdict = self.f_verdict
+        # Without a process filter a file's selection says it all.
+        everyone = not self.proc_filter
+        last_dev = last_ino = fs = None
+        n = 0
+        for (ts, dur, ino, pgoff, vm_flags, handler, ops_pfn, ops_page, ms0, ms1, cs0, cs1,
+             mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags, ftu, arg, gran,
+             clk0, clk1, comm) in rows:
+            n += 1
+            if dev != last_dev or ino != last_ino:
+                fs = files.get((dev, ino)) or self.file_of(dev, ino)
+                last_dev, last_ino = dev, ino
+            if typ in counts:
+                counts[typ] += 1
+            else:
+                self.other_types += 1
+            if typ == EV_WP and fs.selected and (everyone or counted(fs, pid, comm)):
+                fs.wp_entries += 1
+            elif typ == EV_GETATTR:
+                if not ret:
+                    fs.observations += 1
+                    observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
+                                            cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
+                continue
 
-        kind = V.classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
-                          self.pmd_arg, self.pud_arg)
-        if kind >= NKINDS:
-            self.not_a_fault(kind, typ, fs, pid, comm, ff, flags, arg)
-            return
-        if kind == K_FAULT and self.inner_half(tid, ts, dur, pgoff, roles):
-            if fs.selected:
-                fs.nested += 1
-            return
+            kind = classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
+                            pmd_arg, pud_arg)
+            if kind >= NKINDS:
+                not_a_fault(kind, typ, fs, pid, comm, ff, flags, arg)
+                continue
+            if kind == K_FAULT and inner_half(tid, ts, dur, pgoff, roles):
+                if fs.selected:
+                    fs.nested += 1
+                continue
 
-        m0 = ms0 * NS + mn0
-        m1 = ms1 * NS + mn1
-        c0 = cs0 * NS + (cn0 & NSEC_MASK)
-        c1 = cs1 * NS + (cn1 & NSEC_MASK)
-        verdict = V.judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
-                          bool(ms0 | ms1 | cs0 | cs1))
-        external = self.set_externally(fs, ts, m0, m1)
-        observer = None
-        obs = self.observed.get((dev, ino))
-        if obs is not None and V.invisible(ts, m1, c1, obs[0], obs[1], obs[2]):
-            observer = (obs[3], obs[4], ts - obs[0])
+            m0 = ms0 * NS + mn0
+            m1 = ms1 * NS + mn1
+            c0 = cs0 * NS + (cn0 & NSEC_MASK)
+            c1 = cs1 * NS + (cn1 & NSEC_MASK)
+            verdict = judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
+                            bool(ms0 | ms1 | cs0 | cs1))
+            external = set_externally(fs, ts, m0, m1)
+            observer = None
+            obs = observed.get((dev, ino))
+            if obs is not None and invisible(ts, m1, c1, obs[0], obs[1], obs[2]):
+                observer = (obs[3], obs[4], ts - obs[0])
 
-        if not self.counted(fs, pid, comm):
-            return
-        if self.f_verdict is not None and verdict != self.f_verdict:
-            return
-        if typ == EV_WP:
-            handler = ops_pfn if kind in (K_PFN, K_NONOTIFY) else ops_page
-        wall = clk0 or ts + self.wall_offset
-        self.aggregate(fs, self.proc_of(pid, comm), kind, verdict, dur,
-                       (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
-                        c1, wall, external, clk0, clk1, cn0 & V.QUERIED, handler, observer))
+            if not (fs.selected and (everyone or counted(fs, pid, comm))):
+                continue
+            if f_verdict is not None and verdict != f_verdict:
+                continue
+            if typ == EV_WP:
+                handler = ops_pfn if kind == K_PFN or kind == K_NONOTIFY else ops_page
+            aggregate(fs, proc_of(pid, comm), kind, verdict, dur,
+                      (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
+                       c1, clk0 or ts + wall_offset, external, clk0, clk1, cn0 & V.QUERIED,
+                       handler, observer))
+        self.events += n
 
     def not_a_fault(self, why, typ, fs, pid, comm, ff, flags, arg):
         """Count what an event that is no write fault says."""
