@@ -45,6 +45,8 @@ EV_GETATTR = C("PFT_EV_GETATTR")
 F_PMD = C("PFT_F_PMD")
 FAULT_FLAG_WRITE = C("PFT_FAULT_FLAG_WRITE")
 ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
+C_IN_WP, C_NESTED, C_RETRY, C_FALLBACK, C_ERROR, C_READ = (
+    V.C_IN_WP, V.C_NESTED, V.C_RETRY, V.C_FALLBACK, V.C_ERROR, V.C_READ)
 NSEC_MASK = V.NSEC_MASK
 NS = V.NS
 LATENCY_BUCKETS = 65
@@ -719,23 +721,23 @@ class _Engine:
 
     def not_a_fault(self, why, typ, fs, pid, comm, ff, flags, arg):
         """Count what an event that is no write fault says."""
-        if why == V.C_IN_WP:
+        if why == C_IN_WP:
             if fs.selected:
                 fs.handler_calls += 1
             return
-        if why == V.C_NESTED:
+        if why == C_NESTED:
             if fs.selected:
                 fs.nested += 1
             return
-        if not self.counted(fs, pid, comm):
+        if not fs.selected or (self.proc_filter and not self.proc_ok(pid, comm)):
             return
-        if why == V.C_RETRY:
+        if why == C_RETRY:
             fs.retries += 1
-        elif why == V.C_FALLBACK:
+        elif why == C_FALLBACK:
             fs.fallbacks += 1
-        elif why == V.C_ERROR:
+        elif why == C_ERROR:
             fs.errors += 1
-        elif why == V.C_READ:
+        elif why == C_READ:
             fs.reads += 1
             self.proc_of(pid, comm).reads += 1
         elif typ == EV_DAX_FAULT:
@@ -779,6 +781,7 @@ class _Engine:
 
     def aggregate(self, fs, p, kind, verdict, dur, row):
         ts = row[0]
+        an = self.an
         fs.write_faults += 1
         fs.kinds[kind] += 1
         fs.verdicts[verdict] += 1
@@ -794,7 +797,6 @@ class _Engine:
         p.kinds[kind] += 1
         p.verdicts[verdict] += 1
         p.files.add(fs.index)
-        an = self.an
         if row[-1] is not None:
             fs.invisible += 1
             p.invisible += 1

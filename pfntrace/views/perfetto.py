@@ -16,10 +16,11 @@ the JSON object form of the trace-event format:
   ``ts`` is the fault's start, ``dur`` how long the handler (do_wp_page,
   ->fault, ->huge_fault) ran, in microseconds with nanosecond decimals;
   name ``"<kind> <verdict>"``, category ``write_fault``, args ``file``,
-  ``page``, ``kind``, ``verdict``, ``handler``, ``dev_ino``, ``comm``,
-  ``latency_ns``, ``ftu_calls``, the timestamps before and after (ns since
-  the epoch), ``kernel_clock_ns`` and, for an invisible write, who last
-  stat'ed the file (``invisible_to``).
+  ``dev_ino``, ``page``, ``kind``, ``verdict``, ``handler``, ``ftu_calls``
+  (file_update_time calls), the timestamps before and after (ns since the
+  epoch), ``kernel_clock_ns`` (the kernel's timestamp clock at the fault's
+  entry and return) and, for an invisible write, who last stat'ed the file
+  (``invisible_to``, as in report --json).
 * ``"ph": "i"`` a thread-scoped instant where the fault moved mtime and/or
   ctime (at the fault's end), category ``timestamps``.
 * ``"ph": "C"`` per file, write faults per second (``FILES_PID``, counter
@@ -51,11 +52,8 @@ _BATCH = 2048
 _dumps = json.dumps
 
 
-def _us(ns):
-    """Nanoseconds as a JSON number of microseconds, exactly."""
-    if ns < 0:
-        return "-" + _us(-ns)
-    return "%d.%03d" % divmod(ns, 1000)
+# "<which> moved", by (mtime moved) + 2 * (ctime moved)
+_MOVED = (None, "mtime", "ctime", "mtime+ctime")
 
 
 class _Counters:
@@ -65,20 +63,19 @@ class _Counters:
     def __init__(self, emit):
         self.emit = emit
         self.files = {}          # file index -> [name json, {second: n}, last second emitted]
-        self.newest = None
+        self.newest = -1
         self.samples = 0
 
     def add(self, fs, ts):
         second = ts // _SECOND
         entry = self.files.get(fs.index)
         if entry is None:
-            entry = self.files[fs.index] = [_dumps(fs.path), {}, None]
-        last = entry[2]
-        if last is not None and second <= last:
-            second = last + 1    # that second is written already (see COUNTER_WINDOW_S)
+            entry = self.files[fs.index] = [_dumps(fs.path), {}, -1]
+        if second <= entry[2]:
+            second = entry[2] + 1    # that second is written already (see COUNTER_WINDOW_S)
         open_ = entry[1]
         open_[second] = open_.get(second, 0) + 1
-        if self.newest is None or second > self.newest:
+        if second > self.newest:
             self.newest = second
             self.flush(second - COUNTER_WINDOW_S)
 
@@ -87,21 +84,19 @@ class _Counters:
         the last second of all, the rate falls to 0."""
         for entry in self.files.values():
             name, open_, last = entry
-            if not open_:
-                continue
             for second in sorted(s for s in open_ if upto is None or s <= upto):
-                if last is not None and second > last + 1:
+                if last >= 0 and second > last + 1:
                     self._sample(name, last + 1, 0)
                 self._sample(name, second, open_.pop(second))
                 last = second
-            if upto is None and last is not None:
+            if upto is None and last >= 0:
                 self._sample(name, last + 1, 0)
             entry[2] = last
 
     def _sample(self, name, second, n):
         self.samples += 1
-        self.emit('{"ph":"C","name":%s,"pid":%d,"tid":%d,"ts":%s,"args":{"%s":%d}}'
-                  % (name, FILES_PID, FILES_PID, _us(second * _SECOND), COUNTER_SERIES, n))
+        self.emit('{"ph":"C","name":%s,"pid":%d,"tid":%d,"ts":%d,"args":{"%s":%d}}'
+                  % (name, FILES_PID, FILES_PID, second * 1_000_000, COUNTER_SERIES, n))
 
 
 class TraceWriter:
@@ -114,10 +109,9 @@ class TraceWriter:
         self.first = True
         self.slices = self.instants = self.metadata = 0
         self.processes = set()
-        self.threads = set()
-        self.strings = {}        # str -> its JSON
+        self.threads = {}        # (pid, tid) -> '"pid":P,"tid":T'
         self.handlers = {}       # address -> JSON of its name
-        self.files = {}          # file index -> JSON of (path, key)
+        self.files = {}          # file index -> '"file":...,"dev_ino":...' 
         self.counters = _Counters(self._emit)
         self.meta_procs = an.meta.get("procs") or {}
 
@@ -148,66 +142,61 @@ class TraceWriter:
         self.out.write("\n],\n\"otherData\":%s}\n" % _dumps(self.other_data()))
 
     # -- the events -----------------------------------------------------------
-    def _json(self, s):
-        j = self.strings.get(s)
-        if j is None:
-            if len(self.strings) > 65536:
-                self.strings.clear()
-            j = self.strings[s] = _dumps(s)
-        return j
-
     def _metadata(self, what, pid, tid, name):
         self.metadata += 1
         self._emit('{"ph":"M","name":"%s","pid":%d,"tid":%d,"args":{"name":%s}}'
                    % (what, pid, tid, _dumps(name)))
 
     def _thread(self, f):
+        """The "pid", "tid" of f's track, named the first time."""
         if f.pid not in self.processes:
             self.processes.add(f.pid)
             m = self.meta_procs.get(str(f.pid)) or self.meta_procs.get(f.pid) or {}
             self._metadata("process_name", f.pid, f.pid, m.get("comm") or f.comm)
-        self.threads.add((f.pid, f.tid))
         self._metadata("thread_name", f.pid, f.tid, f.comm)
+        where = self.threads[(f.pid, f.tid)] = '"pid":%d,"tid":%d' % (f.pid, f.tid)
+        return where
 
     def _handler(self, f):
-        j = self.handlers.get(f.handler)
-        if j is None:
-            j = self.handlers[f.handler] = _dumps(f.handler_name)
+        j = self.handlers[f.handler] = _dumps(f.handler_name)
         return j
 
     def _file(self, fs):
-        j = self.files.get(fs.index)
-        if j is None:
-            j = self.files[fs.index] = '"file":%s,"dev_ino":"%s"' % (_dumps(fs.path), fs.key)
+        j = self.files[fs.index] = '"file":%s,"dev_ino":"%s"' % (_dumps(fs.path), fs.key)
         return j
 
     def fault(self, f):
-        if (f.pid, f.tid) not in self.threads:
-            self._thread(f)
+        # Per fault: one format of each event, everything else looked up
+        # (this is most of the time a trace takes to write).
+        where = self.threads.get((f.pid, f.tid)) or self._thread(f)
         fs = f.file
-        where = '"pid":%d,"tid":%d' % (f.pid, f.tid)
+        file = self.files.get(fs.index) or self._file(fs)
+        ts, dur = f.ts, f.latency
+        m0, m1, c0, c1 = f.mtime_before, f.mtime_after, f.ctime_before, f.ctime_after
         stamps = ('"mtime_before_ns":%d,"mtime_after_ns":%d,"ctime_before_ns":%d,'
-                  '"ctime_after_ns":%d' % (f.mtime_before, f.mtime_after, f.ctime_before,
-                                           f.ctime_after))
-        args = ('%s,"page":%d,"kind":"%s","verdict":"%s","handler":%s,"comm":%s,'
-                '"latency_ns":%d,"ftu_calls":%d,%s,"kernel_clock_ns":[%d,%d]' % (
-                    self._file(fs), f.pgoff, f.kind, f.verdict, self._handler(f),
-                    self._json(f.comm), f.latency, f.ftu_calls, stamps,
-                    f.clock[0], f.clock[1]))
-        if f.observer is not None:
-            args += ',"invisible_to":%s' % _dumps(f.invisible_dict())
+                  '"ctime_after_ns":%d' % (m0, m1, c0, c1))
+        pending = self.pending
+        pending.append(
+            '{"ph":"X","cat":"write_fault","name":"%s %s",%s,"ts":%d.%03d,"dur":%d.%03d,'
+            '"args":{%s,"page":%d,"kind":"%s","verdict":"%s","handler":%s,"ftu_calls":%d,'
+            '%s,"kernel_clock_ns":[%d,%d]%s}}' % (
+                f.kind, f.verdict, where, ts // 1000, ts % 1000, dur // 1000, dur % 1000,
+                file, f.pgoff, f.kind, f.verdict,
+                self.handlers.get(f.handler) or self._handler(f), f.ftu_calls, stamps,
+                f.clock[0], f.clock[1],
+                "" if f.observer is None else ',"invisible_to":' + _dumps(f.invisible_dict())))
         self.slices += 1
-        self._emit('{"ph":"X","cat":"write_fault","name":"%s %s",%s,"ts":%s,"dur":%s,'
-                   '"args":{%s}}' % (f.kind, f.verdict, where, _us(f.ts), _us(f.latency), args))
-        moved = [name for name, a, b in (("mtime", f.mtime_before, f.mtime_after),
-                                         ("ctime", f.ctime_before, f.ctime_after)) if a != b]
-        if moved:
+        if m0 != m1 or c0 != c1:
+            end = ts + dur
             self.instants += 1
-            self._emit('{"ph":"i","s":"t","cat":"timestamps","name":"%s moved",%s,"ts":%s,'
-                       '"args":{%s,"page":%d,%s}}' % (
-                           "+".join(moved), where, _us(f.ts + f.latency), self._file(fs),
-                           f.pgoff, stamps))
-        self.counters.add(fs, f.ts)
+            pending.append(
+                '{"ph":"i","s":"t","cat":"timestamps","name":"%s moved",%s,"ts":%d.%03d,'
+                '"args":{%s,"page":%d,%s}}' % (
+                    _MOVED[(m0 != m1) + 2 * (c0 != c1)], where, end // 1000, end % 1000,
+                    file, f.pgoff, stamps))
+        self.counters.add(fs, ts)
+        if len(pending) >= _BATCH:
+            self._write()
 
     def other_data(self):
         an = self.an

@@ -118,9 +118,11 @@ def test_stdout(rec_path):
     assert len(slices(json.loads(r.stdout))) == 4
 
 
-def test_times_are_exact_microseconds():
-    assert perfetto._us(1_700_000_123_456_789_012) == "1700000123456789.012"
-    assert perfetto._us(0) == "0.000" and perfetto._us(999) == "0.999"
+def test_times_are_exact_microseconds(rec_path, tmp_path):
+    trace_of(rec_path, tmp_path)
+    text = (tmp_path / "trace.json").read_text()
+    # The CURRENT fault: 1 s + 5 us, 9 us; the MISSED one lasted 1.5 us.
+    assert '"ts":1000005.000,"dur":9.000,' in text and '"dur":1.500,' in text
 
 
 def test_a_fault_behind_the_counter_window_counts_in_the_next_open_second():
