@@ -4,36 +4,22 @@ verdicts, timestamp moves, counters), streamed in flat memory, and failing
 in one line when it cannot be written."""
 
 import gc
-import io
 import json
 import os
 import struct
 import subprocess
-import sys
 import tracemalloc
 
 import pytest
-from click.testing import CliRunner
 
-import pfntrace
 from pfntrace import correlate, layout
-from pfntrace.cli import main
 from pfntrace.recording import Recording, RecordingWriter
 from pfntrace.views import perfetto
 
 import trace_event_spec
 from test_recording import tiny_fs  # noqa: F401  (a fixture)
-from test_report import HEADER, META, NS, T0, fault, write_recording
-
-PAGES = {"/mnt/dax/f": [0, 1, 2], "/mnt/dax/g": [5]}
-
-
-def cli(*args):
-    try:
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:          # click >= 8.2 always separates stderr
-        runner = CliRunner()
-    return runner.invoke(main, list(args), catch_exceptions=False)
+from test_bad_input import _run
+from test_report import HEADER, META, NS, T0, cli, fault, write_recording
 
 
 @pytest.fixture
@@ -198,12 +184,6 @@ def test_memory_does_not_grow_with_the_recording(tmp_path):
 
 
 # -- cannot write ----------------------------------------------------------------
-
-def _run(args, **kw):
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pfntrace.__file__)))
-    return subprocess.run([sys.executable, "-m", "pfntrace"] + args, env=env,
-                          stderr=subprocess.PIPE, text=True, timeout=60, **kw)
-
 
 def test_bad_path_full_disk_and_closed_pipe_are_one_line(rec_path, tmp_path):
     r = cli("report", "--perfetto", str(tmp_path / "no" / "t.json"), str(rec_path))
