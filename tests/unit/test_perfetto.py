@@ -226,3 +226,14 @@ def test_a_corrupt_recording_is_one_line(tmp_path):
     r = cli("report", "--perfetto", str(tmp_path / "t.json"), str(p))
     assert r.exit_code == 2 and r.stderr == "pfntrace: %s is not a pfntrace recording\n" % p
     assert not (tmp_path / "t.json").exists()
+
+
+def test_a_truncated_recording_is_written_and_warned(tmp_path):
+    p = write_recording(tmp_path / "t.pft")
+    p.write_bytes(p.read_bytes()[:-40])          # tear the trailer block
+    doc, r = trace_of(p, tmp_path)
+    assert len(slices(doc)) == 4
+    warning, done = r.stderr.splitlines()
+    assert warning.startswith("pfntrace: warning: %s: the recording is truncated" % p)
+    assert done.endswith("(open it in https://ui.perfetto.dev)")
+    assert doc["otherData"]["warnings"][0].startswith("the recording is truncated")
