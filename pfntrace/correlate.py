@@ -45,13 +45,16 @@ EV_GETATTR = C("PFT_EV_GETATTR")
 F_PMD = C("PFT_F_PMD")
 FAULT_FLAG_WRITE = C("PFT_FAULT_FLAG_WRITE")
 ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
+C_IN_WP, C_NESTED, C_RETRY, C_FALLBACK, C_ERROR, C_READ = (
+    V.C_IN_WP, V.C_NESTED, V.C_RETRY, V.C_FALLBACK, V.C_ERROR, V.C_READ)
 NSEC_MASK = V.NSEC_MASK
 NS = V.NS
 LATENCY_BUCKETS = 65
 # Without a clock tick in the header assume HZ=100, the longest.
 DEFAULT_TICK_NS = 10_000_000
 
-# The fields the engine reads, picked from pfntrace.decode's rows.
+# The fields the engine reads, in struct order: decoded by one struct
+# unpack (pfntrace.decode.picker), comm with its NUL padding.
 _FIELDS = (
     "ts_ns", "duration_ns", "ino", "pgoff", "vm_flags", "handler", "ops_pfn_mkwrite",
     "ops_page_mkwrite", "mtime_sec0", "mtime_sec1", "ctime_sec0", "ctime_sec1",
@@ -59,6 +62,7 @@ _FIELDS = (
     "dev", "fault_flags", "ret", "roles", "flags", "ftu_calls", "arg", "time_gran",
     "clock_ns0", "clock_ns1", "comm",
 )
+_rows = decode.picker(_FIELDS)
 _pick = operator.itemgetter(*(decode.ROW_INDEX[n] for n in _FIELDS))
 
 
@@ -67,7 +71,7 @@ def _row_batches(recording):
     recording has them, else one over its decoded events."""
     blocks = getattr(recording, "iter_event_blocks", None)
     if callable(blocks):
-        return (map(_pick, decode.iter_rows(payload)) for payload in blocks())
+        return map(_rows, blocks())
     return (map(_pick, map(decode.row_from_dict, recording.iter_events())),)
 
 
@@ -362,6 +366,7 @@ class Analysis:
         self._undecided_rows = []
         self._invisible_rows = []
         self.faults_kept = True
+        self.findings_kept = True   # problems, undecided, invisible (not when streamed)
         self._faults = None
 
     # -- faults -----------------------------------------------------------
@@ -404,7 +409,7 @@ class Analysis:
 
     def multigrain_warning(self):
         """The loud line when a multigrain kernel let a write go invisible."""
-        n = len(self._invisible_rows)
+        n = self._sum("invisible")
         if not (n and self.multigrain):
             return None
         return ("%d invisible write(s) on a kernel with multigrain timestamps (6.13+), where "
@@ -527,25 +532,61 @@ def analyse(recording, keep_faults=True, selection=None):
     (``Analysis.undecided``), which is what a report without --events needs.
     selection: a :class:`Selection` restricting which faults are counted.
     """
+    an = _new_analysis(recording, keep_faults, True, selection)
+    for _ in _passes(recording, an):
+        pass
+    return an
+
+
+def stream(recording, selection=None):
+    """Correlate a recording without keeping its faults: (an, faults).
+
+    faults iterates every selected write fault as a :class:`Fault`, in
+    stream order, as the engine judges it; no fault, finding or invisible
+    write is kept, so memory does not grow with the recording (one event
+    block's faults at a time).  an is an :class:`Analysis` whose aggregates
+    (files, processes, latency, summary, warnings) are complete once faults
+    is exhausted; its ``faults``, ``problems``, ``undecided`` and
+    ``invisible`` lists stay empty.
+    """
+    an = _new_analysis(recording, True, False, selection)
+    return an, _stream(recording, an)
+
+
+def _stream(recording, an):
+    rows = an._fault_rows
+    for _ in _passes(recording, an):
+        for row in rows:
+            yield Fault(row, an)
+        rows.clear()
+
+
+def _new_analysis(recording, keep_faults, keep_findings, selection):
+    an = Analysis()
+    an.header = dict(getattr(recording, "header", None) or {})
+    an.meta = dict(getattr(recording, "meta", None) or {})
+    an.trailer = getattr(recording, "trailer", None)
+    an.lost = list(getattr(recording, "lost", None) or [])
+    an.faults_kept = keep_faults
+    an.findings_kept = keep_findings
+    an.selection = selection or Selection()
+    return an
+
+
+def _passes(recording, an):
+    """Run the engine over the recording, pausing (yield) after each batch
+    of events: the selected faults of that batch are then in
+    an._fault_rows (when kept).  Finishes the Analysis at the end."""
     # Millions of small tuples, none of them in a cycle: the cyclic GC would
     # only rescan them over and over.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        an = Analysis()
-        an.header = dict(getattr(recording, "header", None) or {})
-        an.meta = dict(getattr(recording, "meta", None) or {})
-        an.trailer = getattr(recording, "trailer", None)
-        an.lost = list(getattr(recording, "lost", None) or [])
-        an.faults_kept = keep_faults
-        an.selection = selection or Selection()
         engine = _Engine(an)
-        event = engine.event
         for rows in _row_batches(recording):
-            for row in rows:
-                event(row)
+            engine.feed(rows)
+            yield
         engine.finish(recording)
-        return an
     finally:
         if was_enabled:
             gc.enable()
@@ -576,13 +617,9 @@ class _Engine:
         sel = an.selection
         self.f_verdict = VERDICTS.index(sel.verdict) if sel.verdict else None
         self.proc_filter = sel.pid is not None or sel.comm is not None
-        self._last = (None, None, None)
 
     # -- whose event ---------------------------------------------------------
     def file_of(self, dev, ino):
-        last_dev, last_ino, fs = self._last
-        if dev == last_dev and ino == last_ino:
-            return fs
         fs = self.files.get((dev, ino))
         if fs is None:
             key = file_key(dev, ino)
@@ -591,7 +628,6 @@ class _Engine:
             if self.an.selection.file is not None:
                 fs.selected = self.an.selection.file in fs.path
             self.files[(dev, ino)] = fs
-        self._last = (dev, ino, fs)
         return fs
 
     def proc_of(self, pid, comm):
@@ -615,77 +651,93 @@ class _Engine:
         return fs.selected and (not self.proc_filter or self.proc_ok(pid, comm))
 
     # -- the steps -----------------------------------------------------------
-    def event(self, row):
-        (ts, dur, ino, pgoff, vm_flags, handler, ops_pfn, ops_page, ms0, ms1, cs0, cs1,
-         mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags, ftu, arg, gran,
-         clk0, clk1, comm) = row
-        self.events += 1
-        fs = self.file_of(dev, ino)
-        if typ in self.counts:
-            self.counts[typ] += 1
-        else:
-            self.other_types += 1
-        if typ == EV_WP and self.counted(fs, pid, comm):
-            fs.wp_entries += 1
-        if typ == EV_GETATTR:
-            if not ret:
-                fs.observations += 1
-                self.observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
-                                             cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
-            return
+    def feed(self, rows):
+        """Each event of rows through the steps (one loop, the engine's
+        state in locals: this is where a report spends its time)."""
+        counts, observed, files = self.counts, self.observed, self.files
+        classify, judge, invisible = V.classify, V.judge, V.invisible
+        not_a_fault, inner_half = self.not_a_fault, self.inner_half
+        set_externally, aggregate, proc_of = self.set_externally, self.aggregate, self.proc_of
+        counted = self.counted
+        pmd_arg, pud_arg, wall_offset = self.pmd_arg, self.pud_arg, self.wall_offset
+        f_verdict = self.f_verdict
+        # Without a process filter a file's selection says it all.
+        everyone = not self.proc_filter
+        last_dev = last_ino = fs = None
+        n = 0
+        for (ts, dur, ino, pgoff, vm_flags, handler, ops_pfn, ops_page, ms0, ms1, cs0, cs1,
+             mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags, ftu, arg, gran,
+             clk0, clk1, comm) in rows:
+            n += 1
+            if dev != last_dev or ino != last_ino:
+                fs = files.get((dev, ino)) or self.file_of(dev, ino)
+                last_dev, last_ino = dev, ino
+            if typ in counts:
+                counts[typ] += 1
+            else:
+                self.other_types += 1
+            if typ == EV_WP and fs.selected and (everyone or counted(fs, pid, comm)):
+                fs.wp_entries += 1
+            elif typ == EV_GETATTR:
+                if not ret:
+                    fs.observations += 1
+                    observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
+                                            cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
+                continue
 
-        kind = V.classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
-                          self.pmd_arg, self.pud_arg)
-        if kind >= NKINDS:
-            self.not_a_fault(kind, typ, fs, pid, comm, ff, flags, arg)
-            return
-        if kind == K_FAULT and self.inner_half(tid, ts, dur, pgoff, roles):
-            if fs.selected:
-                fs.nested += 1
-            return
+            kind = classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
+                            pmd_arg, pud_arg)
+            if kind >= NKINDS:
+                not_a_fault(kind, typ, fs, pid, comm, ff, flags, arg)
+                continue
+            if kind == K_FAULT and inner_half(tid, ts, dur, pgoff, roles):
+                if fs.selected:
+                    fs.nested += 1
+                continue
 
-        m0 = ms0 * NS + mn0
-        m1 = ms1 * NS + mn1
-        c0 = cs0 * NS + (cn0 & NSEC_MASK)
-        c1 = cs1 * NS + (cn1 & NSEC_MASK)
-        verdict = V.judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
-                          bool(ms0 | ms1 | cs0 | cs1))
-        external = self.set_externally(fs, ts, m0, m1)
-        observer = None
-        obs = self.observed.get((dev, ino))
-        if obs is not None and V.invisible(ts, m1, c1, obs[0], obs[1], obs[2]):
-            observer = (obs[3], obs[4], ts - obs[0])
+            m0 = ms0 * NS + mn0
+            m1 = ms1 * NS + mn1
+            c0 = cs0 * NS + (cn0 & NSEC_MASK)
+            c1 = cs1 * NS + (cn1 & NSEC_MASK)
+            verdict = judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
+                            bool(ms0 | ms1 | cs0 | cs1))
+            external = set_externally(fs, ts, m0, m1)
+            observer = None
+            obs = observed.get((dev, ino))
+            if obs is not None and invisible(ts, m1, c1, obs[0], obs[1], obs[2]):
+                observer = (obs[3], obs[4], ts - obs[0])
 
-        if not self.counted(fs, pid, comm):
-            return
-        if self.f_verdict is not None and verdict != self.f_verdict:
-            return
-        if typ == EV_WP:
-            handler = ops_pfn if kind in (K_PFN, K_NONOTIFY) else ops_page
-        wall = clk0 or ts + self.wall_offset
-        self.aggregate(fs, self.proc_of(pid, comm), kind, verdict, dur,
-                       (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
-                        c1, wall, external, clk0, clk1, cn0 & V.QUERIED, handler, observer))
+            if not (fs.selected and (everyone or counted(fs, pid, comm))):
+                continue
+            if f_verdict is not None and verdict != f_verdict:
+                continue
+            if typ == EV_WP:
+                handler = ops_pfn if kind == K_PFN or kind == K_NONOTIFY else ops_page
+            aggregate(fs, proc_of(pid, comm), kind, verdict, dur,
+                      (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
+                       c1, clk0 or ts + wall_offset, external, clk0, clk1, cn0 & V.QUERIED,
+                       handler, observer))
+        self.events += n
 
     def not_a_fault(self, why, typ, fs, pid, comm, ff, flags, arg):
         """Count what an event that is no write fault says."""
-        if why == V.C_IN_WP:
+        if why == C_IN_WP:
             if fs.selected:
                 fs.handler_calls += 1
             return
-        if why == V.C_NESTED:
+        if why == C_NESTED:
             if fs.selected:
                 fs.nested += 1
             return
-        if not self.counted(fs, pid, comm):
+        if not fs.selected or (self.proc_filter and not self.proc_ok(pid, comm)):
             return
-        if why == V.C_RETRY:
+        if why == C_RETRY:
             fs.retries += 1
-        elif why == V.C_FALLBACK:
+        elif why == C_FALLBACK:
             fs.fallbacks += 1
-        elif why == V.C_ERROR:
+        elif why == C_ERROR:
             fs.errors += 1
-        elif why == V.C_READ:
+        elif why == C_READ:
             fs.reads += 1
             self.proc_of(pid, comm).reads += 1
         elif typ == EV_DAX_FAULT:
@@ -729,6 +781,7 @@ class _Engine:
 
     def aggregate(self, fs, p, kind, verdict, dur, row):
         ts = row[0]
+        an = self.an
         fs.write_faults += 1
         fs.kinds[kind] += 1
         fs.verdicts[verdict] += 1
@@ -747,12 +800,14 @@ class _Engine:
         if row[-1] is not None:
             fs.invisible += 1
             p.invisible += 1
-            self.an._invisible_rows.append(row)
+            if an.findings_kept:
+                an._invisible_rows.append(row)
         if kind != K_NONOTIFY:
-            self.an.latency[dur.bit_length()] += 1
-        an = self.an
+            an.latency[dur.bit_length()] += 1
         if an.faults_kept:
             an._fault_rows.append(row)
+        if not an.findings_kept:
+            return
         if verdict == V_MISSED or verdict == V_NO_NOTIFIER:
             an._problem_rows.append(row)
         elif verdict == V_UNDECIDED:
