@@ -44,7 +44,10 @@ struct pft_config {
 				   timestamp clock; 0: unknown (clock_ns stays 0) */
 	u64 mg_floor;		/* &mg_floor (6.13+ multigrain floor); 0: none */
 	u32 self_tgid;		/* pfntrace itself: its stats observe nothing */
-	u32 pad;
+	u32 armed;		/* written last by user space; until then (the
+				   tracepoints run from the moment bcc loads the
+				   program) the zeroed config would mean "every
+				   task, every device": every probe stays quiet */
 };
 
 /* Per-thread state between a probe's entry and its return: the event being
@@ -293,7 +296,8 @@ static __always_inline void emit(struct pft_event *ev)
 static __always_inline struct pft_config *cfg(void)
 {
 	u32 zero = 0;
-	return config.lookup(&zero);
+	struct pft_config *c = config.lookup(&zero);
+	return c && c->armed ? c : 0;
 }
 
 static __always_inline int task_wanted(struct pft_config *c)
