@@ -48,8 +48,8 @@ def profile(rec, out):
     prof = cProfile.Profile()
     with Recording.open(rec) as r, open(out, "w") as f:
         prof.enable()
-        an, faults = correlate.stream(r)
-        perfetto.write(f, an, faults)
+        an, batches = correlate.stream_batches(r)
+        perfetto.write(f, an, batches)
         prof.disable()
     pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 

@@ -27,7 +27,9 @@ last stat can never see.
 """
 
 import gc
+import itertools
 import operator
+from collections import Counter
 
 from pfntrace import decode, layout
 from pfntrace import verdict as V
@@ -43,7 +45,9 @@ EV_DAX_WRITEBACK = C("PFT_EV_DAX_WRITEBACK")
 EV_DAX_MKWRITE = C("PFT_EV_DAX_MKWRITE")
 EV_GETATTR = C("PFT_EV_GETATTR")
 F_PMD = C("PFT_F_PMD")
+F_IN_WP = C("PFT_F_IN_WP")
 FAULT_FLAG_WRITE = C("PFT_FAULT_FLAG_WRITE")
+VM_FAULT_RETRY = C("PFT_VM_FAULT_RETRY")
 ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
 C_IN_WP, C_NESTED, C_RETRY, C_FALLBACK, C_ERROR, C_READ = (
     V.C_IN_WP, V.C_NESTED, V.C_RETRY, V.C_FALLBACK, V.C_ERROR, V.C_READ)
@@ -66,13 +70,18 @@ _rows = decode.picker(_FIELDS)
 _pick = operator.itemgetter(*(decode.ROW_INDEX[n] for n in _FIELDS))
 
 
-def _row_batches(recording):
-    """Iterables of the engine's field tuples: one per raw block when the
-    recording has them, else one over its decoded events."""
+_rows_at = decode.picker_at(_FIELDS)
+
+
+def _feeds(recording, engine):
+    """(feed, batches): the engine's fastest way through the recording's
+    events, one call of feed per batch."""
     blocks = getattr(recording, "iter_event_blocks", None)
-    if callable(blocks):
-        return map(_rows, blocks())
-    return (map(_pick, map(decode.row_from_dict, recording.iter_events())),)
+    if not callable(blocks):
+        return engine.feed, (map(_pick, map(decode.row_from_dict, recording.iter_events())),)
+    if engine.proc_filter:
+        return engine.feed, map(_rows, blocks())
+    return engine.feed_block, blocks()
 
 
 # ---------------------------------------------------------------------------
@@ -549,16 +558,27 @@ def stream(recording, selection=None):
     is exhausted; its ``faults``, ``problems``, ``undecided`` and
     ``invisible`` lists stay empty.
     """
+    an, batches = stream_batches(recording, selection)
+    return an, (Fault(row, an) for rows in batches for row in rows)
+
+
+def stream_batches(recording, selection=None):
+    """stream(), a batch of faults at a time: (an, batches), each batch a
+    list of the engine's fault rows (``Fault(row, an)`` is the fault of
+    one, the list good until the next is asked for), for a consumer that
+    hands them on as they are (pickled to another process: views.perfetto)."""
     an = _new_analysis(recording, True, False, selection)
-    return an, _stream(recording, an)
+    return an, _batches(recording, an)
 
 
-def _stream(recording, an):
+def _batches(recording, an):
+    # One list, emptied before the next batch is made: a batch is good until
+    # the consumer asks for the next, and no two are ever held at once.
     rows = an._fault_rows
     for _ in _passes(recording, an):
-        for row in rows:
-            yield Fault(row, an)
-        rows.clear()
+        if rows:
+            yield rows
+            rows.clear()
 
 
 def _new_analysis(recording, keep_faults, keep_findings, selection):
@@ -583,8 +603,9 @@ def _passes(recording, an):
     gc.disable()
     try:
         engine = _Engine(an)
-        for rows in _row_batches(recording):
-            engine.feed(rows)
+        feed, batches = _feeds(recording, engine)
+        for batch in batches:
+            feed(batch)
             yield
         engine.finish(recording)
     finally:
@@ -719,6 +740,72 @@ class _Engine:
                        handler, observer))
         self.events += n
 
+    def feed_block(self, payload):
+        """feed() of one raw EVENTS block, with the same result, faster.
+
+        Three in four events on a DAX mount only add to their file's
+        counters: the do_wp_page that the per-VMA lock retries, the handler
+        called inside do_wp_page, the fs_dax tracepoints.  Those are tallied
+        by (file, _lane_codes()) at C speed, without a tuple of fields each;
+        only the others (write faults, handler calls of their own,
+        getattrs) are decoded and go through feed(), in stream order.
+        Without a process filter only: that needs each event's pid
+        (_feeds() sends those recordings to feed()).  A unit test holds
+        feed_block() to feed() of every event.
+        """
+        codes = _lane_codes(payload)
+        if codes is None:
+            self.feed(_rows(payload))
+            return
+        devs, inos, args = decode.columns(payload, ("dev", "ino", "arg"))
+        tally = Counter(zip(devs, inos, codes))
+        files = self.files
+        # Files numbered in the order their first events come, as feed()
+        # does: the tally's keys are in the order of their first events.
+        for dev, ino, _ in tally:
+            if (dev, ino) not in files:
+                self.file_of(dev, ino)
+        judged = codes.translate(_JUDGED)
+        if judged.count(0) != len(judged):
+            self.feed(_rows_at(payload, itertools.compress(itertools.count(), judged)))
+        counts = self.counts
+        writebacks = False
+        for (dev, ino, code), n in tally.items():
+            if _JUDGED[code]:
+                continue
+            typ = code & _LANE_TYPE
+            self.events += n
+            if typ in counts:
+                counts[typ] += n
+            else:
+                self.other_types += n
+            fs = files[(dev, ino)]
+            if not fs.selected:
+                continue
+            if typ == EV_WP:                # retried: classify() says C_RETRY
+                fs.wp_entries += n
+                fs.retries += n
+            elif typ == EV_HANDLER:         # inside do_wp_page: C_IN_WP
+                fs.handler_calls += n
+            elif typ == EV_DAX_FAULT:
+                if code & _LANE_PMD:
+                    fs.dax_pmd_faults += n
+                else:
+                    fs.dax_pte_faults += n
+                if code & _LANE_WRITE:
+                    fs.dax_write_faults += n
+            elif typ == EV_DAX_WRITEBACK:
+                fs.reprotects += n
+                writebacks = True
+            elif typ == EV_DAX_MKWRITE:
+                fs.map_sync += n
+        if writebacks:
+            for dev, ino, pages in itertools.compress(
+                    zip(devs, inos, args), codes.translate(_IS_WRITEBACK)):
+                fs = files[(dev, ino)]
+                if fs.selected:
+                    fs.reprotect_pages += pages
+
     def not_a_fault(self, why, typ, fs, pid, comm, ff, flags, arg):
         """Count what an event that is no write fault says."""
         if why == C_IN_WP:
@@ -831,6 +918,64 @@ class _Engine:
         an.files = [f for f in self.files.values() if f.selected and _file_has_data(f)]
         an.processes = [p for p in self.procs.values() if p.write_faults or p.reads]
         _final_statx(an, self.files)
+
+
+# One byte per event says what feed_block() does with it: the type in the
+# low 4 bits (_LANE_TYPE: a type that does not fit, or no type of ours), and
+# one bit each for what decides between counting and judging.
+_LANE_TYPE = 15
+_LANE_RETRY, _LANE_IN_WP, _LANE_PMD, _LANE_WRITE = 16, 32, 64, 128
+assert max(EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK, EV_DAX_MKWRITE,
+           EV_GETATTR) < _LANE_TYPE
+
+
+def _bit_table(mask, value):
+    """bytes.translate table: a byte -> value if it has a bit of mask, else 0."""
+    return bytes(value if i & mask else 0 for i in range(256))
+
+
+def _bit_of(payload, name, mask, value):
+    """Per event, value where the field name has the one bit mask set, else 0."""
+    bit = mask.bit_length() - 1
+    assert mask == 1 << bit
+    return int.from_bytes(decode.bytes_of(payload, name, bit // 8).translate(
+        _bit_table(1 << bit % 8, value)), "little")
+
+
+def _lane_codes(payload):
+    """Each event's lane code byte (see _LANE_TYPE) as bytes, computed a
+    block at a time (bytes.translate, and big-integer ors that combine the
+    bytes of all events at once); None when a type is wider than a byte
+    (not ours: then feed() takes the block)."""
+    n = decode.row_count(payload)
+    for byte in (1, 2, 3):
+        if decode.bytes_of(payload, "type", byte).count(0) != n:
+            return None
+    low = decode.bytes_of(payload, "type", 0).translate(
+        bytes(min(i, _LANE_TYPE) for i in range(256)))
+    code = (int.from_bytes(low, "little")
+            | _bit_of(payload, "ret", VM_FAULT_RETRY, _LANE_RETRY)
+            | _bit_of(payload, "flags", F_IN_WP, _LANE_IN_WP)
+            | _bit_of(payload, "flags", F_PMD, _LANE_PMD)
+            | _bit_of(payload, "fault_flags", FAULT_FLAG_WRITE, _LANE_WRITE))
+    return code.to_bytes(n, "little")
+
+
+def _judged(code):
+    """Whether feed_block() sends an event to feed(): a write fault, or a
+    handler call of its own (either may be a write fault, classify()), or a
+    getattr (it changes what later faults are judged against).  The rest
+    only add to counters."""
+    typ = code & _LANE_TYPE
+    if typ == EV_WP:
+        return not code & _LANE_RETRY
+    if typ == EV_HANDLER:
+        return not code & _LANE_IN_WP
+    return typ == EV_GETATTR
+
+
+_JUDGED = bytes(_judged(code) for code in range(256))
+_IS_WRITEBACK = bytes(code & _LANE_TYPE == EV_DAX_WRITEBACK for code in range(256))
 
 
 def _file_has_data(f):

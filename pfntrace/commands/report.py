@@ -110,6 +110,15 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events, p
     sys.stdout.flush()
 
 
+def _has_fd(out):
+    """Whether out is a real file a forked process can write too."""
+    try:
+        out.fileno()
+    except (AttributeError, OSError, ValueError):   # io.UnsupportedOperation is both
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _decoding(file):
     """A recording that passes open() but not decoding: one line."""
@@ -137,9 +146,12 @@ def _perfetto(file, sel, target):
                 raise Fail("cannot write %s: %s" % (target, e.strerror or e)) from None
             name = target
         try:
-            an, faults = correlate.stream(rec, selection=sel)
             with _decoding(file):
-                counts = perfetto.write(out, an, faults)
+                an, batches = correlate.stream_batches(rec, selection=sel)
+                if _has_fd(out):
+                    counts = perfetto.write_forked(out, an, batches)
+                else:           # an in-memory stdout (tests): one process
+                    counts = perfetto.write(out, an, batches)
             if name is not None:
                 out.close()
         except OSError as e:

@@ -13,7 +13,7 @@ import tracemalloc
 import pytest
 
 from pfntrace import correlate, layout
-from pfntrace.recording import Recording, RecordingWriter
+from pfntrace.recording import Recording, RecordingError, RecordingWriter
 from pfntrace.views import perfetto
 
 import trace_event_spec
@@ -131,7 +131,10 @@ def test_stream_gives_the_faults_and_aggregates_of_analyse(rec_path):
     with Recording.open(rec_path) as rec:
         an, faults = correlate.stream(rec)
         streamed = [f.as_dict() for f in faults]
-    assert streamed == [f.as_dict() for f in kept.faults]
+    with Recording.open(rec_path) as rec:
+        an2, batches = correlate.stream_batches(rec)
+        rows = [correlate.Fault(row, an2).as_dict() for b in batches for row in b]
+    assert streamed == rows == [f.as_dict() for f in kept.faults]
     assert an.summary() == kept.summary()
     assert an.problems == [] and an.invisible == []      # nothing kept
     assert an.multigrain_warning() == kept.multigrain_warning()
@@ -166,9 +169,9 @@ def _peak(path):
         gc.collect()
         tracemalloc.start()
         try:
-            an, faults = correlate.stream(rec)
+            an, batches = correlate.stream_batches(rec)
             with open(os.devnull, "w") as out:
-                counts = perfetto.write(out, an, faults)
+                counts = perfetto.write(out, an, batches)
             return tracemalloc.get_traced_memory()[1], counts["slices"]
         finally:
             tracemalloc.stop()
@@ -237,3 +240,39 @@ def test_a_truncated_recording_is_written_and_warned(tmp_path):
     assert warning.startswith("pfntrace: warning: %s: the recording is truncated" % p)
     assert done.endswith("(open it in https://ui.perfetto.dev)")
     assert doc["otherData"]["warnings"][0].startswith("the recording is truncated")
+
+
+# -- two processes -----------------------------------------------------------------
+
+def _one_and_two(rec_path, tmp_path):
+    with Recording.open(rec_path) as rec, open(tmp_path / "one.json", "w") as out:
+        an, batches = correlate.stream_batches(rec)
+        one = perfetto.write(out, an, batches)
+    with Recording.open(rec_path) as rec, open(tmp_path / "two.json", "w") as out:
+        an, batches = correlate.stream_batches(rec)
+        two = perfetto.write_forked(out, an, batches)
+    return one, two
+
+
+@pytest.mark.parametrize("blocks", [None, 16])
+def test_two_processes_write_what_one_does(rec_path, tmp_path, blocks):
+    if blocks:
+        rec_path = _big_recording(tmp_path / "big.pft", blocks)
+    one, two = _one_and_two(rec_path, tmp_path)
+    assert one == two and one["slices"] == (blocks * BLOCK if blocks else 4)
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
+def test_an_error_while_correlating_is_raised_after_the_writer_exits(rec_path, tmp_path):
+    def failing(batches):
+        for rows in batches:
+            yield rows
+            raise RecordingError("EVENTS block 2: bad CRC")
+
+    with Recording.open(_big_recording(tmp_path / "big.pft", 16)) as rec, \
+            open(tmp_path / "t.json", "w") as out:
+        an, batches = correlate.stream_batches(rec)
+        with pytest.raises(RecordingError, match="bad CRC"):
+            perfetto.write_forked(out, an, failing(batches))
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)      # the writer was waited for
