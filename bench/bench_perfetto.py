@@ -6,7 +6,8 @@
 Builds the recording bench_report.py builds (the 6.12 ext4 pattern, ~4
 events per write fault, 8 files, 4 processes, UPDATED/CURRENT/MISSED), then
 times `pfntrace report --perfetto` in a child process, as a user runs it,
-and prints events/s and the child's peak RSS (ru_maxrss).  Goal (not
+and prints events/s, the CPU time and the peak RSS (ru_maxrss) of it and
+the formatting process it forks.  Goal (not
 asserted): >= 1M events/s from 10M events, with the peak RSS of 1M.
 --profile runs the same in this process under cProfile instead.
 """

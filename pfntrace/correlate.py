@@ -52,6 +52,7 @@ ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
 C_IN_WP, C_NESTED, C_RETRY, C_FALLBACK, C_ERROR, C_READ = (
     V.C_IN_WP, V.C_NESTED, V.C_RETRY, V.C_FALLBACK, V.C_ERROR, V.C_READ)
 NSEC_MASK = V.NSEC_MASK
+QUERIED = V.QUERIED
 NS = V.NS
 LATENCY_BUCKETS = 65
 # Without a clock tick in the header assume HZ=100, the longest.
@@ -634,7 +635,6 @@ class _Engine:
         self.observed = {}
         self.other_types = 0
         self.events = 0
-        self.first_ts = self.last_ts = None
         sel = an.selection
         self.f_verdict = VERDICTS.index(sel.verdict) if sel.verdict else None
         self.proc_filter = sel.pid is not None or sel.comm is not None
@@ -675,7 +675,7 @@ class _Engine:
     def feed(self, rows):
         """Each event of rows through the steps (one loop, the engine's
         state in locals: this is where a report spends its time)."""
-        counts, observed, files = self.counts, self.observed, self.files
+        counts, observed, files, procs = self.counts, self.observed, self.files, self.procs
         classify, judge, invisible = V.classify, V.judge, V.invisible
         not_a_fault, inner_half = self.not_a_fault, self.inner_half
         set_externally, aggregate, proc_of = self.set_externally, self.aggregate, self.proc_of
@@ -734,9 +734,9 @@ class _Engine:
                 continue
             if typ == EV_WP:
                 handler = ops_pfn if kind == K_PFN or kind == K_NONOTIFY else ops_page
-            aggregate(fs, proc_of(pid, comm), kind, verdict, dur,
+            aggregate(fs, procs.get(pid) or proc_of(pid, comm), kind, verdict, dur,
                       (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
-                       c1, clk0 or ts + wall_offset, external, clk0, clk1, cn0 & V.QUERIED,
+                       c1, clk0 or ts + wall_offset, external, clk0, clk1, cn0 & QUERIED,
                        handler, observer))
         self.events += n
 
@@ -872,14 +872,13 @@ class _Engine:
         fs.write_faults += 1
         fs.kinds[kind] += 1
         fs.verdicts[verdict] += 1
-        if fs.first_ts is None or ts < fs.first_ts:
+        # The recording's first and last fault are the files' (finish()).
+        if fs.first_ts is None:
+            fs.first_ts = fs.last_fault_ts = ts
+        elif ts < fs.first_ts:
             fs.first_ts = ts
-        if fs.last_fault_ts is None or ts > fs.last_fault_ts:
+        elif ts > fs.last_fault_ts:
             fs.last_fault_ts = ts
-        if self.first_ts is None or ts < self.first_ts:
-            self.first_ts = ts
-        if self.last_ts is None or ts > self.last_ts:
-            self.last_ts = ts
         p.write_faults += 1
         p.kinds[kind] += 1
         p.verdicts[verdict] += 1
@@ -912,7 +911,13 @@ class _Engine:
         an.counts = {names.get(t, str(t)): n for t, n in self.counts.items()}
         if self.other_types:
             an.counts["other"] = self.other_types
-        an.first_ts, an.last_ts = self.first_ts, self.last_ts
+        firsts = [f.first_ts for f in self.files.values() if f.first_ts is not None]
+        if firsts:
+            an.first_ts = min(firsts)
+            an.last_ts = max(f.last_fault_ts for f in self.files.values()
+                             if f.last_fault_ts is not None)
+        else:
+            an.first_ts = an.last_ts = None
         # Files the metadata knows but no event touched are not listed; files
         # excluded by --file are dropped.
         an.files = [f for f in self.files.values() if f.selected and _file_has_data(f)]

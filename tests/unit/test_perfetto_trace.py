@@ -64,6 +64,8 @@ def test_the_trace_is_valid_and_has_one_slice_per_write_fault(rec_path, tmp_path
     (moved,) = phases["i"]
     assert moved["name"] == "mtime+ctime moved" and moved["s"] == "t"
     assert (moved["tid"], moved["ts"], moved["args"]["page"]) == (100, 1e6 + 3, 0)
+    assert (moved["args"]["mtime_ns"], moved["args"]["ctime_ns"]) == (
+        first["args"]["mtime_after_ns"], first["args"]["ctime_after_ns"])
     assert doc["otherData"]["write_faults"] == 4
     assert doc["otherData"]["verdicts"]["MISSED"] == 1
     assert r.stdout == "" and r.stderr == (
