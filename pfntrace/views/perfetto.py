@@ -333,8 +333,12 @@ def _format_child(out, an, rows_fd, result_fd):
             result = (False, None)   # the correlating process raises its own error
         except BaseException as e:  # noqa: BLE001 (handed to the parent)
             result = (False, e)
+        try:
+            raw = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+        except Exception:           # noqa: BLE001 (an exception pickle cannot carry)
+            raw = pickle.dumps((False, OSError(str(result[1]))), pickle.HIGHEST_PROTOCOL)
         with open(result_fd, "wb") as f:
-            f.write(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+            f.write(raw)
     finally:
         os._exit(0)
 

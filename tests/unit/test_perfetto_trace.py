@@ -6,6 +6,7 @@ in one line when it cannot be written."""
 import gc
 import json
 import os
+import signal
 import struct
 import subprocess
 import tracemalloc
@@ -278,3 +279,19 @@ def test_an_error_while_correlating_is_raised_after_the_writer_exits(rec_path, t
             perfetto.write_forked(out, an, failing(batches))
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)      # the writer was waited for
+
+
+def test_a_writer_that_dies_is_an_error_not_a_short_trace(tmp_path):
+    def killing(batches):
+        for i, rows in enumerate(batches):
+            if i == 1:      # the writer has started: kill it
+                with open("/proc/self/task/%d/children" % os.getpid()) as f:
+                    (child,) = [int(p) for p in f.read().split()]
+                os.kill(child, signal.SIGKILL)
+            yield rows
+
+    with Recording.open(_big_recording(tmp_path / "big.pft", 16)) as rec, \
+            open(tmp_path / "t.json", "w") as out:
+        an, batches = correlate.stream_batches(rec)
+        with pytest.raises(OSError, match=r"the trace writer \(pid \d+\) died: signal 9"):
+            perfetto.write_forked(out, an, killing(batches))
