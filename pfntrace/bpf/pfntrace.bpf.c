@@ -9,9 +9,10 @@
  * layouts that move between kernels (inode timestamps above all).
  *
  * Probes:
- *   kprobe/kretprobe do_wp_page       -> PFT_EV_WP
+ *   kprobe/kretprobe do_wp_page       -> PFT_EV_WP (or fentry/fexit)
  *   kprobe/kretprobe <fs handlers>    -> PFT_EV_HANDLER (outermost call only)
  *   kprobe file_update_time           -> counts into the running WP/handler
+ *                                        (or fentry)
  *   fs_dax tracepoints                -> PFT_EV_DAX_*
  *   sched:sched_process_fork          -> follows a command's descendants
  */
@@ -424,9 +425,18 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 	return inode;
 }
 
+/*
+ * Each function hook is one body (wp_enter, wp_exit, wp_pfn_mark, ftu_count)
+ * with thin shims per attach mechanism: a kprobe/kretprobe program always,
+ * and an fentry/fexit program (bcc's KFUNC_PROBE/KRETFUNC_PROBE, a BPF
+ * trampoline: no int3, no kretprobe instance pool) where the probe plan
+ * chose one, -DPFT_FENTRY_<FUNCTION>.  bcc attaches the fentry programs
+ * when it loads them; tracer.py attaches the kprobes.
+ */
+
 /* A do_wp_page of this thread whose return never came (the kretprobe ran
  * out of instances) leaves its state behind: count it, never reuse it. */
-int wp_entry(struct pt_regs *ctx)
+static __always_inline int wp_enter(u64 vmf)
 {
 	struct pft_config *c = cfg();
 	u32 zero = 0;
@@ -445,7 +455,7 @@ int wp_entry(struct pt_regs *ctx)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st)
 		return 0;
-	u64 inode = fill_fault(&st->ev, PT_REGS_PARM1(ctx), c);
+	u64 inode = fill_fault(&st->ev, vmf, c);
 	if (!inode) {
 		wpstate.delete(&tid);
 		return 0;
@@ -456,7 +466,7 @@ int wp_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-int wp_return(struct pt_regs *ctx)
+static __always_inline int wp_exit(u32 ret)
 {
 	struct pft_config *c = cfg();
 	u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -464,16 +474,25 @@ int wp_return(struct pt_regs *ctx)
 	if (!st || !c)
 		return 0;
 	read_times(&st->ev, st->inode, 1, c);
-	st->ev.ret = PT_REGS_RC(ctx);
+	st->ev.ret = ret;
 	st->ev.duration_ns = bpf_ktime_get_ns() - st->ev.ts_ns;
 	emit(&st->ev);
 	wpstate.delete(&tid);
 	return 0;
 }
 
+int wp_entry(struct pt_regs *ctx) { return wp_enter(PT_REGS_PARM1(ctx)); }
+int wp_return(struct pt_regs *ctx) { return wp_exit(PT_REGS_RC(ctx)); }
+#ifdef PFT_FENTRY_DO_WP_PAGE
+/* fexit has the arguments too, but the entry's timestamps still need the
+ * per-thread state: the shims stay as thin as the kprobes'. */
+KFUNC_PROBE(do_wp_page, u64 vmf) { return wp_enter(vmf); }
+KRETFUNC_PROBE(do_wp_page, u64 vmf, u64 ret) { return wp_exit(ret); }
+#endif
+
 /* Only where wp_pfn_shared is a symbol (not on Debian 6.1, 6.12 or 6.18,
  * where it is inlined): mark the running do_wp_page as taking the pfn path. */
-int wp_pfn_entry(struct pt_regs *ctx)
+static __always_inline int wp_pfn_mark(void)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct wp_state *wp = wpstate.lookup(&tid);
@@ -481,6 +500,11 @@ int wp_pfn_entry(struct pt_regs *ctx)
 		wp->ev.flags |= PFT_F_PFN_PATH;
 	return 0;
 }
+
+int wp_pfn_entry(struct pt_regs *ctx) { return wp_pfn_mark(); }
+#ifdef PFT_FENTRY_WP_PFN_SHARED
+KFUNC_PROBE(wp_pfn_shared) { return wp_pfn_mark(); }
+#endif
 
 int handler_entry(struct pt_regs *ctx)
 {
@@ -580,7 +604,7 @@ int handler_return(struct pt_regs *ctx)
 	return 0;
 }
 
-int ftu_entry(struct pt_regs *ctx)
+static __always_inline int ftu_count(void)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct handler_state *h = hstate.lookup(&tid);
@@ -591,6 +615,11 @@ int ftu_entry(struct pt_regs *ctx)
 		wp->ev.ftu_calls += 1;
 	return 0;
 }
+
+int ftu_entry(struct pt_regs *ctx) { return ftu_count(); }
+#ifdef PFT_FENTRY_FILE_UPDATE_TIME
+KFUNC_PROBE(file_update_time) { return ftu_count(); }
+#endif
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {

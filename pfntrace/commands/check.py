@@ -35,7 +35,8 @@ EXIT_EMPTY = 4
 @click.option("--allow-empty", is_flag=True,
               help="Exit 0, not 4, when the command made no write fault at all.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(output, mounts, pid, duration, only_file, all_files, strict, allow_empty, cmd):
+def command(output, mounts, pid, duration, only_file, all_files, attach, strict, allow_empty,
+            cmd):
     """Run COMMAND and fail (exit 1) if any write fault left mtime/ctime stale.
 
     \b
@@ -55,7 +56,7 @@ def command(output, mounts, pid, duration, only_file, all_files, strict, allow_e
         os.close(fd)
         os.unlink(output)  # the recorder creates it, mode 0600
     try:
-        rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
+        rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach)
         trailer = run(rec, keep)
         try:
             with Recording.open(output) as recording:

@@ -9,6 +9,7 @@ import time
 import click
 
 from pfntrace.cli import Fail, Number
+from pfntrace.commands.record import attach_option
 
 
 def _checks(mounts, pid, interval, count):
@@ -36,7 +37,9 @@ def plan_counts(plan, attached):
     from pfntrace.views.plan import counts
 
     n = counts(h for h in plan["hooks"] if h["kind"] != "tracepoint")
-    return {"attached": len(attached), "inferred": n.get("inlined", 0),
+    fentry = sum(1 for h in plan["hooks"] if h.get("mechanism") in ("fentry", "fexit")
+                 and (h["kind"], h["hook"]) in attached)
+    return {"attached": len(attached), "fentry": fentry, "inferred": n.get("inlined", 0),
             "n/a": n.get("n/a", 0), "missing": n.get("missing", 0)}
 
 
@@ -132,7 +135,8 @@ def run_live(state, reader, resolver, interval, count):
 @click.option("--bpf-stats/--no-bpf-stats", default=True, show_default=True,
               help="Turn on kernel.bpf_stats_enabled while running to show "
                    "pfntrace's own BPF run time.")
-def command(mounts, pid, interval, all_files, count, bpf_stats):
+@attach_option
+def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     """Live per-file and per-process view of write faults on DAX mounts.
 
     Counting and the UPDATED/CURRENT/MISSED verdicts happen in the kernel;
@@ -150,7 +154,7 @@ def command(mounts, pid, interval, all_files, count, bpf_stats):
     from pfntrace.views.top import TopState
 
     watched = _checks(mounts, pid, interval, count)
-    plan = build_plan()
+    plan = build_plan(attach)
     tr = tracer.Tracer(plan, follow=bool(pid),
                        devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
                        all_files=all_files, aggregate=True)

@@ -227,7 +227,10 @@ def _wrap(parts, width):
 
 
 def _probes_text(pc):
-    text = "probes: %d attached, %d inferred" % (pc.get("attached", 0), pc.get("inferred", 0))
+    text = "probes: %d attached" % pc.get("attached", 0)
+    if pc.get("fentry"):    # of which BPF trampolines rather than kprobes
+        text += " (%d fentry)" % pc["fentry"]
+    text += ", %d inferred" % pc.get("inferred", 0)
     if pc.get("n/a"):
         text += ", %d n/a" % pc["n/a"]
     return Text(text + ", %d missing" % pc.get("missing", 0),

@@ -175,6 +175,15 @@ def test_header_wraps_between_parts():
         assert part in head[0] or any(part in line for line in head), (part, head)
 
 
+def test_header_says_how_many_probes_are_trampolines():
+    st = state()
+    st.plan_counts = dict(st.plan_counts, fentry=3)
+    head = " ".join(screen(st, 80).splitlines()[:3])
+    assert "probes: 19 attached (3 fentry), 1 inferred" in head
+    st.plan_counts["fentry"] = 0
+    assert "fentry" not in " ".join(screen(st, 80).splitlines()[:3])
+
+
 def test_plain_golden():
     golden("top_plain.txt", top.plain(state(), now_ns=T0 + 2 * S, wall="12:00:00"))
 
@@ -289,7 +298,14 @@ def test_plan_counts():
         {"hook": "fs_dax:dax_pte_fault_done", "kind": "tracepoint", "status": "missing"},
     ]}
     assert plan_counts(plan, [("kprobe", "do_wp_page")]) == \
-        {"attached": 1, "inferred": 1, "n/a": 2, "missing": 1}
+        {"attached": 1, "fentry": 0, "inferred": 1, "n/a": 2, "missing": 1}
+    # Hooks the plan gives to trampolines count as fentry once attached.
+    plan["hooks"][0]["mechanism"] = "fentry"
+    plan["hooks"].append({"hook": "do_wp_page", "kind": "kretprobe", "status": "attach",
+                          "mechanism": "fexit"})
+    assert plan_counts(plan, [("kprobe", "do_wp_page"), ("kretprobe", "do_wp_page")])["fentry"] \
+        == 2
+    assert plan_counts(plan, [("kprobe", "do_wp_page")])["fentry"] == 1
 
 
 def test_bad_input_is_one_line(monkeypatch):
