@@ -98,7 +98,7 @@ class Hooks:
                 src += FEXIT_SRC % name
             else:
                 kprobes.append((name, mech))
-        self.bpf = BPF(text=src.encode())
+        self.bpf = BPF(text=src.encode(), cflags=["-w"])
         for name, mech in kprobes:
             if mech == "kprobe":
                 self.bpf.attach_kprobe(event=name.encode(), fn_name=b"count_kprobe")

@@ -191,6 +191,13 @@ class Tracer:
         self.attached += [("kprobe", name), ("kretprobe", name)]
         return True
 
+    def mechanisms(self):
+        """["fentry do_wp_page", "kretprobe ext4_dax_fault", ...]: how each
+        attached hook really is attached (after any fallback to kprobes)."""
+        how = {(h["kind"], h["hook"]): h.get("mechanism") or h["kind"]
+               for h in self.plan["hooks"]}
+        return ["%s %s" % (how.get(a, a[0]), a[1]) for a in self.attached]
+
     def follow_pid(self, pid):
         self.bpf["traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from daxtrace import DaxTrace
-from guest import FS, IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, run
+from guest import ATTACH_MODES, FS, IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, attach_env, run
 
 if IN_GUEST:
     from pfntrace.lab import bugs, oracle
@@ -49,6 +49,17 @@ def _figures(test, **data):
 @pytest.mark.parametrize("workload,pages", WORKLOADS, ids=[w for w, _ in WORKLOADS])
 @pytest.mark.parametrize("mode", MODES)
 def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
+    _check_against_the_oracle(dax_dir, mode, workload, pages, "auto")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_check_agrees_with_the_stat_oracle_on_kprobes(dax_dir, mode):
+    """The full kprobe plan (--attach kprobe), what kernels without BPF
+    trampolines get, on one workload: the same verdicts, exactly."""
+    _check_against_the_oracle(dax_dir, mode, "read-then-write", 23, "kprobe")
+
+
+def _check_against_the_oracle(dax_dir, mode, workload, pages, attach):
     from pfntrace.correlate import analyse
     from pfntrace.recording import Recording
 
@@ -56,7 +67,8 @@ def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
     rec = os.path.join(dax_dir, "check.pft")
     trace = DaxTrace()
     got = bugs.run_under(mode, workload, path, pages,
-                         wrap=PFNTRACE + ["check", "-o", rec, "--"], around=trace)
+                         wrap=PFNTRACE + ["check", "--attach", attach, "-o", rec, "--"],
+                         around=trace)
     p = got.wrapped
     counts, _ = trace.counts()
     ino = got.oracle["ino"]
@@ -75,7 +87,8 @@ def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
         an = analyse(r)
     (f,) = [x for x in an.files if x.ino == ino]
     verdicts = f.verdict_counts()
-    _figures("check", mode=mode, workload=workload, exit=p.returncode,
+    assert r.header["plan"]["attach"] == attach
+    _figures("check", mode=mode, workload=workload, attach=attach, exit=p.returncode,
              oracle=got.oracle["verdict"], verdicts=verdicts, fs_dax_mkwrite=counts[(ino, "pte_mkwrite")],
              module_calls=got.counters.get("calls"))
     assert f.write_faults == pages, (verdicts, p.stderr)
@@ -120,7 +133,8 @@ def _top_counts(reader):
     return {k: (list(c.kinds), list(c.verdicts)) for k, c in snap.files.items()}, snap
 
 
-def test_top_and_report_count_the_same(dax_dir):
+@pytest.mark.parametrize("attach", ATTACH_MODES)
+def test_top_and_report_count_the_same(dax_dir, attach):
     from pfntrace import tracer
     from pfntrace.aggregate import Reader
     from pfntrace.commands.record import build_plan
@@ -129,12 +143,12 @@ def test_top_and_report_count_the_same(dax_dir):
 
     st = os.stat(MOUNT)
     dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
-    plan = build_plan()
+    plan = build_plan(attach)
     top = tracer.Tracer(plan, devs=[dev], aggregate=True)
     top.start()
     rec_path = os.path.join(dax_dir, "all.pft")
     recorder = subprocess.Popen(PFNTRACE + ["record", "--mount", MOUNT, "-o", rec_path],
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, env=attach_env(attach))
     try:
         line = recorder.stderr.readline()
         assert "recording" in line, line + recorder.stderr.read()
@@ -167,4 +181,4 @@ def test_top_and_report_count_the_same(dax_dir):
     if FS == "ext4":
         assert totals[2], totals
     assert all(vtotals[i] for i in (0, 1, 2, 3)) and vtotals[4] == 0, vtotals
-    _figures("top_vs_report", files=len(python), kinds=totals, verdicts=vtotals)
+    _figures("top_vs_report", attach=attach, files=len(python), kinds=totals, verdicts=vtotals)
