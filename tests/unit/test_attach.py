@@ -147,3 +147,14 @@ def test_cli_rejects_a_bad_attach_mode():
     for cmd in ("record", "top", "check"):
         r = CliRunner().invoke(main, [cmd, "--attach", "bogus", "--", "true"])
         assert r.exit_code == 2 and "'bogus' is not one of" in r.output, (cmd, r.output)
+
+
+def test_the_trailer_names_the_mechanism_each_attached_hook_got():
+    p = apply_attach(plan(), "auto")
+    tr = tracer.Tracer(p)
+    tr.attached = [("kprobe", "do_wp_page"), ("kretprobe", "do_wp_page"),
+                   ("kprobe", "ext4_dax_fault"), ("kprobe", "late_handler")]
+    assert tr.mechanisms() == ["fentry do_wp_page", "fexit do_wp_page",
+                               "kprobe ext4_dax_fault", "kprobe late_handler"]
+    fall_back_to_kprobes(p, "refused")
+    assert tr.mechanisms()[:2] == ["kprobe do_wp_page", "kretprobe do_wp_page"]
