@@ -43,6 +43,7 @@ class Counts:
     last_ts: int = 0          # CLOCK_MONOTONIC ns of the latest write fault
     last_pid: int = 0
     comm: str = ""
+    invisible: int = 0        # write faults invisible to the last getattr before them
 
     def kind(self, name):
         return self.kinds[KINDS.index(name)]
@@ -72,6 +73,7 @@ class Counts:
         for i in range(NBUCKETS):
             self.lat[i] += other.lat[i]
         self.total += other.total
+        self.invisible += other.invisible
         if other.last_ts > self.last_ts:
             self.last_ts = other.last_ts
             self.last_pid = other.last_pid or self.last_pid
@@ -93,7 +95,8 @@ class Snapshot:
 
 def _counts(cdata, with_pid=True):
     c = Counts(kinds=list(cdata.kinds), verdicts=list(cdata.verdicts),
-               total=int(cdata.total), last_ts=int(cdata.last_ts))
+               total=int(cdata.total), last_ts=int(cdata.last_ts),
+               invisible=int(cdata.invisible))
     if with_pid:
         c.lat = list(cdata.lat)
         c.last_pid = int(cdata.last_pid)

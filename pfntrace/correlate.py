@@ -18,6 +18,12 @@ Each event goes through four steps of one job each:
 * select   - whether report's filters (file, pid, comm, verdict) keep it;
 * aggregate - counted per file, per process, in the latency histogram, and
              kept as a Fault.
+
+Beside the verdict, each write fault is checked against the last getattr
+(stat, fstat, statx) of its file before it: a fault that left mtime and
+ctime where that getattr saw them is an *invisible write* (verdict.invisible,
+verdict.h's pft_invisible), one that a tool comparing timestamps with its
+last stat can never see.
 """
 
 import gc
@@ -35,6 +41,7 @@ EV_HANDLER = C("PFT_EV_HANDLER")
 EV_DAX_FAULT = C("PFT_EV_DAX_FAULT")
 EV_DAX_WRITEBACK = C("PFT_EV_DAX_WRITEBACK")
 EV_DAX_MKWRITE = C("PFT_EV_DAX_MKWRITE")
+EV_GETATTR = C("PFT_EV_GETATTR")
 F_PMD = C("PFT_F_PMD")
 FAULT_FLAG_WRITE = C("PFT_FAULT_FLAG_WRITE")
 ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
@@ -100,13 +107,17 @@ class Fault:
     __slots__ = ("ts", "kind", "verdict", "file", "pgoff", "pid", "tid",
                  "comm", "latency", "ftu_calls", "mtime_before",
                  "mtime_after", "ctime_before", "ctime_after", "wall",
-                 "external", "clock", "queried", "handler", "_an", "_detail")
+                 "external", "clock", "queried", "handler", "observer", "_an",
+                 "_detail")
 
     def __init__(self, row, an=None):
         (self.ts, kind, verdict, self.file, self.pgoff, self.pid, self.tid,
          comm, self.latency, self.ftu_calls, self.mtime_before,
          self.mtime_after, self.ctime_before, self.ctime_after, self.wall,
-         self.external, clock0, clock1, self.queried, self.handler) = row
+         self.external, clock0, clock1, self.queried, self.handler, observer) = row
+        # (pid, comm, ns between its getattr's return and this fault) of the
+        # process this write is invisible to, or None.
+        self.observer = observer
         self.clock = (clock0, clock1)
         self.kind = KINDS[kind]
         self.verdict = VERDICTS[verdict]
@@ -150,11 +161,40 @@ class Fault:
             "ctime_queried": bool(self.queried),
             "kernel_clock_ns": list(self.clock),
             "fault_wall_ns": self.wall,
+            "invisible": self.invisible_dict(),
         }
+
+    @property
+    def invisible(self):
+        return self.observer is not None
+
+    def invisible_dict(self):
+        """Who this write is invisible to, for the JSON contract, or None."""
+        if self.observer is None:
+            return None
+        pid, comm, gap = self.observer
+        return {"observer_pid": pid, "observer_comm": _comm(comm),
+                "observed_ns_before": gap, "mtime_ns": self.mtime_after,
+                "ctime_ns": self.ctime_after}
+
+    @property
+    def invisible_detail(self):
+        """Why the write is invisible, in one line."""
+        pid, comm, gap = self.observer
+        return ("mtime %s and ctime unchanged since pid %d (%s) read them %s before the "
+                "write: a tool comparing timestamps cannot see it (%s)" % (
+                    fmt_wall(self.mtime_after), pid, _comm(comm), fmt_span(gap),
+                    self.verdict))
 
     def __repr__(self):
         return "<Fault %s %s %s pgoff=%d pid=%d>" % (
             self.kind, self.verdict, self.key, self.pgoff, self.pid)
+
+
+def _comm(raw):
+    if isinstance(raw, bytes):
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return raw
 
 
 def _detail(f):
@@ -197,6 +237,8 @@ def _detail(f):
 
 def fmt_span(ns):
     """A positive duration in the unit that reads best."""
+    if ns < 1_000:
+        return "%d ns" % ns
     if ns < 1_000_000:
         return "%.1f us" % (ns / 1e3)
     if ns < NS:
@@ -214,7 +256,7 @@ class FileStats:
                  "dax_pmd_faults",
                  "dax_write_faults", "map_sync", "reprotects",
                  "reprotect_pages", "first_ts", "last_ts", "last_fault_ts",
-                 "last_mtime",
+                 "last_mtime", "invisible", "observations",
                  "external", "deleted", "final_mtime",
                  "final_ctime", "final_cmp")
 
@@ -233,6 +275,8 @@ class FileStats:
         self.first_ts = self.last_fault_ts = None   # selected faults
         self.last_ts = None                         # any fault (ordering)
         self.last_mtime = None
+        self.invisible = 0          # write faults invisible to the last getattr
+        self.observations = 0       # getattrs of this file (any process)
         self.external = 0
         self.deleted = False
         self.final_mtime = self.final_ctime = None
@@ -255,11 +299,11 @@ class FileStats:
 
 class ProcStats:
     __slots__ = ("pid", "comm", "cmdline", "write_faults", "kinds",
-                 "verdicts", "reads", "files")
+                 "verdicts", "reads", "files", "invisible")
 
     def __init__(self, pid, comm, cmdline=None):
         self.pid, self.comm, self.cmdline = pid, comm, cmdline
-        self.write_faults = self.reads = 0
+        self.write_faults = self.reads = self.invisible = 0
         self.kinds = [0] * len(KINDS)
         self.verdicts = [0] * len(VERDICTS)
         self.files = set()
@@ -315,6 +359,7 @@ class Analysis:
         self._fault_rows = []
         self._problem_rows = []
         self._undecided_rows = []
+        self._invisible_rows = []
         self.faults_kept = True
         self._faults = None
 
@@ -335,6 +380,35 @@ class Analysis:
     def undecided(self):
         """UNDECIDED faults (always kept: check --strict names them)."""
         return [Fault(r, self) for r in self._undecided_rows]
+
+    @property
+    def invisible(self):
+        """Write faults invisible to the last getattr before them (always
+        kept: check --invisible names them)."""
+        return [Fault(r, self) for r in self._invisible_rows]
+
+    @property
+    def getattr_probed(self):
+        """Whether the recording watched getattr at all: without it nothing
+        can be invisible, and nothing is known to be visible either."""
+        hooks = (self.header.get("plan") or {}).get("hooks") or ()
+        return any(h.get("hook") == "vfs_getattr_nosec" and h.get("status") == "attach"
+                   for h in hooks)
+
+    @property
+    def multigrain(self):
+        """The kernel has multigrain timestamps (6.13+: the mg_floor clock):
+        an invisible write there is the kernel's fault."""
+        return bool(((self.header.get("plan") or {}).get("clock") or {}).get("mg_floor"))
+
+    def multigrain_warning(self):
+        """The loud line when a multigrain kernel let a write go invisible."""
+        n = len(self._invisible_rows)
+        if not (n and self.multigrain):
+            return None
+        return ("%d invisible write(s) on a kernel with multigrain timestamps (6.13+), where "
+                "a stat'ed ctime forces the next change to a distinct stamp: this should "
+                "never happen — a kernel or filesystem bug" % n)
 
     # -- totals -----------------------------------------------------------
     def _sum(self, attr):
@@ -424,6 +498,10 @@ class Analysis:
             "lost_per_cpu": list(self.lost or []),
             "lost_by_reason": self.blind,
             "verdicts": verdicts,
+            "invisible_writes": self._sum("invisible"),
+            "getattrs": self._sum("observations"),
+            "getattr_probed": self.getattr_probed,
+            "multigrain": self.multigrain,
             "truncated": bool(self.truncated),
             "truncation_reason": self.truncation_reason,
             "tick_ns": self.tick_ns,
@@ -488,7 +566,9 @@ class _Engine:
         self.procs = {}          # pid -> ProcStats
         self.first_touch = {}    # tid -> (start, end, pgoff) of the last PTE ->huge_fault
         self.counts = dict.fromkeys((EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK,
-                                     EV_DAX_MKWRITE), 0)
+                                     EV_DAX_MKWRITE, EV_GETATTR), 0)
+        # (dev, ino) -> (end, mtime, ctime, pid, comm) of its last getattr.
+        self.observed = {}
         self.other_types = 0
         self.events = 0
         self.first_ts = self.last_ts = None
@@ -546,6 +626,12 @@ class _Engine:
             self.other_types += 1
         if typ == EV_WP and self.counted(fs, pid, comm):
             fs.wp_entries += 1
+        if typ == EV_GETATTR:
+            if not ret:
+                fs.observations += 1
+                self.observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
+                                             cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
+            return
 
         kind = V.classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
                           self.pmd_arg, self.pud_arg)
@@ -564,6 +650,10 @@ class _Engine:
         verdict = V.judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
                           bool(ms0 | ms1 | cs0 | cs1))
         external = self.set_externally(fs, ts, m0, m1)
+        observer = None
+        obs = self.observed.get((dev, ino))
+        if obs is not None and V.invisible(ts, m1, c1, obs[0], obs[1], obs[2]):
+            observer = (obs[3], obs[4], ts - obs[0])
 
         if not self.counted(fs, pid, comm):
             return
@@ -574,7 +664,7 @@ class _Engine:
         wall = clk0 or ts + self.wall_offset
         self.aggregate(fs, self.proc_of(pid, comm), kind, verdict, dur,
                        (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
-                        c1, wall, external, clk0, clk1, cn0 & V.QUERIED, handler))
+                        c1, wall, external, clk0, clk1, cn0 & V.QUERIED, handler, observer))
 
     def not_a_fault(self, why, typ, fs, pid, comm, ff, flags, arg):
         """Count what an event that is no write fault says."""
@@ -653,6 +743,10 @@ class _Engine:
         p.kinds[kind] += 1
         p.verdicts[verdict] += 1
         p.files.add(fs.index)
+        if row[-1] is not None:
+            fs.invisible += 1
+            p.invisible += 1
+            self.an._invisible_rows.append(row)
         if kind != K_NONOTIFY:
             self.an.latency[dur.bit_length()] += 1
         an = self.an

@@ -8,6 +8,11 @@ stream order, e.g.::
 
 An empty list means every write fault either moved the timestamps or found
 them already current.
+
+``invisible_line(fault)`` is the line `check --invisible` prints for a write
+that the last stat before it cannot see::
+
+    INVISIBLE /mnt/dax/f page 0 pid 812 (writer): mtime ... unchanged since pid 813 (rsync) ...
 """
 
 
@@ -19,3 +24,8 @@ def finding_line(fault):
 def findings(analysis):
     """One-line strings for the MISSED and NO_NOTIFIER faults."""
     return [finding_line(f) for f in analysis.problems]
+
+
+def invisible_line(fault):
+    return "INVISIBLE %s page %d pid %d (%s): %s" % (
+        fault.path, fault.pgoff, fault.pid, fault.comm, fault.invisible_detail)

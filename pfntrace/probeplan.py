@@ -35,6 +35,14 @@ DAX_TRACEPOINTS = (
 WP_PFN_SHARED_INLINED = ("inlined into do_wp_page on this kernel: the pfn_mkwrite path is "
                          "inferred from the page (a DAX inode, a PFNMAP/MIXEDMAP vma)")
 NOT_IN_KALLSYMS = "not in /proc/kallsyms (module not loaded?)"
+# Where pfntrace learns what a stat showed: every stat, fstat and statx
+# reaches vfs_getattr_nosec (exported: a symbol on every kernel); its
+# callers vfs_getattr and vfs_statx are inlined or static on Debian's 6.1
+# and 6.12, and generic_fillattr is not what xfs calls.
+GETATTR_HOOK = "vfs_getattr_nosec"
+GETATTR_WHY = ("in /proc/kallsyms: the mtime/ctime every stat, fstat and statx shows "
+               "(for invisible writes)")
+GETATTR_MISSING = NOT_IN_KALLSYMS + ": invisible writes cannot be told"
 
 # The filesystem types whose vm_ops each handler belongs to, by name prefix
 # (fuse's DAX handlers serve virtiofs).  A handler absent from kallsyms
@@ -121,6 +129,10 @@ def _function_hooks(kallsyms, fstypes=None):
     present = "file_update_time" in kallsyms
     hooks.append(("file_update_time", "kprobe", "attach" if present else "missing",
                   "in /proc/kallsyms" if present else NOT_IN_KALLSYMS))
+    present = GETATTR_HOOK in kallsyms
+    for kind in ("kprobe", "kretprobe"):
+        hooks.append((GETATTR_HOOK, kind, "attach" if present else "missing",
+                      GETATTR_WHY if present else GETATTR_MISSING))
     # Handlers are probed on entry (to know they ran inside do_wp_page) and
     # on return (their vm_fault_t, and the timestamps after the fact).
     for name in FS_HANDLERS:
@@ -222,7 +234,7 @@ ATTACH_MODES = ("auto", "kprobe", "fentry")
 # The plan's role of a hook -> the trampoline that does the same.
 FENTRY_OF = {"kprobe": "fentry", "kretprobe": "fexit"}
 # The hooks pfntrace.bpf.c has fentry/fexit shims for (PFT_FENTRY_<NAME>).
-FENTRY_HOOKS = ("do_wp_page", "wp_pfn_shared", "file_update_time")
+FENTRY_HOOKS = ("do_wp_page", "wp_pfn_shared", "file_update_time", GETATTR_HOOK)
 FENTRY_ARCHES = ("x86_64",)
 MODULE_NO_FENTRY = ("in module [%s]: bcc 0.26 attaches fentry only to functions in vmlinux's "
                     "BTF (module BTF needs bcc 0.28)")

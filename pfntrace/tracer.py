@@ -26,6 +26,7 @@ BLIND_REASONS = {
     "wp_return_missed": layout.const("PFT_BLIND_WP_RETURN"),
     "handler_return_missed": layout.const("PFT_BLIND_HANDLER_RETURN"),
     "counters_full": layout.const("PFT_BLIND_COUNTERS"),
+    "getattr_return_missed": layout.const("PFT_BLIND_GETATTR_RETURN"),
 }
 assert len(BLIND_REASONS) == layout.const("PFT_BLIND_SLOTS")
 assert layout.ffi.sizeof("struct pft_name") == NAME_LEN * layout.const("PFT_NAME_DEPTH")
@@ -130,6 +131,7 @@ class Tracer:
         c = conf[0]
         c.follow = 1 if self.follow else 0
         c.all_files = 1 if self.all_files else 0
+        c.self_tgid = os.getpid()
         c.ino = self.ino
         c.ndevs = len(self.devs)
         for i, d in enumerate(self.devs):
@@ -153,6 +155,8 @@ class Tracer:
                 fn = "wp_entry" if hook["kind"] == "kprobe" else "wp_return"
             elif name == "file_update_time":
                 fn = "ftu_entry"
+            elif name == "vfs_getattr_nosec":
+                fn = "getattr_entry" if hook["kind"] == "kprobe" else "getattr_return"
             elif name == "wp_pfn_shared":
                 # Where it is a symbol it says for certain what is otherwise
                 # inferred from the page (PFT_F_PFN_PATH).

@@ -36,7 +36,7 @@ assert (V_UPDATED, V_CURRENT, V_MISSED, V_NO_NOTIFIER, V_UNDECIDED) == tuple(ran
 # Findings: `check` fails on these; with --strict on UNDECIDED too.
 PROBLEM_VERDICTS = ("MISSED", "NO_NOTIFIER")
 
-EV_WP, EV_HANDLER = C("PFT_EV_WP"), C("PFT_EV_HANDLER")
+EV_WP, EV_HANDLER, EV_GETATTR = C("PFT_EV_WP"), C("PFT_EV_HANDLER"), C("PFT_EV_GETATTR")
 F_FILE, F_INODE_DAX, F_PFN_PATH, F_IN_WP = (
     C("PFT_F_FILE"), C("PFT_F_INODE_DAX"), C("PFT_F_PFN_PATH"), C("PFT_F_IN_WP"))
 PFN_PATH_FLAGS = F_PFN_PATH | F_INODE_DAX
@@ -129,3 +129,35 @@ def classify_event(ev, pmd_arg=9, pud_arg=18):
     """classify() of a decoded event dict."""
     return classify(ev["type"], ev["flags"], ev["vm_flags"], ev["fault_flags"], ev["ret"],
                     ev["roles"], ev["arg"], ev["ops_pfn_mkwrite"], pmd_arg, pud_arg)
+
+
+def invisible(fault_ts, m1, c1, obs_end, obs_m, obs_c):
+    """verdict.h pft_invisible(): was a write fault invisible to the last
+    getattr of its file?  fault_ts its start, m1/c1 the timestamps after it
+    (ns, ctime without the queried bit); obs_end when that getattr returned,
+    obs_m/obs_c what it showed (ns, ctime masked likewise)."""
+    if obs_end > fault_ts:
+        return False
+    if not m1 and not c1:
+        return False
+    return m1 == obs_m and c1 == obs_c
+
+
+def observation(ev):
+    """(end, mtime, ctime) a decoded PFT_EV_GETATTR event showed, or None
+    for another event or a failed getattr."""
+    if ev["type"] != EV_GETATTR or ev["ret"]:
+        return None
+    return (ev["ts_ns"] + ev["duration_ns"],
+            ev["mtime_sec"][0] * NS + ev["mtime_nsec"][0],
+            ev["ctime_sec"][0] * NS + (ev["ctime_nsec"][0] & NSEC_MASK))
+
+
+def invisible_event(fault, obs):
+    """invisible() of two decoded events: a write fault and the last getattr."""
+    seen = observation(obs)
+    if seen is None:
+        return False
+    ms, mn, cs, cn = fault["mtime_sec"], fault["mtime_nsec"], fault["ctime_sec"], fault["ctime_nsec"]
+    return invisible(fault["ts_ns"], ms[1] * NS + mn[1], cs[1] * NS + (cn[1] & NSEC_MASK),
+                     *seen)

@@ -23,3 +23,6 @@ $PFN report /tmp/demo.pft
 echo
 echo "== pfntrace check on generic/080 (exit 0: every write fault moved or found current mtime)"
 $PFN check -- xfs_io -c 'mmap 0 4k' -c 'mread 0 4k' -c 'mwrite 0 4k' $D/g080
+echo
+echo "== invisible writes: 300 x (msync, stat, one mmap write, stat); check --invisible names each write the stat before it cannot see (first 3)"
+$PFN check --invisible -- $PY -m pfntrace.lab.workloads stat-write-loop $D/seen 300 | awk '/^INVISIBLE/ && n++ < 3'

@@ -13,6 +13,10 @@
  *   kprobe/kretprobe <fs handlers>    -> PFT_EV_HANDLER (outermost call only)
  *   kprobe file_update_time           -> counts into the running WP/handler
  *                                        (or fentry)
+ *   kprobe/kretprobe vfs_getattr_nosec -> PFT_EV_GETATTR: what stat showed whom
+ *                                        (every stat, statx, fstat reaches it;
+ *                                        vfs_getattr is inlined on Debian's kernels)
+ *                                        (or fentry/fexit)
  *   fs_dax tracepoints                -> PFT_EV_DAX_*
  *   sched:sched_process_fork          -> follows a command's descendants
  */
@@ -41,6 +45,8 @@ struct pft_config {
 	u64 tk_base;		/* the timekeeper's data (tk_core), for the kernel's
 				   timestamp clock; 0: unknown (clock_ns stays 0) */
 	u64 mg_floor;		/* &mg_floor (6.13+ multigrain floor); 0: none */
+	u32 self_tgid;		/* pfntrace itself: its stats observe nothing */
+	u32 pad;
 };
 
 /* Per-thread state between a probe's entry and its return: the event being
@@ -60,6 +66,16 @@ struct handler_state {
 	u32 traced;		/* 0: a fault we do not trace (its nested calls stay quiet) */
 };
 
+/* Between vfs_getattr_nosec's entry and return: the inode and where the
+ * kernel writes what it shows (struct kstat). */
+struct getattr_state {
+	u64 stat;
+	u64 ino;
+	u64 ts;
+	u32 dev;
+	u32 flags;
+};
+
 BPF_ARRAY(config, struct pft_config, 1);
 BPF_HASH(traced, u32, u8, 65536);		/* tgids being followed */
 BPF_HASH(wpstate, u32, struct wp_state, 4096);	/* per tid: inside do_wp_page */
@@ -73,6 +89,8 @@ BPF_PERCPU_ARRAY(pending, u32, 1);		/* events since the last wakeup */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
 BPF_PERCPU_ARRAY(namebuf, struct pft_name, 1);	/* scratch: too big for the stack */
+BPF_HASH(gastate, u32, struct getattr_state, 4096);	/* per tid: inside a getattr */
+BPF_PERCPU_ARRAY(gabuf, struct pft_event, 1);	/* scratch for getattr events */
 
 #define READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
@@ -118,6 +136,8 @@ BPF_ARRAY(aggrate, struct pft_rate_slot, PFT_AGG_RATE_SLOTS);
 BPF_PERCPU_ARRAY(aggzero, struct pft_agg_stats, 1);	/* all-zero seeds */
 BPF_PERCPU_ARRAY(aggzproc, struct pft_proc_stats, 1);
 BPF_HASH(aggnest, u32, struct agg_nest, 4096);	/* per tid: last PTE ->huge_fault */
+/* Per file: its last getattr (PFT_EV_GETATTR), for verdict.h's pft_invisible(). */
+BPF_HASH(observed, struct pft_file_key, struct pft_event, AGG_FILES);
 
 /* The kind of write fault (verdict.h), or -1: not one, or the inner half of
  * a first-touch fault already counted.  A PTE-size ->huge_fault enclosed by
@@ -182,8 +202,12 @@ static __always_inline void agg_account(struct pft_event *ev)
 	struct pft_file_key key = {};
 	key.ino = ev->ino;
 	key.dev = ev->dev;
+	struct pft_event *obs = observed.lookup(&key);
+	int invisible = obs ? pft_invisible(ev, obs) : 0;
 	struct pft_agg_stats *f = aggfiles.lookup_or_try_init(&key, zs);
 	if (f) {
+		if (invisible)
+			__sync_fetch_and_add(&f->invisible, 1);
 		__sync_fetch_and_add(&f->kinds[kind], 1);
 		__sync_fetch_and_add(&f->verdicts[verdict], 1);
 		if (timed)
@@ -203,6 +227,8 @@ static __always_inline void agg_account(struct pft_event *ev)
 	if (!p)
 		count_blind(PFT_BLIND_COUNTERS);
 	if (p) {
+		if (invisible)
+			__sync_fetch_and_add(&p->invisible, 1);
 		__sync_fetch_and_add(&p->kinds[kind], 1);
 		__sync_fetch_and_add(&p->verdicts[verdict], 1);
 		__sync_fetch_and_add(&p->total, 1);
@@ -217,6 +243,7 @@ static __always_inline void agg_account(struct pft_event *ev)
 		if (timed)
 			t->lat[agg_idx(b)] += 1;
 		t->total += 1;
+		t->invisible += invisible;
 		t->last_ts = ev->ts_ns;
 	}
 
@@ -619,6 +646,109 @@ static __always_inline int ftu_count(void)
 int ftu_entry(struct pt_regs *ctx) { return ftu_count(); }
 #ifdef PFT_FENTRY_FILE_UPDATE_TIME
 KFUNC_PROBE(file_update_time) { return ftu_count(); }
+#endif
+
+/*
+ * What a process was shown of a file: vfs_getattr_nosec(path, stat, ...),
+ * which every stat(2), fstat(2), statx(2) reaches.  Any process, not only
+ * the followed ones (a backup tool is not the writer), pfntrace excepted;
+ * only the files a fault would be traced for (DAX unless --all-files, the
+ * --mount devices, the inode filter).
+ */
+static __always_inline int getattr_enter(u64 path, u64 stat)
+{
+	struct pft_config *c = cfg();
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	u64 dentry = 0, inode = 0, sb = 0;
+	u32 i_flags = 0;
+
+	if (gastate.lookup(&tid)) {
+		count_blind(PFT_BLIND_GETATTR_RETURN);
+		gastate.delete(&tid);
+	}
+	if (!c || (id >> 32) == c->self_tgid)
+		return 0;
+	READ(dentry, path, PATH_DENTRY);
+	if (!dentry)
+		return 0;
+	READ(inode, dentry, DENTRY_D_INODE);
+	if (!inode)
+		return 0;
+	READ(i_flags, inode, INODE_I_FLAGS);
+	if (!c->all_files && !(i_flags & S_DAX))
+		return 0;
+	struct getattr_state st = {};
+	READ(sb, inode, INODE_I_SB);
+	READ(st.dev, sb, SB_S_DEV);
+	if (!dev_wanted(c, st.dev))
+		return 0;
+	READ(st.ino, inode, INODE_I_INO);
+	if (c->ino && c->ino != st.ino)
+		return 0;
+	st.stat = stat;
+	st.flags = PFT_F_FILE | ((i_flags & S_DAX) ? PFT_F_INODE_DAX : 0);
+	st.ts = bpf_ktime_get_ns();
+	if (gastate.update(&tid, &st) != 0)
+		count_blind(PFT_BLIND_STATE);
+	return 0;
+}
+
+static __always_inline int getattr_exit(u32 ret)
+{
+	u32 zero = 0;
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct getattr_state *st = gastate.lookup(&tid);
+	if (!st)
+		return 0;
+	struct pft_event *ev = gabuf.lookup(&zero);
+	if (!ev) {
+		gastate.delete(&tid);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	u64 stat = st->stat;
+	ev->type = PFT_EV_GETATTR;
+	ev->ino = st->ino;
+	ev->dev = st->dev;
+	ev->flags = st->flags;
+	ev->ts_ns = st->ts;
+	gastate.delete(&tid);
+	ev->ret = ret;
+	if (ev->ret)
+		return 0;	/* an error: nothing was shown */
+	READ(ev->mtime_sec[0], stat, KSTAT_MTIME_SEC);
+	READ(ev->mtime_nsec[0], stat, KSTAT_MTIME_NSEC);
+	READ(ev->ctime_sec[0], stat, KSTAT_CTIME_SEC);
+	READ(ev->ctime_nsec[0], stat, KSTAT_CTIME_NSEC);
+	ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
+	ev->pid = id >> 32;
+	ev->tid = tid;
+	ev->cpu = bpf_get_smp_processor_id();
+	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+#ifdef PFT_AGGREGATE
+	struct pft_file_key key = {};
+	key.ino = ev->ino;
+	key.dev = ev->dev;
+	observed.update(&key, ev);
+#endif
+	emit(ev);
+	return 0;
+}
+
+int getattr_entry(struct pt_regs *ctx)
+{
+	return getattr_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+}
+int getattr_return(struct pt_regs *ctx) { return getattr_exit(PT_REGS_RC(ctx)); }
+#ifdef PFT_FENTRY_VFS_GETATTR_NOSEC
+/* int vfs_getattr_nosec(const struct path *, struct kstat *, u32, unsigned int) */
+KFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat) { return getattr_enter(path, stat); }
+KRETFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat, u32 mask, u32 qflags, int ret)
+{
+	return getattr_exit(ret);
+}
 #endif
 
 TRACEPOINT_PROBE(sched, sched_process_fork)

@@ -17,6 +17,9 @@
 #define PFT_EV_DAX_FAULT     3  /* fs_dax:dax_pte_fault_done or dax_pmd_fault_done */
 #define PFT_EV_DAX_WRITEBACK 4  /* fs_dax:dax_writeback_one: a page re-write-protected */
 #define PFT_EV_DAX_MKWRITE   5  /* fs_dax:dax_insert_pfn_mkwrite (MAP_SYNC fault) */
+#define PFT_EV_GETATTR       6  /* vfs_getattr_nosec returned 0: a process (any,
+                                   not only the traced ones) was shown this
+                                   inode's mtime and ctime, in mtime/ctime_*[0] */
 
 /* Which vm_ops slots the handler's address filled (PFT_EV_HANDLER.roles);
  * one function may fill several: ext4_dax_fault is .fault, .page_mkwrite
@@ -95,7 +98,9 @@
 #define PFT_BLIND_WP_RETURN      2  /* a do_wp_page whose return probe never ran */
 #define PFT_BLIND_HANDLER_RETURN 3  /* a handler whose return probe never ran */
 #define PFT_BLIND_COUNTERS       4  /* an in-kernel counter map was full (top) */
-#define PFT_BLIND_SLOTS          5
+#define PFT_BLIND_GETATTR_RETURN 5  /* a getattr whose return probe never ran: an
+                                       observation not seen */
+#define PFT_BLIND_SLOTS          6
 
 /*
  * One event.  Fields are ordered largest first so the struct has no holes
@@ -185,6 +190,8 @@ struct pft_agg_stats {
 	__u64 last_ts;          /* CLOCK_MONOTONIC of the latest write fault */
 	__u32 last_pid;         /* who faulted last: /proc/PID/maps names the file */
 	__u32 pad;
+	__u64 invisible;        /* write faults invisible to the last getattr before
+	                           them (verdict.h pft_invisible) */
 };
 
 /* Per process (hash: tgid -> this). */
@@ -195,6 +202,7 @@ struct pft_proc_stats {
 	__u64 last_ts;
 	__u64 files;            /* reserved: 0 */
 	char comm[16];
+	__u64 invisible;        /* as in struct pft_agg_stats */
 };
 
 /* One slot of the rate ring: write faults in interval `epoch`

@@ -120,4 +120,31 @@ static __always_inline int pft_judge(const struct pft_event *ev, int kind)
 	return moved ? PFT_V_UPDATED : PFT_V_CURRENT;
 }
 
+/*
+ * Was the write fault invisible to the last process that looked?
+ *
+ * obs is the last getattr of the same inode (PFT_EV_GETATTR: the mtime and
+ * ctime it returned in [0]).  If it ended before the fault began and the
+ * fault left both timestamps equal to what it returned, a tool comparing
+ * mtime (or ctime) with its last stat can never see this write: the kernel
+ * followed its rules (a coarse clock tick, CURRENT) or did not (MISSED), the
+ * observer cannot tell either way.  A property next to the verdict, not a
+ * verdict.  ctime is compared without 6.13+'s I_CTIME_QUERIED bit; on a
+ * multigrain kernel the queried ctime forces a distinct stamp, so there this
+ * never happens unless the kernel is wrong.
+ */
+static __always_inline int pft_invisible(const struct pft_event *f, const struct pft_event *obs)
+{
+	if (obs->type != PFT_EV_GETATTR || obs->ret)
+		return 0;
+	if (obs->ts_ns + obs->duration_ns > f->ts_ns)
+		return 0;	/* looked during or after the fault: no order to judge */
+	__s64 m1 = pft_ts(f->mtime_sec[1], f->mtime_nsec[1]);
+	__s64 c1 = pft_ts(f->ctime_sec[1], f->ctime_nsec[1]);
+	if (!m1 && !c1)
+		return 0;	/* no timestamps read */
+	return m1 == pft_ts(obs->mtime_sec[0], obs->mtime_nsec[0]) &&
+	       c1 == pft_ts(obs->ctime_sec[0], obs->ctime_nsec[0]);
+}
+
 #endif /* PFNTRACE_VERDICT_H */

@@ -6,7 +6,8 @@ them, so it can sit in a CI script:
 
   0  write faults were seen, every one UPDATED or CURRENT (or UNDECIDED
      without --strict), and nothing was lost
-  1  findings: a MISSED or NO_NOTIFIER fault (with --strict, UNDECIDED too)
+  1  findings: a MISSED or NO_NOTIFIER fault (with --strict, UNDECIDED too;
+     with --invisible, a write the last stat before it cannot see)
   2  pfntrace could not run, or did not see everything: events lost, a
      return probe missed, a state map full, the recording not intact
   3  COMMAND failed and there was no finding: no verdict
@@ -34,20 +35,24 @@ EXIT_EMPTY = 4
               help="Fail (exit 1) on UNDECIDED faults too: faults the data could not judge.")
 @click.option("--allow-empty", is_flag=True,
               help="Exit 0, not 4, when the command made no write fault at all.")
+@click.option("--invisible", "fail_invisible", is_flag=True,
+              help="Fail (exit 1) on invisible writes too: write faults after which mtime "
+                   "and ctime still equal what a stat (by any process) saw before them.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(output, mounts, pid, duration, only_file, all_files, attach, strict, allow_empty,
-            cmd):
+            fail_invisible, cmd):
     """Run COMMAND and fail (exit 1) if any write fault left mtime/ctime stale.
 
     \b
-    Exit codes: 0 all judged right, 1 findings, 2 pfntrace could not run or
-    lost events, 3 COMMAND failed without a finding, 4 no write fault seen.
+    Exit codes: 0 all judged right, 1 findings (--invisible: invisible writes
+    too), 2 pfntrace could not run or lost events, 3 COMMAND failed without a
+    finding, 4 no write fault seen.
     \b
     pfntrace check -- xfs_io -c "mmap 0 4k" -c "mread 0 4k" -c "mwrite 0 4k" /mnt/dax/f
     pfntrace check -o evidence.pft -- ./db-test
     """
     from pfntrace import correlate
-    from pfntrace.findings import finding_line, findings
+    from pfntrace.findings import finding_line, findings, invisible_line
     from pfntrace.recording import Recording, RecordingError
 
     keep = output is not None
@@ -69,7 +74,8 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
     s = an.summary()
     lines = findings(an)
     undecided = [finding_line(f) for f in an.undecided]
-    for line in lines + (undecided if strict else []):
+    invisible = [invisible_line(f) for f in an.invisible]
+    for line in lines + (undecided if strict else []) + (invisible if fail_invisible else []):
         click.echo(line)
     verdicts = "  ".join("%s %d" % kv for kv in s["verdicts"].items() if kv[1])
     click.echo("pfntrace check: %d write faults (pfn_mkwrite %d, page_mkwrite %d, pmd %d, "
@@ -77,6 +83,14 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
                    s["write_faults"], s["pfn_mkwrite"], s["page_mkwrite"], s["pmd"],
                    s["first_touch"], s["no_notifier"], ": " + verdicts if verdicts else "",
                    (", recording kept in %s" % output) if keep else ""), err=True)
+    if s["getattr_probed"]:
+        click.echo("pfntrace check: %d invisible writes (mtime and ctime as the last stat "
+                   "before them saw them)%s" % (s["invisible_writes"], "" if fail_invisible
+                                                or not invisible else "; --invisible fails "
+                                                "on them"), err=True)
+    loud = an.multigrain_warning()
+    if loud:
+        click.echo("pfntrace check: WARNING: %s" % loud, err=True)
     for line in an.warnings:
         click.echo("pfntrace check: warning: %s" % line, err=True)
     blind = ""
@@ -89,10 +103,13 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
             s["truncation_reason"] or an.warnings[0])
     if blind:
         click.echo("pfntrace check: %s; faults may be missing" % blind, err=True)
-    if lines or (strict and undecided):
+    if lines or (strict and undecided) or (fail_invisible and invisible):
         sys.exit(EXIT_FINDINGS)
     if blind:
         raise _Blind("check: " + blind)
+    if fail_invisible and not s["getattr_probed"]:
+        raise _Blind("check: --invisible needs a probe on vfs_getattr_nosec, which this "
+                     "kernel does not offer (see pfntrace record --plan)")
     if undecided:
         click.echo("pfntrace check: %d write faults UNDECIDED (%s); --strict fails on them"
                    % (len(undecided), an.undecided[0].detail), err=True)

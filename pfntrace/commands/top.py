@@ -177,7 +177,8 @@ def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
         roots = [m[0] for m in watched] or recorder._dax_mount_points()
         resolver = aggregate.PathResolver(roots)
         state = TopState(kernel=plan["kernel"], plan_counts=plan_counts(plan, tr.attached),
-                         mounts=[m[0] for m in watched], interval_s=interval, pid=pid)
+                         mounts=[m[0] for m in watched], interval_s=interval, pid=pid,
+                         multigrain=bool((plan.get("clock") or {}).get("mg_floor")))
         if sys.stdout.isatty():
             run_live(state, reader, resolver, interval, count)
         else:

@@ -30,6 +30,10 @@ _FIXED_FIELDS = (
     ("INODE_I_FLAGS", "inode", "i_flags"),
     ("SB_S_DEV", "super_block", "s_dev"),
     ("SB_S_TIME_GRAN", "super_block", "s_time_gran"),
+    # getattr: vfs_getattr_nosec(path, stat): path->dentry->d_inode, and the
+    # struct kstat it fills.
+    ("PATH_DENTRY", "path", "dentry"),
+    ("DENTRY_D_INODE", "dentry", "d_inode"),
 )
 
 # Member names a timestamp has had, newest layout first.  6.11+ split each
@@ -105,6 +109,12 @@ def bpf_defines(btf):
                                          + btf.member_offset("qstr", "name"))
         defines.update(_timestamp_defines(btf, "mtime"))
         defines.update(_timestamp_defines(btf, "ctime"))
+        for which in ("mtime", "ctime"):
+            base = btf.member_offset("kstat", which)
+            defines["KSTAT_%s_SEC" % which.upper()] = (
+                base + btf.member_offset("timespec64", "tv_sec"))
+            defines["KSTAT_%s_NSEC" % which.upper()] = (
+                base + btf.member_offset("timespec64", "tv_nsec"))
     except BtfError as e:
         raise OffsetError(str(e)) from None
     defines.update(_clock_defines(btf))

@@ -371,14 +371,21 @@ class _Stalled(Exception):
 
 def _progress_mark(cfg, job):
     """Something that changes whenever the guest makes progress: the console
-    log's size and the newest mtime in the results folder."""
-    mark = [os.path.getsize(p) if os.path.exists(p) else 0 for p in [_console_path(cfg, job)]]
+    log's size, and the newest mtime in the job folder (boot and set-up
+    stages) and in the results folder (the command's own)."""
     try:
-        with os.scandir(cfg.results) as it:
-            mark.append(max((e.stat().st_mtime_ns for e in it if e.is_file()), default=0))
+        console = os.path.getsize(_console_path(cfg, job))
     except OSError:
-        mark.append(0)
-    return tuple(mark)
+        console = 0
+    return (console,) + tuple(_newest_mtime(d) for d in (job, cfg.results))
+
+
+def _newest_mtime(folder):
+    try:
+        with os.scandir(folder) as it:
+            return max((e.stat().st_mtime_ns for e in it if e.is_file()), default=0)
+    except OSError:
+        return 0
 
 
 def _wait(proc, cfg, job, start):

@@ -4,9 +4,11 @@ Each workload maps a file on the DAX mount and touches pages in a given way;
 `python -m pfntrace.lab.workloads NAME FILE PAGES` runs one from a shell.
 """
 
+import json
 import mmap
 import os
 import sys
+import time
 
 PAGE = mmap.PAGESIZE
 
@@ -125,6 +127,52 @@ def random_read_write(path, pages, ops=3000, seed=80):
     os.close(fd)
 
 
+SETTLE_S = 0.05     # past a clock tick (HZ=250 in the lab: 4 ms)
+
+
+def _stat_write_loop(path, rounds, stat_before):
+    """One allocated page mapped MAP_SHARED and read, then `rounds` times:
+    msync(MS_SYNC) (re-write-protects the page), [stat], one mmap write (a
+    write-protect fault through ->pfn_mkwrite), [stat].  Prints the oracle as
+    one JSON line: per round, whether the stat before and the stat after the
+    write showed the same mtime (and ctime) -- a write a tool comparing
+    timestamps with its last stat cannot see.  Without stat_before nothing
+    stats the file after mmap's own fstat, which happens a tick before the
+    first write, so nobody observed a timestamp that a write left alone."""
+    fd = _prepare(path, 1)
+    time.sleep(SETTLE_S)
+    m = mmap.mmap(fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    _ = m[0]
+    time.sleep(SETTLE_S)
+    same_mtime, same_both = [], []
+    for i in range(rounds):
+        m.flush()
+        if stat_before:
+            before = os.stat(path)
+        m[0] = i % 255 + 1
+        if stat_before:
+            after = os.stat(path)
+            same_mtime.append(after.st_mtime_ns == before.st_mtime_ns)
+            same_both.append(same_mtime[-1] and after.st_ctime_ns == before.st_ctime_ns)
+    m.close()
+    st = os.fstat(fd)
+    os.close(fd)
+    print(json.dumps({"oracle": "stat-write-loop" if stat_before else "sync-write-loop",
+                      "rounds": rounds, "ino": st.st_ino, "pid": os.getpid(),
+                      "same_mtime": same_mtime, "same_mtime_and_ctime": same_both}),
+          flush=True)
+
+
+def stat_write_loop(path, rounds):
+    """msync, stat, write, stat: see _stat_write_loop."""
+    _stat_write_loop(path, rounds, True)
+
+
+def sync_write_loop(path, rounds):
+    """The same loop with no stat at all: msync, write."""
+    _stat_write_loop(path, rounds, False)
+
+
 def ivshmem_bar():
     """sysfs path of the lab's ivshmem shared-memory BAR (QEMU's 1af4:1110)."""
     import glob
@@ -173,6 +221,8 @@ WORKLOADS = {
     "private-write": private_write,
     "first-touch-write": first_touch_write,
     "random-read-write": random_read_write,
+    "stat-write-loop": stat_write_loop,     # PAGES is the number of rounds
+    "sync-write-loop": sync_write_loop,
 }
 
 

@@ -7,13 +7,20 @@ The JSON document is a contract (schema_version 1); keys are only ever added:
                  "pmd": n, "first_touch": n, "no_notifier": n, "lost": n,
                  "verdicts": {"UPDATED": n, "CURRENT": n, "MISSED": n,
                               "NO_NOTIFIER": n, "UNDECIDED": n},
-                 "kernel": str, "truncated": bool, ...},
+                 "invisible_writes": n, "getattr_probed": bool,
+                 "multigrain": bool, "kernel": str, "truncated": bool, ...},
      "files": [{"path": str, "dev": "maj:min", "ino": n, "key": "maj:min:ino",
                 "write_faults": n, "pfn_mkwrite": n, ..., "verdicts": {...},
                 "final_mtime_ns": n|null, "final_vs_last_fault": str|null,
-                "deleted": bool, "timestamps_set_externally": n}],
+                "deleted": bool, "timestamps_set_externally": n,
+                "invisible_writes": n, "getattrs": n}],
      "processes": [{"pid": n, "comm": str, "write_faults": n,
-                    "verdicts": {...}, ...}],
+                    "verdicts": {...}, "invisible_writes": n, ...}],
+     "invisible_writes": [{"ts_ns": n, "file": str, "path": str, "pgoff": n,
+                           "pid": n, "comm": str, "verdict": str,
+                           "observer_pid": n, "observer_comm": str,
+                           "observed_ns_before": n, "mtime_ns": n,
+                           "ctime_ns": n}],
      "latency": {"unit": "ns", "buckets": [{"low": n, "high": n, "count": n}]},
      "findings": [str, ...],
      "events": [...]            # only with --events
@@ -66,6 +73,8 @@ def file_rows(an):
             "final_vs_last_fault": f.final_cmp,
             "deleted": f.deleted,
             "timestamps_set_externally": f.external,
+            "invisible_writes": f.invisible,
+            "getattrs": f.observations,
             "notes": notes,
         })
     return out
@@ -94,6 +103,7 @@ def process_rows(an):
             "reads": p.reads,
             "files": len(p.files),
             "verdicts": p.verdict_counts(),
+            "invisible_writes": p.invisible,
         })
     return out
 
@@ -107,6 +117,16 @@ def latency_rows(an):
     out = []
     for i in range(used[0], used[-1] + 1):
         out.append({"low": (1 << i) >> 1, "high": (1 << i) - 1, "count": hist[i]})
+    return out
+
+
+def invisible_rows(an):
+    """Every invisible write: the fault, and who looked how long before."""
+    out = []
+    for f in an.invisible:
+        out.append(dict({"ts_ns": f.ts, "file": f.key, "path": f.path, "pgoff": f.pgoff,
+                         "pid": f.pid, "comm": f.comm, "verdict": f.verdict},
+                        **f.invisible_dict()))
     return out
 
 
@@ -126,10 +146,14 @@ def to_json_dict(an, events=False):
         "processes": process_rows(an),
         "latency": {"unit": "ns", "buckets": latency_rows(an)},
         "findings": findings(an),
+        "invisible_writes": invisible_rows(an),
         # What is wrong with the recording itself (truncated, blocks repeated
         # or missing, data after the trailer): the counts above may be off.
         "warnings": an.warning_lines(),
     }
+    loud = an.multigrain_warning()
+    if loud:
+        doc["warnings"].append(loud)
     if events:
         doc["events"] = event_rows(an)
     return doc

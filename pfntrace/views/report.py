@@ -1,9 +1,9 @@
 """Human view of an Analysis: rich tables.
 
 render(console, analysis, events=False) prints, in order: the summary, the
-probe plan, the per-file table, the per-process table, the fault latency
-histogram (bcc print_log2_hist style) and, with events=True, every write
-fault.
+probe plan, the per-file table, the per-process table, the invisible writes
+(the first INVISIBLE_SHOWN), the fault latency histogram (bcc
+print_log2_hist style) and, with events=True, every write fault.
 """
 
 from rich import box
@@ -87,6 +87,7 @@ def summary_table(an, source=None):
                   s["write_faults"], s["pfn_mkwrite"], s["page_mkwrite"], s["pmd"],
                   s["first_touch"], s["no_notifier"]))
     t.add_row("verdicts", verdict_text(s["verdicts"]))
+    t.add_row("invisible writes", invisible_text(an, s))
     t.add_row("other", "reads %d, retries %d, PMD fallbacks %d, do_wp_page %d, "
               "MAP_SYNC %d, re-protects %d (%d pages)" % (
                   s["reads"], s["retries"], s["huge_fault_fallbacks"], s["wp_entries"],
@@ -119,6 +120,39 @@ def summary_table(an, source=None):
     return t
 
 
+def invisible_text(an, s):
+    """The invisible-write count, what it means, and the multigrain alarm."""
+    if not s["getattr_probed"]:
+        return Text("unknown: getattr (vfs_getattr_nosec) was not probed", style="yellow")
+    n = s["invisible_writes"]
+    t = Text("%d" % n, style="bold yellow" if n else None)
+    t.append(" of %d write faults left mtime and ctime as the last stat before them saw "
+             "them (%d stats of traced files)" % (s["write_faults"], s["getattrs"]))
+    loud = an.multigrain_warning()
+    if loud:
+        t.append("\n" + loud, style="bold red")
+    return t
+
+
+INVISIBLE_SHOWN = 20
+
+
+def invisible_lines(an):
+    """The first INVISIBLE_SHOWN invisible writes, one line each."""
+    rows = an.invisible
+    out = Text()
+    if not rows:
+        return out
+    out.append("invisible writes\n", style="italic")
+    for f in rows[:INVISIBLE_SHOWN]:
+        out.append("%s pid %d (%s) %s page %d: %s\n" % (
+            fmt_rel(an, f.ts), f.pid, f.comm, f.path, f.pgoff, f.invisible_detail))
+    if len(rows) > INVISIBLE_SHOWN:
+        out.append("... and %d more (report --json lists them all)\n"
+                   % (len(rows) - INVISIBLE_SHOWN))
+    return out
+
+
 def plan_table(an):
     """The recording's probe plan, grouped (views/plan.py), and the settings
     it was compiled with."""
@@ -136,6 +170,20 @@ def plan_table(an):
 
 
 WIDE = 120  # below this the files table becomes a list: paths need room
+INVIS_WIDE = 150  # the same with the invisible-writes column
+
+
+def _files_columns(an):
+    columns = (("file", "left"), ("writes", "right"), ("pfn_mkw", "right"),
+               ("page_mkw", "right"), ("pmd", "right"), ("1st", "right"),
+               ("sync", "right"), ("reprot", "right"), ("updated", "right"),
+               ("current", "right"), ("MISSED", "right"), ("no_notif", "right"),
+               ("invis", "right"), ("first", "right"), ("last", "right"),
+               ("final mtime", "left"))
+    if not an.invisible:
+        # Only where there is something to show: the table is wide already.
+        columns = tuple(c for c in columns if c[0] != "invis")
+    return columns
 
 
 def _file_cells(an, f):
@@ -161,6 +209,7 @@ def _file_cells(an, f):
         "current": _verdict_cell("CURRENT", v[correlate.V_CURRENT]),
         "MISSED": _verdict_cell("MISSED", v[correlate.V_MISSED]),
         "no_notif": _verdict_cell("NO_NOTIFIER", v[correlate.V_NO_NOTIFIER]),
+        "invis": Text(str(f.invisible), style="bold yellow" if f.invisible else None),
         "first": fmt_rel(an, f.first_ts), "last": fmt_rel(an, f.last_fault_ts),
         "final mtime": final,
     }
@@ -170,11 +219,7 @@ def files_table(an):
     t = Table(title="files", box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1),
               collapse_padding=True,
               pad_edge=False)
-    columns = (("file", "left"), ("writes", "right"), ("pfn_mkw", "right"),
-               ("page_mkw", "right"), ("pmd", "right"), ("1st", "right"),
-               ("sync", "right"), ("reprot", "right"), ("updated", "right"),
-               ("current", "right"), ("MISSED", "right"), ("no_notif", "right"),
-               ("first", "right"), ("last", "right"), ("final mtime", "left"))
+    columns = _files_columns(an)
     for name, just in columns:
         if name == "file":
             t.add_column(name, justify=just, min_width=12, overflow="fold")
@@ -207,6 +252,9 @@ def files_lines(an):
             if n:
                 out.append(" ")
                 out.append("%s %d" % (name, n), style=VERDICT_STYLE[name])
+        if f.invisible:
+            out.append(" · ")
+            out.append("invisible %d" % f.invisible, style="bold yellow")
         out.append(" · final mtime ")
         out.append(cells["final mtime"])
         out.append("\n")
@@ -216,11 +264,12 @@ def files_lines(an):
 def processes_table(an):
     t = Table(title="processes", box=box.SIMPLE_HEAD, title_justify="left")
     for name, just in (("pid", "right"), ("comm", "left"), ("writes", "right"),
-                       ("reads", "right"), ("files", "right"), ("verdicts", "left")):
+                       ("reads", "right"), ("files", "right"), ("invis", "right"),
+                       ("verdicts", "left")):
         t.add_column(name, justify=just)
     for p in an.processes:
         t.add_row(str(p.pid), p.comm, str(p.write_faults), str(p.reads),
-                  str(len(p.files)), verdict_text(p.verdict_counts()))
+                  str(len(p.files)), str(p.invisible), verdict_text(p.verdict_counts()))
     return t
 
 
@@ -242,6 +291,12 @@ def latency_text(an, width=40):
     return Text("\n".join(out))
 
 
+def _event_detail(f):
+    if f.invisible:
+        return "%s; INVISIBLE: %s" % (f.detail, f.invisible_detail)
+    return f.detail
+
+
 def events_table(an):
     t = Table(title="write faults", box=box.SIMPLE_HEAD, title_justify="left",
               collapse_padding=True, pad_edge=False)
@@ -258,7 +313,7 @@ def events_table(an):
     for f in an.faults:
         t.add_row(fmt_rel(an, f.ts), str(f.pid), str(f.tid), f.comm, f.path,
                   str(f.pgoff), f.kind, Text(f.verdict, style=VERDICT_STYLE[f.verdict]),
-                  fmt_duration(f.latency), str(f.ftu_calls), f.detail)
+                  fmt_duration(f.latency), str(f.ftu_calls), _event_detail(f))
     return t
 
 
@@ -270,7 +325,8 @@ def events_lines(an):
         out.append("%s pid %d/%d %s %s page %d %s " % (
             fmt_rel(an, f.ts), f.pid, f.tid, f.comm, f.path, f.pgoff, f.kind))
         out.append(f.verdict, style=VERDICT_STYLE[f.verdict])
-        out.append(" %s ftu %d\n    %s\n" % (fmt_duration(f.latency), f.ftu_calls, f.detail))
+        out.append(" %s ftu %d\n    %s\n" % (fmt_duration(f.latency), f.ftu_calls,
+                                              _event_detail(f)))
     return out
 
 
@@ -278,11 +334,13 @@ def render(console, an, events=False, source=None):
     console.print(summary_table(an, source))
     if an.header.get("plan"):
         console.print(plan_table(an))
-    if console.width < WIDE:
+    if console.width < (INVIS_WIDE if an.invisible else WIDE):
         console.print(files_lines(an))
     else:
         console.print(files_table(an))
     console.print(processes_table(an))
+    if an.invisible:
+        console.print(invisible_lines(an), overflow="fold")
     console.print(latency_text(an))
     if events:
         if not an.faults_kept:

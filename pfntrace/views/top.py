@@ -68,8 +68,10 @@ class TopState:
     """What the screen shows: the latest snapshot, rates since the one before,
     and the interactive settings."""
 
-    def __init__(self, kernel="?", plan_counts=None, mounts=(), interval_s=1.0, pid=0):
+    def __init__(self, kernel="?", plan_counts=None, mounts=(), interval_s=1.0, pid=0,
+                 multigrain=False):
         self.kernel = kernel
+        self.multigrain = multigrain   # 6.13+: an invisible write is a kernel bug
         self.plan_counts = plan_counts or {}   # {"attached": n, "inferred": n, "missing": n}
         self.mounts = list(mounts)
         self.interval_s = interval_s
@@ -191,6 +193,17 @@ class TopState:
         return rows
 
 
+def invisible_note(state, snap):
+    """'invisible N' (write faults the last stat before them cannot tell
+    from no write), loud on a multigrain kernel; '' when there are none."""
+    n = snap.total.invisible
+    if not n:
+        return ""
+    if state.multigrain:
+        return "invisible %d ON A MULTIGRAIN KERNEL (should never happen)" % n
+    return "invisible %d" % n
+
+
 # --- the rich screen ---------------------------------------------------------
 #
 # Laid out for the terminal's size (views/columns.py): nothing is cut but a
@@ -253,6 +266,9 @@ def _header(state, width):
     undecided = snap.total.verdict("UNDECIDED")
     if undecided:   # faults the rules could not judge: never hidden in CURRENT
         parts.append(Text("undecided %d" % undecided, style="bold yellow"))
+    invisible = invisible_note(state, snap)
+    if invisible:
+        parts.append(Text(invisible, style="bold red" if state.multigrain else "bold yellow"))
     cost = state.cost()
     if cost is None:
         parts.append(Text("pfntrace cost: %s"
@@ -384,9 +400,11 @@ def plain(state, now_ns=None, wall=None):
     snap = state.cur or _EMPTY
     cost = state.cost()
     undecided = snap.total.verdict("UNDECIDED")
-    lines = ["%s  write faults %s/s  total %d  lost %d%s  bpf %s" % (
+    invisible = invisible_note(state, snap)
+    lines = ["%s  write faults %s/s  total %d  lost %d%s%s  bpf %s" % (
         wall, fmt_rate(state.total_rate()), snap.total.total, snap.lost,
         "  undecided %d" % undecided if undecided else "",
+        "  " + invisible if invisible else "",
         "unknown" if cost is None else "%.2f%%cpu" % (cost[0] * 100))]
     lines.append("%7s %8s %7s %7s %7s %7s %7s %7s %7s %8s %6s %6s %6s  %s"
                  % (PLAIN_COLUMNS + ("PATH",)))

@@ -56,11 +56,19 @@ def _target_id(target):
 
 # --- host side ---------------------------------------------------------------
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "lab_kernels(*aliases): run only on these lab kernels (a test of what "
+        "the other kernels do not have, e.g. 6.13+ multigrain timestamps)")
+
+
 def pytest_generate_tests(metafunc):
     if IN_GUEST:
         return
+    only = metafunc.definition.get_closest_marker("lab_kernels")
+    chosen = [t for t in targets() if only is None or t.split("/")[0] in only.args]
     metafunc.fixturenames.append("lab_target")
-    metafunc.parametrize("lab_target", targets(), ids=[_target_id(t) for t in targets()],
+    metafunc.parametrize("lab_target", chosen, ids=[_target_id(t) for t in chosen],
                          scope="session")
 
 

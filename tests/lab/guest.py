@@ -1,7 +1,9 @@
 """Helpers for lab test bodies (they run inside the guest)."""
 
+import contextlib
 import functools
 import os
+import signal
 import subprocess
 import sys
 
@@ -70,3 +72,29 @@ def run(argv, **kw):
     kw.setdefault("text", True)
     kw.setdefault("timeout", 600)
     return subprocess.run(argv, **kw)
+
+
+@contextlib.contextmanager
+def top_beside_record(rec_path, attach="auto"):
+    """top's in-kernel counters and a `pfntrace record --mount` of the DAX
+    mount, both running, both attached with `attach`: yields (top's Reader,
+    the mount's kernel dev); on exit the recording at rec_path is complete
+    and top's probes are gone."""
+    from pfntrace import tracer
+    from pfntrace.aggregate import Reader
+    from pfntrace.commands.record import build_plan
+
+    st = os.stat(MOUNT)
+    dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
+    top = tracer.Tracer(build_plan(attach), devs=[dev], aggregate=True)
+    top.start()
+    recorder = subprocess.Popen(PFNTRACE + ["record", "--mount", MOUNT, "-o", rec_path],
+                                stderr=subprocess.PIPE, text=True, env=attach_env(attach))
+    try:
+        line = recorder.stderr.readline()
+        assert "recording" in line, line + recorder.stderr.read()
+        yield Reader(top, interval_ns=10**9, bpf_stats=False), dev
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+        top.close()

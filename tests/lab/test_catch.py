@@ -13,14 +13,12 @@ once: the two implementations of the verdict rules must count the same.
 
 import json
 import os
-import signal
-import subprocess
 import time
 
 import pytest
 
 from daxtrace import DaxTrace
-from guest import ATTACH_MODES, FS, IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, attach_env, run
+from guest import ATTACH_MODES, FS, IN_GUEST, PFNTRACE, WORKLOAD, run, top_beside_record
 
 if IN_GUEST:
     from pfntrace.lab import bugs, oracle
@@ -135,24 +133,11 @@ def _top_counts(reader):
 
 @pytest.mark.parametrize("attach", ATTACH_MODES)
 def test_top_and_report_count_the_same(dax_dir, attach):
-    from pfntrace import tracer
-    from pfntrace.aggregate import Reader
-    from pfntrace.commands.record import build_plan
     from pfntrace.correlate import analyse
     from pfntrace.recording import Recording
 
-    st = os.stat(MOUNT)
-    dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
-    plan = build_plan(attach)
-    top = tracer.Tracer(plan, devs=[dev], aggregate=True)
-    top.start()
     rec_path = os.path.join(dax_dir, "all.pft")
-    recorder = subprocess.Popen(PFNTRACE + ["record", "--mount", MOUNT, "-o", rec_path],
-                                stderr=subprocess.PIPE, text=True, env=attach_env(attach))
-    try:
-        line = recorder.stderr.readline()
-        assert "recording" in line, line + recorder.stderr.read()
-        reader = Reader(top, interval_ns=10**9, bpf_stats=False)
+    with top_beside_record(rec_path, attach) as (reader, _):
         # Every kind and every verdict but UNDECIDED: healthy faults
         # (UPDATED, CURRENT), first touches, PMDs, and injected bugs.
         for mode in MODES:
@@ -163,10 +148,6 @@ def test_top_and_report_count_the_same(dax_dir, attach):
             assert w.returncode == 0, w.stderr
         time.sleep(0.5)
         kernel, snap = _top_counts(reader)
-    finally:
-        recorder.send_signal(signal.SIGINT)
-        recorder.wait(timeout=60)
-        top.close()
     with Recording.open(rec_path) as r:
         an = analyse(r)
     python = {(f.dev, f.ino): (f.kinds, f.verdicts) for f in an.files if f.write_faults}

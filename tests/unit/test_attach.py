@@ -16,6 +16,7 @@ from pfntrace.views import plan as plan_view
 KALLSYMS = """\
 ffffffff815e2f50 t do_wp_page
 ffffffff816e54e0 T file_update_time
+ffffffff81700000 T vfs_getattr_nosec
 ffffffff81200000 T bpf_trampoline_link_prog
 ffffffffc0a00000 t ext4_dax_fault\t[ext4]
 ffffffffc0a00100 t ext4_dax_huge_fault\t[ext4]
@@ -34,7 +35,8 @@ class FakeBtf:
         raise OffsetError("no structs in a fake BTF")
 
 
-def plan(kallsyms_text=KALLSYMS, funcs=("do_wp_page", "file_update_time"), btf=True):
+def plan(kallsyms_text=KALLSYMS, funcs=("do_wp_page", "file_update_time", "vfs_getattr_nosec"),
+         btf=True):
     ks = Kallsyms(kallsyms_text)
     p = build_plan(ks, FakeBtf(funcs) if btf else None, None, kprobes=(True, "ok"),
                    release="6.12.117+deb12-amd64", fstypes={"ext4", "xfs"})
@@ -53,13 +55,17 @@ def test_auto_uses_trampolines_for_vmlinux_functions_and_kprobes_for_modules():
     assert mech(p, "do_wp_page", "kprobe") == ("fentry", "BPF trampoline")
     assert mech(p, "do_wp_page", "kretprobe") == ("fexit", "BPF trampoline")
     assert mech(p, "file_update_time", "kprobe")[0] == "fentry"
+    # The stat probe (invisible writes) is in vmlinux too.
+    assert mech(p, "vfs_getattr_nosec", "kprobe") == ("fentry", "BPF trampoline")
+    assert mech(p, "vfs_getattr_nosec", "kretprobe") == ("fexit", "BPF trampoline")
     m, why = mech(p, "ext4_dax_fault", "kretprobe")
     assert m == "kretprobe" and "in module [ext4]" in why and "bcc 0.28" in why
     assert mech(p, "xfs_filemap_pfn_mkwrite", "kprobe")[0] == "kprobe"
     # Hooks the plan does not attach get no mechanism.
     assert mech(p, "fuse_dax_fault", "kprobe") == (None, None)
     assert tracer.fentry_flags(p) == ["-DPFT_FENTRY_DO_WP_PAGE",
-                                      "-DPFT_FENTRY_FILE_UPDATE_TIME"]
+                                      "-DPFT_FENTRY_FILE_UPDATE_TIME",
+                                      "-DPFT_FENTRY_VFS_GETATTR_NOSEC"]
     json.dumps(p)
 
 

@@ -44,7 +44,9 @@ def synthetic_kernel(timestamps, page_entry_size=False, drop=None):
     b.struct("file", 64, members(("f_path", path, 16), ("f_inode", ptr, 32)))
     hash_len = b.struct("", 8, members(("hash_len", u64, 0)), union=True)
     qstr = b.struct("qstr", 16, [("", hash_len, 0)] + members(("name", ptr, 8)))
-    b.struct("dentry", 64, members(("d_parent", ptr, 24), ("d_name", qstr, 32)))
+    b.struct("dentry", 64, members(("d_parent", ptr, 24), ("d_name", qstr, 32),
+                                   ("d_inode", ptr, 48)))
+    b.struct("kstat", 160, members(("mtime", timespec64, 80), ("ctime", timespec64, 96)))
     stamp_members = [(name, timespec64 if kind == NSEC else (u32 if kind == 4 else s64), off)
                      for name, off, kind in timestamps]
     b.struct("inode", 256, members(("i_flags", u32, 12), ("i_sb", ptr, 40), ("i_ino", u64, 64),
@@ -139,7 +141,9 @@ LAB_KERNELS = {
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 104, "INODE_MTIME_NSEC": 112,
         "INODE_CTIME_SEC": 120, "INODE_CTIME_NSEC": 128, "HUGE_FAULT_ARG_IS_ORDER": 0,
         "FILE_F_PATH_DENTRY": 24, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
-        "SB_S_TIME_GRAN": 928,
+        "SB_S_TIME_GRAN": 928, "PATH_DENTRY": 8, "DENTRY_D_INODE": 48,
+        "KSTAT_MTIME_SEC": 80, "KSTAT_MTIME_NSEC": 88, "KSTAT_CTIME_SEC": 96,
+        "KSTAT_CTIME_NSEC": 104,
         "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 120, "TKC_XTIME_NSEC": 40,
         "TKC_SHIFT": 36, "TKC_OFFS_REAL": 152,
     },
@@ -151,7 +155,9 @@ LAB_KERNELS = {
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
         "INODE_CTIME_SEC": 104, "INODE_CTIME_NSEC": 120, "HUGE_FAULT_ARG_IS_ORDER": 1,
         "FILE_F_PATH_DENTRY": 72, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
-        "SB_S_TIME_GRAN": 920,
+        "SB_S_TIME_GRAN": 920, "PATH_DENTRY": 8, "DENTRY_D_INODE": 48,
+        "KSTAT_MTIME_SEC": 80, "KSTAT_MTIME_NSEC": 88, "KSTAT_CTIME_SEC": 96,
+        "KSTAT_CTIME_NSEC": 104,
         "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 120, "TKC_XTIME_NSEC": 40,
         "TKC_SHIFT": 36, "TKC_OFFS_REAL": 152,
     },
@@ -170,6 +176,9 @@ LAB_KERNELS = {
         "SB_S_TIME_GRAN": 928,
         "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 64, "TKC_XTIME_NSEC": 40,
         "TKC_SHIFT": 36, "TKC_OFFS_REAL": 96,
+        "PATH_DENTRY": 8, "DENTRY_D_INODE": 48,
+        "KSTAT_MTIME_SEC": 80, "KSTAT_MTIME_NSEC": 88, "KSTAT_CTIME_SEC": 96,
+        "KSTAT_CTIME_NSEC": 104,
     },
 }
 

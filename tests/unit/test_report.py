@@ -42,6 +42,8 @@ HEADER = {
          "why": "no ext2 filesystem is mounted (its module is not loaded)"},
         {"hook": "ext2_dax_fault", "kind": "kretprobe", "status": "n/a",
          "why": "no ext2 filesystem is mounted (its module is not loaded)"},
+        {"hook": "vfs_getattr_nosec", "kind": "kprobe", "status": "attach", "why": ""},
+        {"hook": "vfs_getattr_nosec", "kind": "kretprobe", "status": "attach", "why": ""},
     ]},
 }
 META = {"files": {"259:3:12": {"path": "/mnt/dax/f"}, "259:3:13": {"path": "/mnt/dax/g"}},
@@ -74,6 +76,15 @@ def fault(ts, before, after, ino=12, pgoff=0, pid=100, comm="writer", dur=3000, 
     return layout.encode(**fields)
 
 
+def getattr_ev(ts, shown, ino=12, pid=300, comm="rsync", dur=500):
+    """A stat of the file by another process, which was shown `shown`."""
+    s, n = _ts(shown)
+    return layout.encode(type=C("PFT_EV_GETATTR"), ts_ns=ts, duration_ns=dur, dev=DEV,
+                         ino=ino, pid=pid, tid=pid, comm=comm, flags=FILE | DAX,
+                         mtime_sec=[s, 0], mtime_nsec=[n, 0], ctime_sec=[s, 0],
+                         ctime_nsec=[n, 0])
+
+
 def stream():
     t1 = T0 + 1 * NS
     return [
@@ -88,6 +99,16 @@ def stream():
         layout.encode(type=C("PFT_EV_DAX_FAULT"), ts_ns=1 * NS, dev=DEV, ino=12,
                       fault_flags=3, pid=100, tid=100, comm="writer"),
     ]
+
+
+def observed_stream():
+    """stream() with another process's stats in between: the CURRENT and
+    the MISSED write leave the timestamps as the second stat saw them."""
+    t1 = T0 + 1 * NS
+    events = stream()
+    events.insert(0, getattr_ev(NS // 2, T0))       # saw the old mtime: the UPDATED shows
+    events.insert(2, getattr_ev(1 * NS + 1000, t1))  # saw the new one: the next two cannot
+    return events
 
 
 def write_recording(path, events=None, trailer=None):
@@ -105,7 +126,7 @@ def write_recording(path, events=None, trailer=None):
 
 @pytest.fixture
 def rec_path(tmp_path):
-    return write_recording(tmp_path / "run.pft")
+    return write_recording(tmp_path / "run.pft", events=observed_stream())
 
 
 @pytest.fixture
@@ -122,18 +143,20 @@ pfntrace report
   command              ./writer /mnt/dax/f
   duration             6.000 s
   exit code            0
-  events               6 (WP 4, DAX_FAULT 1, DAX_WRITEBACK 1)
+  events               8 (WP 4, DAX_FAULT 1, DAX_WRITEBACK 1, GETATTR 2)
   write faults         4: pfn_mkwrite 3, page_mkwrite 0, pmd 0, first-touch 0, no notifier 1
   verdicts             UPDATED 1  CURRENT 1  MISSED 1  NO_NOTIFIER 1
+  invisible writes     2 of 4 write faults left mtime and ctime as the last stat before them saw them (2 stats of traced files)
   other                reads 0, retries 0, PMD fallbacks 0, do_wp_page 4, MAP_SYNC 0, re-protects 1 (3 pages)
   fs_dax tracepoints   pte 1, pmd 0, write 1
   lost events          2 (per CPU: 0, 2)
 
 probe plan
 
- attached (2)
+ attached (3)
    do_wp_page                kprobe+kretprobe
    ext4_dax_fault            kprobe
+   vfs_getattr_nosec         kprobe+kretprobe
  not applicable here (1)
    ext2_dax_fault            kprobe+kretprobe   no ext2 filesystem is mounted (its module is not loaded)
  missing (1)
@@ -141,19 +164,23 @@ probe plan
  huge_fault_arg_is_order                        True
 
 files
-
- file           writes  pfn_mkw  page_mkw  pmd  1st  sync  reprot  updated  current  MISSED  no_notif    first     last  final mtime
- ───────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
- /mnt/dax/f          3        3         0    0    0     0       1        1        1       1         0  +0.000s  +2.000s  equal 22:13:21.000
- /mnt/dax/g          1        0         0    0    0     0       0        0        0       0         1  +3.000s  +3.000s  deleted
- (deleted)
+/mnt/dax/f
+  writes 3 pfn_mkwrite 3 re-protects 1 · UPDATED 1 CURRENT 1 MISSED 1 · invisible 2 · final mtime equal 22:13:21.000
+/mnt/dax/g (deleted)
+  writes 1 · NO_NOTIFIER 1 · final mtime deleted
 
 processes
 
-  pid   comm     writes   reads   files   verdicts
- ────────────────────────────────────────────────────────────────────────
-  100   writer        3       0       1   UPDATED 1  CURRENT 1  MISSED 1
-  200   other         1       0       1   NO_NOTIFIER 1
+  pid   comm     writes   reads   files   invis   verdicts
+ ────────────────────────────────────────────────────────────────────────────────
+  100   writer        3       0       1       2   UPDATED 1  CURRENT 1  MISSED 1
+  200   other         1       0       1       0   NO_NOTIFIER 1
+
+invisible writes
++0.000s pid 100 (writer) /mnt/dax/f page 1: mtime 2023-11-14 22:13:21.000000000 and ctime unchanged since pid 300 (rsync) read them 3.5 us
+before the write: a tool comparing timestamps cannot see it (CURRENT)
++2.000s pid 100 (writer) /mnt/dax/f page 2: mtime 2023-11-14 22:13:21.000000000 and ctime unchanged since pid 300 (rsync) read them 2.000 s
+before the write: a tool comparing timestamps cannot see it (MISSED)
 
 latency of write faults, entry to return (log2 histogram)
                    nsecs : count     distribution
@@ -169,11 +196,19 @@ write faults
                                                                                       22:13:21.000000000 (ext4_dax_fault)
  +0.000s  100  100  writer  /mnt/dax/f     1  pfn_mkwrite  CURRENT       9.0 us    0  mtime 2023-11-14 22:13:21.000000000 already equal to
                                                                                       the kernel's clock during the fault (2023-11-14
-                                                                                      22:13:21.000000000) (ext4_dax_fault)
+                                                                                      22:13:21.000000000) (ext4_dax_fault); INVISIBLE:
+                                                                                      mtime 2023-11-14 22:13:21.000000000 and ctime
+                                                                                      unchanged since pid 300 (rsync) read them 3.5 us
+                                                                                      before the write: a tool comparing timestamps cannot
+                                                                                      see it (CURRENT)
  +2.000s  100  100  writer  /mnt/dax/f     2  pfn_mkwrite  MISSED        1.5 us    0  mtime stayed at 2023-11-14 22:13:21.000000000, 2.000
                                                                                       s before the kernel's clock at the fault (2023-11-14
                                                                                       22:13:23.000000000) (ext4_dax_fault),
-                                                                                      file_update_time not called
+                                                                                      file_update_time not called; INVISIBLE: mtime
+                                                                                      2023-11-14 22:13:21.000000000 and ctime unchanged
+                                                                                      since pid 300 (rsync) read them 2.000 s before the
+                                                                                      write: a tool comparing timestamps cannot see it
+                                                                                      (MISSED)
  +3.000s  200  200  other   /mnt/dax/g     5  no_notifier  NO_NOTIFIER     0 ns    0  made writable without ->pfn_mkwrite: the filesystem
                                                                                       was not told
 
@@ -386,3 +421,49 @@ def test_late_probe_is_shown(analysis):
     console.print(report.summary_table(analysis))
     assert "late probe           nvme_mmap_pfn_mkwrite attached from +2.000s" in \
         console.export_text()
+
+
+def test_json_lists_invisible_writes_with_their_observer(analysis):
+    doc = json.loads(export.to_json(analysis))
+    assert doc["summary"]["invisible_writes"] == 2 and doc["summary"]["getattr_probed"]
+    assert doc["summary"]["getattrs"] == 2
+    rows = doc["invisible_writes"]
+    assert [(r["pgoff"], r["verdict"], r["observer_pid"], r["observer_comm"])
+            for r in rows] == [(1, "CURRENT", 300, "rsync"), (2, "MISSED", 300, "rsync")]
+    # The second stat returned at 1 s + 1500 ns; the faults began at 1 s + 5000 ns and 3 s.
+    assert [r["observed_ns_before"] for r in rows] == [3500, 2 * NS - 1500]
+    assert [r["mtime_ns"] for r in rows] == [T0 + NS, T0 + NS]
+    files = {f["path"]: f["invisible_writes"] for f in doc["files"]}
+    assert files == {"/mnt/dax/f": 2, "/mnt/dax/g": 0}
+    procs = {p["pid"]: p["invisible_writes"] for p in doc["processes"]}
+    assert procs == {100: 2, 200: 0}
+    assert not any("multigrain" in w for w in doc["warnings"])
+
+
+def test_multigrain_kernel_with_an_invisible_write_is_loud(tmp_path):
+    header = json.loads(json.dumps(HEADER))
+    header["plan"]["clock"]["mg_floor"] = 0xffffffff82000000
+    w = RecordingWriter.create(tmp_path / "mg.pft", header)
+    w.add_meta(META)
+    w.add_events(b"".join(observed_stream()))
+    w.close({"duration_ns": 6 * NS, "exit_code": 0})
+    with Recording.open(tmp_path / "mg.pft") as rec:
+        an = correlate.analyse(rec)
+    doc = export.to_json_dict(an)
+    assert doc["summary"]["multigrain"] is True
+    assert any("multigrain" in w and "2 invisible" in w for w in doc["warnings"])
+
+
+def test_without_the_getattr_probe_invisible_is_unknown(tmp_path):
+    header = json.loads(json.dumps(HEADER))
+    header["plan"]["hooks"] = [h for h in header["plan"]["hooks"]
+                               if h["hook"] != "vfs_getattr_nosec"]
+    w = RecordingWriter.create(tmp_path / "old.pft", header)
+    w.add_events(b"".join(stream()))
+    w.close({"duration_ns": 6 * NS, "exit_code": 0})
+    with Recording.open(tmp_path / "old.pft") as rec:
+        an = correlate.analyse(rec)
+    console = Console(record=True, width=100, color_system=None, file=io.StringIO())
+    console.print(report.summary_table(an))
+    assert "unknown: getattr (vfs_getattr_nosec) was not probed" in console.export_text()
+    assert an.summary()["invisible_writes"] == 0 and not an.summary()["getattr_probed"]

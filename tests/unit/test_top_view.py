@@ -370,3 +370,19 @@ def top_state_with(snap):
     st = top.TopState(kernel="k", mounts=["/mnt/dax"])
     st.update(snap, {})
     return st
+
+
+def test_invisible_writes_in_the_header_and_loud_on_multigrain():
+    st = state()
+    assert "invisible" not in top.plain(st, now_ns=T0 + 2 * S, wall="x")
+    st.cur.total.invisible = 5
+    assert "  invisible 5  bpf" in top.plain(st, now_ns=T0 + 2 * S, wall="x")
+    assert "invisible 5" in screen(st)
+    st.multigrain = True
+    assert "invisible 5 ON A MULTIGRAIN KERNEL" in top.plain(st, now_ns=T0 + 2 * S, wall="x")
+
+
+def test_counts_add_invisible():
+    a, b = Counts(invisible=2), Counts(invisible=3)
+    a.add(b)
+    assert a.invisible == 5

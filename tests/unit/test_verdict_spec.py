@@ -9,7 +9,7 @@ import pytest
 from pfntrace import layout, verdict
 from pfntrace.tracer import BPF_DIR
 
-from verdict_spec import CASES, PMD_ORDER, PUD_ORDER
+from verdict_spec import CASES, INVISIBLE_CASES, PMD_ORDER, PUD_ORDER
 
 IDS = [c[0] for c in CASES]
 
@@ -22,6 +22,8 @@ _SHIM = r"""
 int spec_classify(const struct pft_event *ev, __u32 pmd, __u32 pud)
 { return pft_classify(ev, pmd, pud); }
 int spec_judge(const struct pft_event *ev, int kind) { return pft_judge(ev, kind); }
+int spec_invisible(const struct pft_event *f, const struct pft_event *o)
+{ return pft_invisible(f, o); }
 """
 
 
@@ -32,6 +34,7 @@ def c_rules(tmp_path_factory):
     ffi.cdef(layout._cdef_text() + """
         int spec_classify(const struct pft_event *ev, uint32_t pmd, uint32_t pud);
         int spec_judge(const struct pft_event *ev, int kind);
+        int spec_invisible(const struct pft_event *f, const struct pft_event *o);
     """)
     # (cffi's own glue compares its uint64_t with the kernel's __u64: same
     # size, other spelling; no -Werror.)
@@ -89,3 +92,23 @@ def test_6_1_huge_fault_sizes(c_rules):
         ev, _keep = _c_event(ffi, fields)
         assert verdict.CLASSES[lib.spec_classify(ev, 1, 2)] == cls
         assert verdict.CLASSES[verdict.classify_event(_event(fields), 1, 2)] == cls
+
+
+INV_IDS = [c[0] for c in INVISIBLE_CASES]
+
+
+@pytest.mark.parametrize("name,fault,obs,want", INVISIBLE_CASES, ids=INV_IDS)
+def test_python_invisible(name, fault, obs, want):
+    assert verdict.invisible_event(_event(fault), _event(obs)) is want
+
+
+@pytest.mark.parametrize("name,fault,obs,want", INVISIBLE_CASES, ids=INV_IDS)
+def test_c_invisible(c_rules, name, fault, obs, want):
+    ffi, lib = c_rules
+    f, _keep_f = _c_event(ffi, fault)
+    o, _keep_o = _c_event(ffi, obs)
+    assert bool(lib.spec_invisible(f, o)) is want
+
+
+def test_the_invisible_table_has_both_answers():
+    assert {c[3] for c in INVISIBLE_CASES} == {True, False}

@@ -146,3 +146,50 @@ CASES = [
     ("no notifier whatever the timestamps", wp(ops_pfn_mkwrite=0, **times(OLD, NOW)),
      "no_notifier", "NO_NOTIFIER"),
 ]
+
+
+# --- invisible writes ------------------------------------------------------------
+# A write fault after which mtime and ctime still equal what the last getattr
+# of the file showed, that getattr over before the fault began (verdict.h
+# pft_invisible).  Each case: an id, the fault, the getattr, the answer.
+GETATTR = C("PFT_EV_GETATTR")
+FAULT_TS = 5_000_000_000        # CLOCK_MONOTONIC of the fault's entry
+TICK = 4 * MS
+
+
+def getattr_ev(m, c=None, end=FAULT_TS - 100_000, dur=20_000, ret=0, pid=77, comm="rsync"):
+    """A getattr that returned at `end` after showing mtime m and ctime c."""
+    c = m if c is None else c
+    return {"type": GETATTR, "ts_ns": end - dur, "duration_ns": dur, "ret": ret,
+            "mtime_sec": [m // NS, 0], "mtime_nsec": [m % NS, 0],
+            "ctime_sec": [c // NS, 0], "ctime_nsec": [c % NS, 0], "pid": pid, "comm": comm,
+            "flags": FILE | DAX}
+
+
+def wfault(m0, m1, c0=None, c1=None, queried=(False, False), ts=FAULT_TS):
+    return wp(ts_ns=ts, **times(m0, m1, c0, c1, queried=queried))
+
+
+INVISIBLE_CASES = [
+    ("stat then a write in the same tick: CURRENT and invisible",
+     wfault(NOW, NOW), getattr_ev(NOW), True),
+    ("the write moved mtime and ctime: seen", wfault(NOW, NOW + TICK), getattr_ev(NOW), False),
+    ("a stale fault (MISSED) is invisible as well", wfault(OLD, OLD), getattr_ev(OLD), True),
+    ("the stat saw an older value: the write shows", wfault(NOW, NOW), getattr_ev(OLD), False),
+    ("mtime equal but ctime moved (a chmod after the stat): seen by ctime",
+     wfault(NOW, NOW, NOW, NOW + TICK), getattr_ev(NOW), False),
+    ("ctime equal but mtime moved: seen by mtime",
+     wfault(NOW, NOW + TICK, NOW, NOW), getattr_ev(NOW), False),
+    ("the stat ended after the fault began: no order, not counted",
+     wfault(NOW, NOW), getattr_ev(NOW, end=FAULT_TS + 1), False),
+    ("the stat ended exactly as the fault began: before it",
+     wfault(NOW, NOW), getattr_ev(NOW, end=FAULT_TS), True),
+    ("a failed getattr showed nothing", wfault(NOW, NOW), getattr_ev(NOW, ret=2), False),
+    ("no timestamps read at the fault", wp(ts_ns=FAULT_TS), getattr_ev(0), False),
+    ("6.13+: I_CTIME_QUERIED on the inode's ctime is no part of the time",
+     wfault(NOW, NOW, queried=(True, True)), getattr_ev(NOW), True),
+    ("6.13+: a queried ctime got a fine-grained stamp: seen",
+     wfault(NOW, NOW + 1000, queried=(True, False)), getattr_ev(NOW), False),
+    ("nanoseconds count: one ns apart is seen", wfault(NOW, NOW + 1), getattr_ev(NOW), False),
+    ("not a getattr event", wfault(NOW, NOW), dict(getattr_ev(NOW), type=WP), False),
+]

@@ -1,0 +1,134 @@
+"""Invisible writes on real kernels: a write fault after which mtime and ctime
+still equal what the last stat before it showed.
+
+The workloads are their own oracle: the stat-write loop stats the file
+before and after each write and prints, per round, whether the two stats
+showed the same mtime.  pfntrace must flag exactly those rounds, in order
+(record/check: verdict.invisible on the event stream) and count exactly as
+many in the kernel (top: verdict.h's pft_invisible on its map of last
+getattrs).  On 6.1 and 6.12 most rounds land in one coarse clock tick; on a
+6.13+ multigrain kernel none should.
+"""
+
+import json
+import os
+import time
+
+from guest import PFNTRACE, WORKLOAD, run, top_beside_record
+
+ROUNDS = 300
+
+
+def _figures(test, **data):
+    out = os.environ.get("PFNTRACE_LAB_OUT")
+    if out:
+        with open(os.path.join(out, "figures.jsonl"), "a") as f:
+            f.write(json.dumps(dict(test=test, **data)) + "\n")
+
+
+def _oracle(stdout):
+    (line,) = [l for l in stdout.splitlines() if l.startswith("{")]
+    return json.loads(line)
+
+
+def _analyse(rec):
+    from pfntrace.correlate import analyse
+    from pfntrace.recording import Recording
+
+    with Recording.open(rec) as r:
+        return analyse(r)
+
+
+def _check(dax_dir, argv, name):
+    """pfntrace check --invisible around argv; (process, analysis)."""
+    rec = os.path.join(dax_dir, name + ".pft")
+    p = run(PFNTRACE + ["check", "--invisible", "-o", rec, "--"] + argv)
+    return p, _analyse(rec)
+
+
+def test_stat_then_write_is_invisible_exactly_when_the_stats_agree(dax_dir):
+    from pfntrace.correlate import K_PFN
+
+    path = os.path.join(dax_dir, "f")
+    p, an = _check(dax_dir, WORKLOAD + ["stat-write-loop", path, str(ROUNDS)], "loop")
+    oracle = _oracle(p.stdout)
+    same = oracle["same_mtime"]
+    assert len(same) == ROUNDS
+    # On these kernels mtime and ctime move together: the oracle's two
+    # readings agree, and pfntrace compares both.
+    assert oracle["same_mtime_and_ctime"] == same
+    (f,) = [x for x in an.files if x.ino == oracle["ino"]]
+    faults = [x for x in an.faults if x.file is f]
+    _figures("invisible_loop", rounds=ROUNDS, oracle_same=sum(same), pfntrace=f.invisible,
+             multigrain=an.multigrain, verdicts=f.verdict_counts(), exit=p.returncode)
+    assert f.write_faults == ROUNDS and f.kinds[K_PFN] == ROUNDS, (f.kind_counts(), p.stderr)
+    assert an.lost_total == 0, p.stderr
+    assert an.getattr_probed
+    # Round by round, in order: the fault is invisible exactly when the
+    # workload's own stats before and after it agree.
+    assert [x.invisible for x in faults] == same
+    assert f.invisible == sum(same) == len(an.invisible)
+    # Who looked: the workload itself, a moment before its write.
+    assert {x.observer[0] for x in an.invisible} <= {oracle["pid"]}
+    assert all(0 <= x.observer[2] < 10**9 for x in an.invisible)
+    procs = {q.pid: q.invisible for q in an.processes}
+    assert procs.get(oracle["pid"], 0) == sum(same)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("INVISIBLE ")]
+    assert len(lines) == sum(same)
+    assert p.returncode == (1 if any(same) else 0), p.stdout[-2000:] + p.stderr
+    assert "pfntrace check: %d invisible writes" % sum(same) in p.stderr
+    if an.multigrain and any(same):
+        assert "WARNING" in p.stderr and "multigrain" in p.stderr
+
+
+def test_nobody_stats_so_nothing_is_invisible(dax_dir):
+    path = os.path.join(dax_dir, "f")
+    p, an = _check(dax_dir, WORKLOAD + ["sync-write-loop", path, str(ROUNDS)], "quiet")
+    oracle = _oracle(p.stdout)
+    (f,) = [x for x in an.files if x.ino == oracle["ino"]]
+    _figures("invisible_quiet", rounds=ROUNDS, pfntrace=f.invisible, getattrs=f.observations)
+    assert f.write_faults == ROUNDS, p.stderr
+    # mmap's own fstat, a clock tick before the first write, is the one look.
+    assert f.observations >= 1
+    assert f.invisible == 0 and an.invisible == []
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+
+
+def test_the_23_page_and_generic_080_workloads_have_no_invisible_write(dax_dir):
+    for name, args, pages in (("read-then-write", ["23"], 23), ("generic-080", [], 1)):
+        path = os.path.join(dax_dir, name)
+        p, an = _check(dax_dir, [PFNTRACE[0], "-m", "pfntrace.lab.oracle", name, path] + args,
+                       name)
+        oracle = _oracle(p.stdout)
+        (f,) = [x for x in an.files if x.ino == oracle["ino"]]
+        _figures("invisible_known", workload=name, pfntrace=f.invisible,
+                 getattrs=f.observations, oracle=oracle["verdict"])
+        assert oracle["verdict"] == "moved", oracle
+        assert f.write_faults == pages, p.stderr
+        # The oracle stat'ed the file before its writes, a second before.
+        assert f.observations >= 1
+        assert f.invisible == 0, [x.invisible_detail for x in an.invisible][:3]
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+
+
+def test_top_counts_in_the_kernel_what_record_counts(dax_dir):
+    """verdict.h's pft_invisible on top's map of last getattrs, against
+    verdict.invisible on the recorded stream, on the same faults."""
+    rec = os.path.join(dax_dir, "both.pft")
+    path = os.path.join(dax_dir, "f")
+    with top_beside_record(rec) as (reader, dev):
+        w = run(WORKLOAD + ["stat-write-loop", path, str(ROUNDS)])
+        assert w.returncode == 0, w.stderr
+        time.sleep(0.5)
+        snap = reader.read()
+    oracle = _oracle(w.stdout)
+    an = _analyse(rec)
+    (f,) = [x for x in an.files if x.ino == oracle["ino"]]
+    kernel = snap.files[(dev, oracle["ino"])]
+    _figures("invisible_top", oracle_same=sum(oracle["same_mtime"]), pfntrace=f.invisible,
+             kernel=kernel.invisible)
+    assert snap.lost == 0 and an.lost_total == 0
+    assert kernel.total == f.write_faults == ROUNDS
+    assert kernel.invisible == f.invisible == sum(oracle["same_mtime"])
+    assert snap.procs[oracle["pid"]].invisible == kernel.invisible
+    assert snap.total.invisible == kernel.invisible
