@@ -104,8 +104,19 @@ def _counts(cdata, with_pid=True):
 
 
 def _cast(ctype, value):
-    """A bcc (ctypes) map value as the cffi struct of the same header."""
-    return ffi.cast(ctype + " *", ffi.from_buffer(bytes(value)))
+    """A bcc (ctypes) map value as the cffi struct of the same header.
+
+    The struct pointer must own its bytes: ffi.cast() of a from_buffer
+    cdata keeps neither alive, so the copy was freed as soon as it was made
+    and the counters and COMM were read from freed memory, right as long as
+    nothing reused it (top once showed a process's COMM as '?').
+    ffi.from_buffer with a type keeps the buffer alive as long as the
+    pointer lives."""
+    raw = bytes(value)
+    if len(raw) != ffi.sizeof(ctype):
+        raise ValueError("%s: %d bytes from the map, %d in the header"
+                         % (ctype, len(raw), ffi.sizeof(ctype)))
+    return ffi.from_buffer(ctype + " *", raw)
 
 
 def decode_file_stats(raw):

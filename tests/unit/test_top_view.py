@@ -280,6 +280,26 @@ def test_decode_from_header_layout():
     assert aggregate.decode_file_key(bytes(ffi.buffer(k))) == (DEV, 99)
 
 
+def test_decoded_counters_own_their_bytes():
+    """A decoded map value reads its own copy of the map's bytes for as
+    long as it is used: bcc hands each value over as a fresh object, and a
+    view of a copy nothing keeps alive reads whatever reuses its memory
+    (the same-sized objects made here, which CPython places in the block
+    just freed) -- top once showed a COMM of '?' that way."""
+    ffi = layout.ffi
+    p = ffi.new("struct pft_proc_stats *")
+    p.total = 23
+    p.comm = b"python"
+    raw = bytes(ffi.buffer(p))
+    for _ in range(100):
+        # A fresh object per value, like bcc's; nothing else holds it.
+        c = aggregate._cast("struct pft_proc_stats", bytearray(raw))
+        junk = [bytes([0xff]) * len(raw) for _ in range(4)]
+        assert c.total == 23 and ffi.string(c.comm) == b"python", junk[0][:1]
+    with pytest.raises(ValueError):
+        aggregate._cast("struct pft_proc_stats", raw[:-8])
+
+
 def test_fdinfo_run_time(tmp_path):
     (tmp_path / "3").write_text("prog_type:\t2\nrun_time_ns:\t1500\nrun_cnt:\t3\n")
     (tmp_path / "4").write_text("prog_type:\t2\nrun_time_ns:\t500\nrun_cnt:\t1\n")
