@@ -24,6 +24,12 @@ FS_HANDLERS = (
     # what `record --all-files` compares DAX with.
     "ext4_page_mkwrite", "filemap_page_mkwrite",
 )
+# Handlers that serve page-cache files only: no DAX file's vm_ops name them,
+# so without --all-files (DAX files only) they would run on every page-cache
+# write fault of the machine and trace nothing.
+PAGE_CACHE_HANDLERS = ("ext4_page_mkwrite", "filemap_page_mkwrite")
+PAGE_CACHE_SKIPPED = ("the page-cache ->page_mkwrite: no DAX file faults through it, so it is "
+                      "probed only with --all-files")
 
 DAX_TRACEPOINTS = (
     ("fs_dax", "dax_pte_fault_done"),
@@ -297,6 +303,18 @@ def apply_attach(plan, mode="auto"):
                              % (hook["hook"], FENTRY_OF[hook["kind"]], refusal))
         else:
             hook["mechanism"], hook["attach_why"] = hook["kind"], refusal
+    return plan
+
+
+def apply_scope(plan, all_files=False):
+    """Leave out the page-cache handlers unless page-cache files are traced
+    (--all-files): "n/a", with why.  Before apply_attach (which gives only
+    attached hooks a mechanism)."""
+    plan["all_files"] = bool(all_files)
+    if not all_files:
+        for hook in plan["hooks"]:
+            if hook["hook"] in PAGE_CACHE_HANDLERS and hook["status"] == "attach":
+                hook["status"], hook["why"] = "n/a", PAGE_CACHE_SKIPPED
     return plan
 
 

@@ -107,7 +107,7 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
     if target and watched and (target[0], target[1]) not in [(m[1], m[2]) for m in watched]:
         raise Fail("--file %s is not on any --mount given" % only_file)
     output = output or DEFAULT_NAME
-    plan = build_plan(attach)
+    plan = build_plan(attach, all_files)
     options = recorder.RecordOptions(
         output=output, command=list(command_argv), pid=pid, duration=duration,
         mounts=watched, all_files=all_files, only_file=only_file,
@@ -157,9 +157,10 @@ def run(rec, keep=True):
         rec.tracer.close()
 
 
-def build_plan(attach="auto"):
+def build_plan(attach="auto", all_files=False):
     """The probe plan here, each hook's attach mechanism chosen by attach
-    (Fail, one line, when --attach fentry cannot be honoured)."""
+    (Fail, one line, when --attach fentry cannot be honoured); the
+    page-cache handlers only with all_files."""
     from pfntrace import probeplan
     from pfntrace.kernel import btf, kallsyms, tracefs
 
@@ -174,6 +175,7 @@ def build_plan(attach="auto"):
     plan = probeplan.build_plan(kallsyms.Kallsyms.load(), b, ts)
     offsets = plan.get("offsets") or {}
     plan["huge_fault_arg_is_order"] = bool(offsets.get("HUGE_FAULT_ARG_IS_ORDER", 1))
+    probeplan.apply_scope(plan, all_files)
     try:
         probeplan.apply_attach(plan, attach)
     except ValueError as e:
@@ -207,7 +209,7 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, show_pl
     pfntrace record --mount /mnt/dax --duration 10
     """
     if show_plan:
-        print_plan(build_plan(attach))
+        print_plan(build_plan(attach, all_files))
         return
     rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach)
     trailer = run(rec)

@@ -8,7 +8,8 @@ import pytest
 from pfntrace import tracer
 from pfntrace.kernel.kallsyms import Kallsyms
 from pfntrace.kernel.offsets import OffsetError
-from pfntrace.probeplan import apply_attach, build_plan, fall_back_to_kprobes, fentry_plan
+from pfntrace.probeplan import (apply_attach, apply_scope, build_plan, fall_back_to_kprobes,
+                                 fentry_plan)
 from pfntrace.views import plan as plan_view
 
 # A Debian-like kernel: the fault path in vmlinux, the filesystems' handlers
@@ -164,3 +165,24 @@ def test_the_trailer_names_the_mechanism_each_attached_hook_got():
                                "kprobe ext4_dax_fault", "kprobe late_handler"]
     fall_back_to_kprobes(p, "refused")
     assert tr.mechanisms()[:2] == ["kprobe do_wp_page", "kretprobe do_wp_page"]
+
+
+def test_page_cache_handlers_only_with_all_files():
+    """ext4_page_mkwrite and filemap_page_mkwrite serve no DAX file: without
+    --all-files they are left out ("n/a", with why), not attached; with it,
+    they are attached like any handler."""
+    ks = KALLSYMS + ("ffffffffc0a00200 t ext4_page_mkwrite\t[ext4]\n"
+                     "ffffffff81300000 T filemap_page_mkwrite\n")
+    for all_files in (False, True):
+        p = apply_attach(apply_scope(plan(ks), all_files), "auto")
+        assert p["all_files"] is all_files
+        for name in ("ext4_page_mkwrite", "filemap_page_mkwrite"):
+            for kind in ("kprobe", "kretprobe"):
+                h = [h for h in p["hooks"] if h["hook"] == name and h["kind"] == kind][0]
+                if all_files:
+                    assert h["status"] == "attach" and h["mechanism"] == kind, h
+                else:
+                    assert h["status"] == "n/a" and "only with --all-files" in h["why"], h
+                    assert "mechanism" not in h
+        # The DAX handlers stay, whatever the scope.
+        assert mech(p, "ext4_dax_fault", "kprobe")[0] == "kprobe"
