@@ -66,31 +66,39 @@ struct handler_state {
 	u32 traced;		/* 0: a fault we do not trace (its nested calls stay quiet) */
 };
 
-/* Between vfs_getattr_nosec's entry and return: the inode and where the
- * kernel writes what it shows (struct kstat). */
+/* Between vfs_getattr_nosec's entry and return: the event being built, and
+ * where the kernel writes what it shows (struct kstat). */
 struct getattr_state {
+	struct pft_event ev;
 	u64 stat;
-	u64 ino;
-	u64 ts;
-	u32 dev;
-	u32 flags;
 };
 
 BPF_ARRAY(config, struct pft_config, 1);
 BPF_HASH(traced, u32, u8, 65536);		/* tgids being followed */
 BPF_HASH(wpstate, u32, struct wp_state, 4096);	/* per tid: inside do_wp_page */
 BPF_HASH(hstate, u32, struct handler_state, 4096);	/* per tid: inside a handler */
+/*
+ * Per-CPU scratch is safe only where the program cannot be preempted:
+ * tracepoint and kprobe programs run with preemption off, but fentry/fexit
+ * programs only with migration off, and a kernel with CONFIG_PREEMPT_LAZY
+ * (Debian's 7.x) preempts them; a program of another task on the same CPU
+ * would then write into the scratch half-way through.  So what an fentry
+ * program builds lives in per-thread state (hashes keyed by tid); the
+ * per-CPU arrays below are only read (all-zero seeds), written by
+ * tracepoints (blank), or counted atomically.
+ */
 BPF_PERCPU_ARRAY(blank, struct pft_event, 1);	/* scratch for tracepoint events */
 BPF_PERCPU_ARRAY(wpseed, struct wp_state, 1);	/* all-zero, to seed the hashes */
 BPF_PERCPU_ARRAY(hseed, struct handler_state, 1);
+BPF_PERCPU_ARRAY(gaseed, struct getattr_state, 1);
+BPF_PERCPU_ARRAY(nameseed, struct pft_name, 1);
 BPF_PERCPU_ARRAY(lost, u64, 1);			/* everything not seen, [0] */
 BPF_PERCPU_ARRAY(blind, u64, PFT_BLIND_SLOTS);	/* the same, by PFT_BLIND_* reason */
 BPF_PERCPU_ARRAY(pending, u32, 1);		/* events since the last wakeup */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
-BPF_PERCPU_ARRAY(namebuf, struct pft_name, 1);	/* scratch: too big for the stack */
+BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */
 BPF_HASH(gastate, u32, struct getattr_state, 4096);	/* per tid: inside a getattr */
-BPF_PERCPU_ARRAY(gabuf, struct pft_event, 1);	/* scratch for getattr events */
 
 #define READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
@@ -236,14 +244,17 @@ static __always_inline void agg_account(struct pft_event *ev)
 		__builtin_memcpy(p->comm, ev->comm, sizeof(p->comm));
 	}
 
-	struct pft_agg_stats *t = aggtotal.lookup(&zero);	/* per CPU: no atomics */
+	/* Per CPU, and yet atomic: an fexit program can be preempted between
+	 * the read and the write of a plain increment (see the scratch note). */
+	struct pft_agg_stats *t = aggtotal.lookup(&zero);
 	if (t) {
-		t->kinds[kind] += 1;
-		t->verdicts[verdict] += 1;
+		__sync_fetch_and_add(&t->kinds[kind], 1);
+		__sync_fetch_and_add(&t->verdicts[verdict], 1);
 		if (timed)
-			t->lat[agg_idx(b)] += 1;
-		t->total += 1;
-		t->invisible += invisible;
+			__sync_fetch_and_add(&t->lat[agg_idx(b)], 1);
+		__sync_fetch_and_add(&t->total, 1);
+		if (invisible)
+			__sync_fetch_and_add(&t->invisible, 1);
 		t->last_ts = ev->ts_ns;
 	}
 
@@ -368,13 +379,19 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 {
 	struct pft_file_key key = {};
 	u32 zero = 0;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 d = 0, parent = 0, name = 0;
 
 	key.ino = ino;
 	key.dev = dev;
 	if (names.lookup(&key))
 		return;
-	struct pft_name *n = namebuf.lookup(&zero);
+	/* Too big for the stack: built in this thread's slot (not per-CPU
+	 * scratch: wp_enter may run as a preemptible fentry program). */
+	struct pft_name *seed = nameseed.lookup(&zero);
+	if (!seed || namebuf.update(&tid, seed) != 0)
+		return;
+	struct pft_name *n = namebuf.lookup(&tid);
 	if (!n)
 		return;
 	READ(d, file, FILE_F_PATH_DENTRY);
@@ -390,6 +407,7 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 		d = parent == d ? 0 : parent;	/* the root is its own parent */
 	}
 	names.update(&key, n);
+	namebuf.delete(&tid);
 }
 
 /*
@@ -659,8 +677,8 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 {
 	struct pft_config *c = cfg();
 	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id;
-	u64 dentry = 0, inode = 0, sb = 0;
+	u32 tid = (u32)id, zero = 0, dev = 0;
+	u64 dentry = 0, inode = 0, sb = 0, ino = 0;
 	u32 i_flags = 0;
 
 	if (gastate.lookup(&tid)) {
@@ -678,46 +696,46 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 	READ(i_flags, inode, INODE_I_FLAGS);
 	if (!c->all_files && !(i_flags & S_DAX))
 		return 0;
-	struct getattr_state st = {};
 	READ(sb, inode, INODE_I_SB);
-	READ(st.dev, sb, SB_S_DEV);
-	if (!dev_wanted(c, st.dev))
+	READ(dev, sb, SB_S_DEV);
+	if (!dev_wanted(c, dev))
 		return 0;
-	READ(st.ino, inode, INODE_I_INO);
-	if (c->ino && c->ino != st.ino)
+	READ(ino, inode, INODE_I_INO);
+	if (c->ino && c->ino != ino)
 		return 0;
-	st.stat = stat;
-	st.flags = PFT_F_FILE | ((i_flags & S_DAX) ? PFT_F_INODE_DAX : 0);
-	st.ts = bpf_ktime_get_ns();
-	if (gastate.update(&tid, &st) != 0)
+	struct getattr_state *seed = gaseed.lookup(&zero);
+	if (!seed)
+		return 0;
+	if (gastate.update(&tid, seed) != 0) {
 		count_blind(PFT_BLIND_STATE);
+		return 0;
+	}
+	struct getattr_state *st = gastate.lookup(&tid);
+	if (!st)
+		return 0;
+	st->stat = stat;
+	st->ev.type = PFT_EV_GETATTR;
+	st->ev.ino = ino;
+	st->ev.dev = dev;
+	st->ev.flags = PFT_F_FILE | ((i_flags & S_DAX) ? PFT_F_INODE_DAX : 0);
+	st->ev.ts_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
 static __always_inline int getattr_exit(u32 ret)
 {
-	u32 zero = 0;
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
 	struct getattr_state *st = gastate.lookup(&tid);
 	if (!st)
 		return 0;
-	struct pft_event *ev = gabuf.lookup(&zero);
-	if (!ev) {
-		gastate.delete(&tid);
+	struct pft_event *ev = &st->ev;
+	u64 stat = st->stat;
+	ev->ret = ret;
+	if (ret) {
+		gastate.delete(&tid);	/* an error: nothing was shown */
 		return 0;
 	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	u64 stat = st->stat;
-	ev->type = PFT_EV_GETATTR;
-	ev->ino = st->ino;
-	ev->dev = st->dev;
-	ev->flags = st->flags;
-	ev->ts_ns = st->ts;
-	gastate.delete(&tid);
-	ev->ret = ret;
-	if (ev->ret)
-		return 0;	/* an error: nothing was shown */
 	READ(ev->mtime_sec[0], stat, KSTAT_MTIME_SEC);
 	READ(ev->mtime_nsec[0], stat, KSTAT_MTIME_NSEC);
 	READ(ev->ctime_sec[0], stat, KSTAT_CTIME_SEC);
@@ -734,6 +752,7 @@ static __always_inline int getattr_exit(u32 ret)
 	observed.update(&key, ev);
 #endif
 	emit(ev);
+	gastate.delete(&tid);
 	return 0;
 }
 
