@@ -34,7 +34,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, REPO)  # this checkout's pfntrace, whichever is installed
 PFNTRACE = [sys.executable, "-m", "pfntrace"]
 LINE = re.compile(r"(\w+)=([0-9.]+)")
 LOST = re.compile(r"pfntrace: (\d+) events, (\d+) lost")
@@ -62,10 +62,9 @@ FEXIT_SRC = "KRETFUNC_PROBE(%s) { return count(); }\n"
 
 
 def compile_storm(tmp):
-    exe = os.path.join(tmp, "storm")
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(REPO, "bench", "storm.c")],
-                   check=True)
-    return exe
+    from pfntrace.lab.workloads import build_storm
+
+    return build_storm(tmp)
 
 
 def parse(out):

@@ -44,6 +44,7 @@ class Counts:
     last_pid: int = 0
     comm: str = ""
     invisible: int = 0        # write faults invisible to the last getattr before them
+    lat_sum: int = 0          # ns, the sum of the durations counted in lat
 
     def kind(self, name):
         return self.kinds[KINDS.index(name)]
@@ -73,6 +74,7 @@ class Counts:
         for i in range(NBUCKETS):
             self.lat[i] += other.lat[i]
         self.total += other.total
+        self.lat_sum += other.lat_sum
         self.invisible += other.invisible
         if other.last_ts > self.last_ts:
             self.last_ts = other.last_ts
@@ -99,6 +101,7 @@ def _counts(cdata, with_pid=True):
                invisible=int(cdata.invisible))
     if with_pid:
         c.lat = list(cdata.lat)
+        c.lat_sum = int(cdata.lat_sum)
         c.last_pid = int(cdata.last_pid)
     return c
 

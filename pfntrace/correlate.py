@@ -27,7 +27,9 @@ last stat can never see.
 """
 
 import gc
+import itertools
 import operator
+from collections import Counter
 
 from pfntrace import decode, layout
 from pfntrace import verdict as V
@@ -43,15 +45,21 @@ EV_DAX_WRITEBACK = C("PFT_EV_DAX_WRITEBACK")
 EV_DAX_MKWRITE = C("PFT_EV_DAX_MKWRITE")
 EV_GETATTR = C("PFT_EV_GETATTR")
 F_PMD = C("PFT_F_PMD")
+F_IN_WP = C("PFT_F_IN_WP")
 FAULT_FLAG_WRITE = C("PFT_FAULT_FLAG_WRITE")
+VM_FAULT_RETRY = C("PFT_VM_FAULT_RETRY")
 ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
+C_IN_WP, C_NESTED, C_RETRY, C_FALLBACK, C_ERROR, C_READ = (
+    V.C_IN_WP, V.C_NESTED, V.C_RETRY, V.C_FALLBACK, V.C_ERROR, V.C_READ)
 NSEC_MASK = V.NSEC_MASK
+QUERIED = V.QUERIED
 NS = V.NS
 LATENCY_BUCKETS = 65
 # Without a clock tick in the header assume HZ=100, the longest.
 DEFAULT_TICK_NS = 10_000_000
 
-# The fields the engine reads, picked from pfntrace.decode's rows.
+# The fields the engine reads, in struct order: decoded by one struct
+# unpack (pfntrace.decode.picker), comm with its NUL padding.
 _FIELDS = (
     "ts_ns", "duration_ns", "ino", "pgoff", "vm_flags", "handler", "ops_pfn_mkwrite",
     "ops_page_mkwrite", "mtime_sec0", "mtime_sec1", "ctime_sec0", "ctime_sec1",
@@ -59,16 +67,22 @@ _FIELDS = (
     "dev", "fault_flags", "ret", "roles", "flags", "ftu_calls", "arg", "time_gran",
     "clock_ns0", "clock_ns1", "comm",
 )
+_rows = decode.picker(_FIELDS)
 _pick = operator.itemgetter(*(decode.ROW_INDEX[n] for n in _FIELDS))
 
 
-def _row_batches(recording):
-    """Iterables of the engine's field tuples: one per raw block when the
-    recording has them, else one over its decoded events."""
+_rows_at = decode.picker_at(_FIELDS)
+
+
+def _feeds(recording, engine):
+    """(feed, batches): the engine's fastest way through the recording's
+    events, one call of feed per batch."""
     blocks = getattr(recording, "iter_event_blocks", None)
-    if callable(blocks):
-        return (map(_pick, decode.iter_rows(payload)) for payload in blocks())
-    return (map(_pick, map(decode.row_from_dict, recording.iter_events())),)
+    if not callable(blocks):
+        return engine.feed, (map(_pick, map(decode.row_from_dict, recording.iter_events())),)
+    if engine.proc_filter:
+        return engine.feed, map(_rows, blocks())
+    return engine.feed_block, blocks()
 
 
 # ---------------------------------------------------------------------------
@@ -257,7 +271,7 @@ class FileStats:
                  "dax_write_faults", "map_sync", "reprotects",
                  "reprotect_pages", "first_ts", "last_ts", "last_fault_ts",
                  "last_mtime", "invisible", "observations",
-                 "external", "deleted", "final_mtime",
+                 "external", "deleted", "unmounted", "final_mtime",
                  "final_ctime", "final_cmp")
 
     def __init__(self, dev, ino, path, index):
@@ -279,8 +293,9 @@ class FileStats:
         self.observations = 0       # getattrs of this file (any process)
         self.external = 0
         self.deleted = False
+        self.unmounted = False     # its filesystem was unmounted before the end
         self.final_mtime = self.final_ctime = None
-        self.final_cmp = None      # "equal" | "newer" | "older" | "deleted" | None
+        self.final_cmp = None      # "equal" | "newer" | "older" | "deleted" | "unmounted" | None
 
     @property
     def devstr(self):
@@ -361,6 +376,7 @@ class Analysis:
         self._undecided_rows = []
         self._invisible_rows = []
         self.faults_kept = True
+        self.findings_kept = True   # problems, undecided, invisible (not when streamed)
         self._faults = None
 
     # -- faults -----------------------------------------------------------
@@ -403,7 +419,7 @@ class Analysis:
 
     def multigrain_warning(self):
         """The loud line when a multigrain kernel let a write go invisible."""
-        n = len(self._invisible_rows)
+        n = self._sum("invisible")
         if not (n and self.multigrain):
             return None
         return ("%d invisible write(s) on a kernel with multigrain timestamps (6.13+), where "
@@ -526,25 +542,73 @@ def analyse(recording, keep_faults=True, selection=None):
     (``Analysis.undecided``), which is what a report without --events needs.
     selection: a :class:`Selection` restricting which faults are counted.
     """
+    an = _new_analysis(recording, keep_faults, True, selection)
+    for _ in _passes(recording, an):
+        pass
+    return an
+
+
+def stream(recording, selection=None):
+    """Correlate a recording without keeping its faults: (an, faults).
+
+    faults iterates every selected write fault as a :class:`Fault`, in
+    stream order, as the engine judges it; no fault, finding or invisible
+    write is kept, so memory does not grow with the recording (one event
+    block's faults at a time).  an is an :class:`Analysis` whose aggregates
+    (files, processes, latency, summary, warnings) are complete once faults
+    is exhausted; its ``faults``, ``problems``, ``undecided`` and
+    ``invisible`` lists stay empty.
+    """
+    an, batches = stream_batches(recording, selection)
+    return an, (Fault(row, an) for rows in batches for row in rows)
+
+
+def stream_batches(recording, selection=None):
+    """stream(), a batch of faults at a time: (an, batches), each batch a
+    list of the engine's fault rows (``Fault(row, an)`` is the fault of
+    one, the list good until the next is asked for), for a consumer that
+    hands them on as they are (pickled to another process: views.perfetto)."""
+    an = _new_analysis(recording, True, False, selection)
+    return an, _batches(recording, an)
+
+
+def _batches(recording, an):
+    # One list, emptied before the next batch is made: a batch is good until
+    # the consumer asks for the next, and no two are ever held at once.
+    rows = an._fault_rows
+    for _ in _passes(recording, an):
+        if rows:
+            yield rows
+            rows.clear()
+
+
+def _new_analysis(recording, keep_faults, keep_findings, selection):
+    an = Analysis()
+    an.header = dict(getattr(recording, "header", None) or {})
+    an.meta = dict(getattr(recording, "meta", None) or {})
+    an.trailer = getattr(recording, "trailer", None)
+    an.lost = list(getattr(recording, "lost", None) or [])
+    an.faults_kept = keep_faults
+    an.findings_kept = keep_findings
+    an.selection = selection or Selection()
+    return an
+
+
+def _passes(recording, an):
+    """Run the engine over the recording, pausing (yield) after each batch
+    of events: the selected faults of that batch are then in
+    an._fault_rows (when kept).  Finishes the Analysis at the end."""
     # Millions of small tuples, none of them in a cycle: the cyclic GC would
     # only rescan them over and over.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        an = Analysis()
-        an.header = dict(getattr(recording, "header", None) or {})
-        an.meta = dict(getattr(recording, "meta", None) or {})
-        an.trailer = getattr(recording, "trailer", None)
-        an.lost = list(getattr(recording, "lost", None) or [])
-        an.faults_kept = keep_faults
-        an.selection = selection or Selection()
         engine = _Engine(an)
-        event = engine.event
-        for rows in _row_batches(recording):
-            for row in rows:
-                event(row)
+        feed, batches = _feeds(recording, engine)
+        for batch in batches:
+            feed(batch)
+            yield
         engine.finish(recording)
-        return an
     finally:
         if was_enabled:
             gc.enable()
@@ -571,17 +635,12 @@ class _Engine:
         self.observed = {}
         self.other_types = 0
         self.events = 0
-        self.first_ts = self.last_ts = None
         sel = an.selection
         self.f_verdict = VERDICTS.index(sel.verdict) if sel.verdict else None
         self.proc_filter = sel.pid is not None or sel.comm is not None
-        self._last = (None, None, None)
 
     # -- whose event ---------------------------------------------------------
     def file_of(self, dev, ino):
-        last_dev, last_ino, fs = self._last
-        if dev == last_dev and ino == last_ino:
-            return fs
         fs = self.files.get((dev, ino))
         if fs is None:
             key = file_key(dev, ino)
@@ -590,7 +649,6 @@ class _Engine:
             if self.an.selection.file is not None:
                 fs.selected = self.an.selection.file in fs.path
             self.files[(dev, ino)] = fs
-        self._last = (dev, ino, fs)
         return fs
 
     def proc_of(self, pid, comm):
@@ -614,77 +672,159 @@ class _Engine:
         return fs.selected and (not self.proc_filter or self.proc_ok(pid, comm))
 
     # -- the steps -----------------------------------------------------------
-    def event(self, row):
-        (ts, dur, ino, pgoff, vm_flags, handler, ops_pfn, ops_page, ms0, ms1, cs0, cs1,
-         mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags, ftu, arg, gran,
-         clk0, clk1, comm) = row
-        self.events += 1
-        fs = self.file_of(dev, ino)
-        if typ in self.counts:
-            self.counts[typ] += 1
-        else:
-            self.other_types += 1
-        if typ == EV_WP and self.counted(fs, pid, comm):
-            fs.wp_entries += 1
-        if typ == EV_GETATTR:
-            if not ret:
-                fs.observations += 1
-                self.observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
-                                             cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
-            return
+    def feed(self, rows):
+        """Each event of rows through the steps (one loop, the engine's
+        state in locals: this is where a report spends its time)."""
+        counts, observed, files, procs = self.counts, self.observed, self.files, self.procs
+        classify, judge, invisible = V.classify, V.judge, V.invisible
+        not_a_fault, inner_half = self.not_a_fault, self.inner_half
+        set_externally, aggregate, proc_of = self.set_externally, self.aggregate, self.proc_of
+        counted = self.counted
+        pmd_arg, pud_arg, wall_offset = self.pmd_arg, self.pud_arg, self.wall_offset
+        f_verdict = self.f_verdict
+        # Without a process filter a file's selection says it all.
+        everyone = not self.proc_filter
+        last_dev = last_ino = fs = None
+        n = 0
+        for (ts, dur, ino, pgoff, vm_flags, handler, ops_pfn, ops_page, ms0, ms1, cs0, cs1,
+             mn0, mn1, cn0, cn1, typ, pid, tid, dev, ff, ret, roles, flags, ftu, arg, gran,
+             clk0, clk1, comm) in rows:
+            n += 1
+            if dev != last_dev or ino != last_ino:
+                fs = files.get((dev, ino)) or self.file_of(dev, ino)
+                last_dev, last_ino = dev, ino
+            if typ in counts:
+                counts[typ] += 1
+            else:
+                self.other_types += 1
+            if typ == EV_WP and fs.selected and (everyone or counted(fs, pid, comm)):
+                fs.wp_entries += 1
+            elif typ == EV_GETATTR:
+                if not ret:
+                    fs.observations += 1
+                    observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
+                                            cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
+                continue
 
-        kind = V.classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
-                          self.pmd_arg, self.pud_arg)
-        if kind >= NKINDS:
-            self.not_a_fault(kind, typ, fs, pid, comm, ff, flags, arg)
-            return
-        if kind == K_FAULT and self.inner_half(tid, ts, dur, pgoff, roles):
-            if fs.selected:
-                fs.nested += 1
-            return
+            kind = classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
+                            pmd_arg, pud_arg)
+            if kind >= NKINDS:
+                not_a_fault(kind, typ, fs, pid, comm, ff, flags, arg)
+                continue
+            if kind == K_FAULT and inner_half(tid, ts, dur, pgoff, roles):
+                if fs.selected:
+                    fs.nested += 1
+                continue
 
-        m0 = ms0 * NS + mn0
-        m1 = ms1 * NS + mn1
-        c0 = cs0 * NS + (cn0 & NSEC_MASK)
-        c1 = cs1 * NS + (cn1 & NSEC_MASK)
-        verdict = V.judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
-                          bool(ms0 | ms1 | cs0 | cs1))
-        external = self.set_externally(fs, ts, m0, m1)
-        observer = None
-        obs = self.observed.get((dev, ino))
-        if obs is not None and V.invisible(ts, m1, c1, obs[0], obs[1], obs[2]):
-            observer = (obs[3], obs[4], ts - obs[0])
+            m0 = ms0 * NS + mn0
+            m1 = ms1 * NS + mn1
+            c0 = cs0 * NS + (cn0 & NSEC_MASK)
+            c1 = cs1 * NS + (cn1 & NSEC_MASK)
+            verdict = judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
+                            bool(ms0 | ms1 | cs0 | cs1))
+            external = set_externally(fs, ts, m0, m1)
+            observer = None
+            obs = observed.get((dev, ino))
+            if obs is not None and invisible(ts, m1, c1, obs[0], obs[1], obs[2]):
+                observer = (obs[3], obs[4], ts - obs[0])
 
-        if not self.counted(fs, pid, comm):
+            if not (fs.selected and (everyone or counted(fs, pid, comm))):
+                continue
+            if f_verdict is not None and verdict != f_verdict:
+                continue
+            if typ == EV_WP:
+                handler = ops_pfn if kind == K_PFN or kind == K_NONOTIFY else ops_page
+            aggregate(fs, procs.get(pid) or proc_of(pid, comm), kind, verdict, dur,
+                      (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
+                       c1, clk0 or ts + wall_offset, external, clk0, clk1, cn0 & QUERIED,
+                       handler, observer))
+        self.events += n
+
+    def feed_block(self, payload):
+        """feed() of one raw EVENTS block, with the same result, faster.
+
+        Three in four events on a DAX mount only add to their file's
+        counters: the do_wp_page that the per-VMA lock retries, the handler
+        called inside do_wp_page, the fs_dax tracepoints.  Those are tallied
+        by (file, _lane_codes()) at C speed, without a tuple of fields each;
+        only the others (write faults, handler calls of their own,
+        getattrs) are decoded and go through feed(), in stream order.
+        Without a process filter only: that needs each event's pid
+        (_feeds() sends those recordings to feed()).  A unit test holds
+        feed_block() to feed() of every event.
+        """
+        codes = _lane_codes(payload)
+        if codes is None:
+            self.feed(_rows(payload))
             return
-        if self.f_verdict is not None and verdict != self.f_verdict:
-            return
-        if typ == EV_WP:
-            handler = ops_pfn if kind in (K_PFN, K_NONOTIFY) else ops_page
-        wall = clk0 or ts + self.wall_offset
-        self.aggregate(fs, self.proc_of(pid, comm), kind, verdict, dur,
-                       (ts, kind, verdict, fs, pgoff, pid, tid, comm, dur, ftu, m0, m1, c0,
-                        c1, wall, external, clk0, clk1, cn0 & V.QUERIED, handler, observer))
+        devs, inos, args = decode.columns(payload, ("dev", "ino", "arg"))
+        tally = Counter(zip(devs, inos, codes))
+        files = self.files
+        # Files numbered in the order their first events come, as feed()
+        # does: the tally's keys are in the order of their first events.
+        for dev, ino, _ in tally:
+            if (dev, ino) not in files:
+                self.file_of(dev, ino)
+        judged = codes.translate(_JUDGED)
+        if judged.count(0) != len(judged):
+            self.feed(_rows_at(payload, itertools.compress(itertools.count(), judged)))
+        counts = self.counts
+        writebacks = False
+        for (dev, ino, code), n in tally.items():
+            if _JUDGED[code]:
+                continue
+            typ = code & _LANE_TYPE
+            self.events += n
+            if typ in counts:
+                counts[typ] += n
+            else:
+                self.other_types += n
+            fs = files[(dev, ino)]
+            if not fs.selected:
+                continue
+            if typ == EV_WP:                # retried: classify() says C_RETRY
+                fs.wp_entries += n
+                fs.retries += n
+            elif typ == EV_HANDLER:         # inside do_wp_page: C_IN_WP
+                fs.handler_calls += n
+            elif typ == EV_DAX_FAULT:
+                if code & _LANE_PMD:
+                    fs.dax_pmd_faults += n
+                else:
+                    fs.dax_pte_faults += n
+                if code & _LANE_WRITE:
+                    fs.dax_write_faults += n
+            elif typ == EV_DAX_WRITEBACK:
+                fs.reprotects += n
+                writebacks = True
+            elif typ == EV_DAX_MKWRITE:
+                fs.map_sync += n
+        if writebacks:
+            for dev, ino, pages in itertools.compress(
+                    zip(devs, inos, args), codes.translate(_IS_WRITEBACK)):
+                fs = files[(dev, ino)]
+                if fs.selected:
+                    fs.reprotect_pages += pages
 
     def not_a_fault(self, why, typ, fs, pid, comm, ff, flags, arg):
         """Count what an event that is no write fault says."""
-        if why == V.C_IN_WP:
+        if why == C_IN_WP:
             if fs.selected:
                 fs.handler_calls += 1
             return
-        if why == V.C_NESTED:
+        if why == C_NESTED:
             if fs.selected:
                 fs.nested += 1
             return
-        if not self.counted(fs, pid, comm):
+        if not fs.selected or (self.proc_filter and not self.proc_ok(pid, comm)):
             return
-        if why == V.C_RETRY:
+        if why == C_RETRY:
             fs.retries += 1
-        elif why == V.C_FALLBACK:
+        elif why == C_FALLBACK:
             fs.fallbacks += 1
-        elif why == V.C_ERROR:
+        elif why == C_ERROR:
             fs.errors += 1
-        elif why == V.C_READ:
+        elif why == C_READ:
             fs.reads += 1
             self.proc_of(pid, comm).reads += 1
         elif typ == EV_DAX_FAULT:
@@ -728,17 +868,17 @@ class _Engine:
 
     def aggregate(self, fs, p, kind, verdict, dur, row):
         ts = row[0]
+        an = self.an
         fs.write_faults += 1
         fs.kinds[kind] += 1
         fs.verdicts[verdict] += 1
-        if fs.first_ts is None or ts < fs.first_ts:
+        # The recording's first and last fault are the files' (finish()).
+        if fs.first_ts is None:
+            fs.first_ts = fs.last_fault_ts = ts
+        elif ts < fs.first_ts:
             fs.first_ts = ts
-        if fs.last_fault_ts is None or ts > fs.last_fault_ts:
+        elif ts > fs.last_fault_ts:
             fs.last_fault_ts = ts
-        if self.first_ts is None or ts < self.first_ts:
-            self.first_ts = ts
-        if self.last_ts is None or ts > self.last_ts:
-            self.last_ts = ts
         p.write_faults += 1
         p.kinds[kind] += 1
         p.verdicts[verdict] += 1
@@ -746,12 +886,14 @@ class _Engine:
         if row[-1] is not None:
             fs.invisible += 1
             p.invisible += 1
-            self.an._invisible_rows.append(row)
+            if an.findings_kept:
+                an._invisible_rows.append(row)
         if kind != K_NONOTIFY:
-            self.an.latency[dur.bit_length()] += 1
-        an = self.an
+            an.latency[dur.bit_length()] += 1
         if an.faults_kept:
             an._fault_rows.append(row)
+        if not an.findings_kept:
+            return
         if verdict == V_MISSED or verdict == V_NO_NOTIFIER:
             an._problem_rows.append(row)
         elif verdict == V_UNDECIDED:
@@ -769,12 +911,76 @@ class _Engine:
         an.counts = {names.get(t, str(t)): n for t, n in self.counts.items()}
         if self.other_types:
             an.counts["other"] = self.other_types
-        an.first_ts, an.last_ts = self.first_ts, self.last_ts
+        firsts = [f.first_ts for f in self.files.values() if f.first_ts is not None]
+        if firsts:
+            an.first_ts = min(firsts)
+            an.last_ts = max(f.last_fault_ts for f in self.files.values()
+                             if f.last_fault_ts is not None)
+        else:
+            an.first_ts = an.last_ts = None
         # Files the metadata knows but no event touched are not listed; files
         # excluded by --file are dropped.
         an.files = [f for f in self.files.values() if f.selected and _file_has_data(f)]
         an.processes = [p for p in self.procs.values() if p.write_faults or p.reads]
         _final_statx(an, self.files)
+
+
+# One byte per event says what feed_block() does with it: the type in the
+# low 4 bits (_LANE_TYPE: a type that does not fit, or no type of ours), and
+# one bit each for what decides between counting and judging.
+_LANE_TYPE = 15
+_LANE_RETRY, _LANE_IN_WP, _LANE_PMD, _LANE_WRITE = 16, 32, 64, 128
+assert max(EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK, EV_DAX_MKWRITE,
+           EV_GETATTR) < _LANE_TYPE
+
+
+def _bit_table(mask, value):
+    """bytes.translate table: a byte -> value if it has a bit of mask, else 0."""
+    return bytes(value if i & mask else 0 for i in range(256))
+
+
+def _bit_of(payload, name, mask, value):
+    """Per event, value where the field name has the one bit mask set, else 0."""
+    bit = mask.bit_length() - 1
+    assert mask == 1 << bit
+    return int.from_bytes(decode.bytes_of(payload, name, bit // 8).translate(
+        _bit_table(1 << bit % 8, value)), "little")
+
+
+def _lane_codes(payload):
+    """Each event's lane code byte (see _LANE_TYPE) as bytes, computed a
+    block at a time (bytes.translate, and big-integer ors that combine the
+    bytes of all events at once); None when a type is wider than a byte
+    (not ours: then feed() takes the block)."""
+    n = decode.row_count(payload)
+    for byte in (1, 2, 3):
+        if decode.bytes_of(payload, "type", byte).count(0) != n:
+            return None
+    low = decode.bytes_of(payload, "type", 0).translate(
+        bytes(min(i, _LANE_TYPE) for i in range(256)))
+    code = (int.from_bytes(low, "little")
+            | _bit_of(payload, "ret", VM_FAULT_RETRY, _LANE_RETRY)
+            | _bit_of(payload, "flags", F_IN_WP, _LANE_IN_WP)
+            | _bit_of(payload, "flags", F_PMD, _LANE_PMD)
+            | _bit_of(payload, "fault_flags", FAULT_FLAG_WRITE, _LANE_WRITE))
+    return code.to_bytes(n, "little")
+
+
+def _judged(code):
+    """Whether feed_block() sends an event to feed(): a write fault, or a
+    handler call of its own (either may be a write fault, classify()), or a
+    getattr (it changes what later faults are judged against).  The rest
+    only add to counters."""
+    typ = code & _LANE_TYPE
+    if typ == EV_WP:
+        return not code & _LANE_RETRY
+    if typ == EV_HANDLER:
+        return not code & _LANE_IN_WP
+    return typ == EV_GETATTR
+
+
+_JUDGED = bytes(_judged(code) for code in range(256))
+_IS_WRITEBACK = bytes(code & _LANE_TYPE == EV_DAX_WRITEBACK for code in range(256))
 
 
 def _file_has_data(f):
@@ -793,8 +999,12 @@ def _final_statx(an, files):
         if st.get("path") and f.path == f.key:
             f.path = st["path"]
         if st.get("exists") is False:
-            f.deleted = True
-            f.final_cmp = "deleted"
+            if st.get("unmounted"):
+                f.unmounted = True
+                f.final_cmp = "unmounted"
+            else:
+                f.deleted = True
+                f.final_cmp = "deleted"
             continue
         f.final_mtime = st.get("mtime_ns")
         f.final_ctime = st.get("ctime_ns")

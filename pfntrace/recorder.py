@@ -321,18 +321,10 @@ class Recorder:
 
     def _trailer(self, start, lost):
         self._name_unresolved_files()
-        files = {}
-        for key, path in self.files.items():
-            entry = {"path": path, "exists": False}
-            if path:
-                try:
-                    st = statx(path)
-                    if (st["dev_major"], st["dev_minor"], st["ino"]) == key:
-                        entry.update(exists=True, mtime_ns=st["mtime_ns"], ctime_ns=st["ctime_ns"],
-                                     size=st["size"], dax=st["dax"])
-                except OSError:
-                    pass
-            files[procinfo.file_key(*key)] = entry
+        with open("/proc/self/mountinfo") as f:
+            mounted = mounted_devs(f.read())
+        files = {procinfo.file_key(*key): final_statx(key, path, mounted)
+                 for key, path in self.files.items()}
         blind = self.tracer.blind()
         return {
             "duration_ns": int((time.monotonic() - start) * 1e9),
@@ -376,6 +368,39 @@ class Recorder:
             self.files.update(found)
             self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
                                             for k, p in found.items()}})
+
+
+def mounted_devs(mountinfo):
+    """{(major, minor)} of every filesystem mounted in this namespace, at
+    its root or not (bind mounts of a subtree count)."""
+    out = set()
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2].count(":") == 1:
+            major, minor = fields[2].split(":")
+            if major.isdigit() and minor.isdigit():
+                out.add((int(major), int(minor)))
+    return out
+
+
+def final_statx(key, path, mounted):
+    """The trailer's entry for one file (major, minor, ino): statx at the
+    end when path still leads to that inode.  A file whose filesystem is
+    mounted nowhere any more (unmounted lazily while a writer kept it alive)
+    was not deleted: it is out of reach, and "unmounted" says so."""
+    entry = {"path": path, "exists": False}
+    if path:
+        try:
+            st = statx(path)
+            if (st["dev_major"], st["dev_minor"], st["ino"]) == key:
+                entry.update(exists=True, mtime_ns=st["mtime_ns"], ctime_ns=st["ctime_ns"],
+                             size=st["size"], dax=st["dax"])
+                return entry
+        except OSError:
+            pass
+    if (key[0], key[1]) not in mounted:
+        entry["unmounted"] = True
+    return entry
 
 
 def _is_inode(path, key):

@@ -75,8 +75,13 @@ class RingReader:
                 continue
             out.append(view[start + HDR:start + HDR + size])
             pos += stride
+        # Copy first, then give the space back: once the consumer position
+        # moves, the kernel may write new records over these bytes (a full
+        # ring under a storm did, and events came out with an mtime for an
+        # inode number).
+        data = b"".join(out)
         _U64.pack_into(self.consumer, 0, pos)
-        return b"".join(out)
+        return data
 
     def close(self):
         if self.epoll is not None:

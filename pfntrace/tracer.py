@@ -140,6 +140,10 @@ class Tracer:
         if clock.get("status") == "read":
             c.tk_base = clock["tk_base"]
             c.mg_floor = clock.get("mg_floor") or 0
+        # The whole config in one update, armed: the probes ignore a config
+        # that is not (the tracepoints and the fentry/fexit programs already
+        # run, and an unset one would let every task and device through).
+        c.armed = 1
         conf[0] = c
 
     def _attach(self):

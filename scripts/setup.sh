@@ -2,7 +2,8 @@
 # Idempotent set-up for pfntrace and its lab, used by both README commands
 # and by CI: Debian packages (QEMU, the two lab kernels with headers, bcc,
 # xfsprogs, busybox-static, a C toolchain for the lab's kernel modules and
-# cffi's compiled checks (python3-dev: pyconfig.h)...),
+# cffi's compiled checks (python3-dev: pyconfig.h), Prometheus (server and
+# promtool: the exporter's lab test scrapes with the real thing)...),
 # then a venv that sees Debian's bcc, with the Python packages pinned in
 # constraints.txt.  Nothing else of the machine is assumed: the lab guest
 # runs pfntrace with this venv's interpreter.
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES="qemu-system-x86 linux-image-amd64 linux-headers-amd64 linux-image-6.12-amd64
 linux-headers-6.12-amd64 python3-bpfcc python3-venv python3-pip busybox-static xfsprogs
-ndctl kmod zstd xz-utils e2fsprogs tmux gcc make libc6-dev python3-dev"
+ndctl kmod zstd xz-utils e2fsprogs tmux gcc make libc6-dev python3-dev prometheus"
 
 missing=""
 for p in $PACKAGES; do

@@ -46,7 +46,11 @@ struct pft_config {
 				   timestamp clock; 0: unknown (clock_ns stays 0) */
 	u64 mg_floor;		/* &mg_floor (6.13+ multigrain floor); 0: none */
 	u32 self_tgid;		/* pfntrace itself: its stats observe nothing */
-	u32 pad;
+	u32 armed;		/* written last by user space; until then (the
+				   tracepoints and the fentry/fexit shims run
+				   from the moment bcc loads the program) the
+				   zeroed config would mean "every task, every
+				   device": every probe stays quiet */
 };
 
 /* Per-thread state between a probe's entry and its return: the event being
@@ -218,8 +222,10 @@ static __always_inline void agg_account(struct pft_event *ev)
 			__sync_fetch_and_add(&f->invisible, 1);
 		__sync_fetch_and_add(&f->kinds[kind], 1);
 		__sync_fetch_and_add(&f->verdicts[verdict], 1);
-		if (timed)
+		if (timed) {
 			__sync_fetch_and_add(&f->lat[agg_idx(b)], 1);
+			__sync_fetch_and_add(&f->lat_sum, ev->duration_ns);
+		}
 		__sync_fetch_and_add(&f->total, 1);
 		f->last_ts = ev->ts_ns;
 		f->last_pid = ev->pid;
@@ -250,8 +256,10 @@ static __always_inline void agg_account(struct pft_event *ev)
 	if (t) {
 		__sync_fetch_and_add(&t->kinds[kind], 1);
 		__sync_fetch_and_add(&t->verdicts[verdict], 1);
-		if (timed)
+		if (timed) {
 			__sync_fetch_and_add(&t->lat[agg_idx(b)], 1);
+			__sync_fetch_and_add(&t->lat_sum, ev->duration_ns);
+		}
 		__sync_fetch_and_add(&t->total, 1);
 		if (invisible)
 			__sync_fetch_and_add(&t->invisible, 1);
@@ -302,7 +310,8 @@ static __always_inline void emit(struct pft_event *ev)
 static __always_inline struct pft_config *cfg(void)
 {
 	u32 zero = 0;
-	return config.lookup(&zero);
+	struct pft_config *c = config.lookup(&zero);
+	return c && c->armed ? c : 0;
 }
 
 static __always_inline int task_wanted(struct pft_config *c)

@@ -192,6 +192,8 @@ struct pft_agg_stats {
 	__u32 pad;
 	__u64 invisible;        /* write faults invisible to the last getattr before
 	                           them (verdict.h pft_invisible) */
+	__u64 lat_sum;          /* sum of the durations counted in lat, ns (the
+	                           exporter's histogram _sum) */
 };
 
 /* Per process (hash: tgid -> this). */

@@ -9,4 +9,5 @@ COMMANDS = {
     "check": "pfntrace.commands.check",
     "doctor": "pfntrace.commands.doctor",
     "top": "pfntrace.commands.top",
+    "exporter": "pfntrace.commands.exporter",
 }

@@ -34,7 +34,7 @@ def record_options(f):
     return f
 
 
-# `record`, `check` and `top`: how hooks are attached (probeplan.apply_attach).
+# `record`, `check`, `top` and `exporter`: how hooks are attached (probeplan.apply_attach).
 attach_option = click.option(
     "--attach", type=click.Choice(["auto", "kprobe", "fentry"]), default="auto",
     envvar="PFNTRACE_ATTACH", show_default=True,

@@ -1,7 +1,9 @@
 """pfntrace report: what the write faults in a recording did to mtime/ctime."""
 
+import contextlib
 import errno
 import os
+import stat
 import sys
 
 import click
@@ -70,22 +72,25 @@ def warn_recording(an, path):
 @click.option("--verdict", type=click.Choice(correlate.VERDICTS, case_sensitive=False),
               help="Only write faults with this verdict.")
 @click.option("--events", is_flag=True, help="List every write fault.")
-def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
+@click.option("--perfetto", "perfetto_out", metavar="OUT.json",
+              help="Write a timeline of the write faults (Chrome trace-event JSON, for "
+              "ui.perfetto.dev) to OUT.json ('-': stdout) instead of the report.")
+def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events, perfetto_out):
     """Correlate a recording: for every write fault, did mtime/ctime move?"""
-    if as_json and csv_table:
-        raise click.UsageError("--json and --csv are exclusive")
+    given = [name for name, on in (("--json", as_json), ("--csv", csv_table),
+                                   ("--perfetto", perfetto_out is not None)) if on]
+    if len(given) > 1:
+        raise click.UsageError("%s are exclusive" % " and ".join(given))
+    if perfetto_out is not None and events:
+        raise click.UsageError("--events and --perfetto are exclusive")
+    sel = correlate.Selection(file=file_substr, pid=pid, comm=comm, verdict=verdict)
+    if perfetto_out is not None:
+        return _perfetto(file, sel, perfetto_out)
     rec = open_recording(file)
     try:
-        sel = correlate.Selection(file=file_substr, pid=pid, comm=comm, verdict=verdict)
         keep = bool(events or csv_table == "events")
-        try:
+        with _decoding(file):
             an = correlate.analyse(rec, keep_faults=keep, selection=sel)
-        except Exception as e:   # a recording that passes open() but not decoding
-            from pfntrace.recording import RecordingError
-
-            if isinstance(e, (RecordingError, ValueError)):
-                raise Fail("%s: %s" % (file, e)) from None
-            raise
     finally:
         rec.close()
     warn_recording(an, file)
@@ -103,3 +108,79 @@ def command(file, as_json, csv_table, file_substr, pid, comm, verdict, events):
         console = _console() if sys.stdout.isatty() else _console(width=PIPE_WIDTH)
         report.render(console, an, events=events, source=file)
     sys.stdout.flush()
+
+
+def _has_fd(out):
+    """Whether out is a real file a forked process can write too."""
+    try:
+        out.fileno()
+    except (AttributeError, OSError, ValueError):   # io.UnsupportedOperation is both
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _decoding(file):
+    """A recording that passes open() but not decoding: one line."""
+    from pfntrace.recording import RecordingError
+
+    try:
+        yield
+    except (RecordingError, ValueError) as e:
+        raise Fail("%s: %s" % (file, e)) from None
+
+
+def _perfetto(file, sel, target):
+    """report --perfetto: the trace is written while the recording is
+    correlated (correlate.stream), never held whole in memory."""
+    from pfntrace.views import perfetto
+
+    rec = open_recording(file)
+    try:
+        if target == "-":
+            out, name = sys.stdout, None
+        else:
+            try:
+                out = open(target, "w", encoding="utf-8", errors="surrogateescape")
+            except OSError as e:
+                raise Fail("cannot write %s: %s" % (target, e.strerror or e)) from None
+            name = target
+        try:
+            with _decoding(file):
+                an, batches = correlate.stream_batches(rec, selection=sel)
+                if _has_fd(out):
+                    counts = perfetto.write_forked(out, an, batches)
+                else:           # an in-memory stdout (tests): one process
+                    counts = perfetto.write(out, an, batches)
+            if name is not None:
+                out.close()
+        except OSError as e:
+            if name is None:
+                raise               # stdout: the CLI says it ("cannot write output: ...")
+            _discard(out, target)
+            raise Fail("cannot write %s: %s" % (target, e.strerror or e)) from None
+        except BaseException:
+            if name is not None:
+                _discard(out, target)
+            raise
+    finally:
+        rec.close()
+    warn_recording(an, file)
+    if name is not None:
+        click.echo("%s: %d write faults, %d timestamp moves, %d counter samples (open it in "
+                   "https://ui.perfetto.dev)" % (name, counts["slices"], counts["instants"],
+                                                  counts["counter_samples"]), err=True)
+
+
+def _discard(out, target):
+    """A trace that could not be written whole is removed, not left cut
+    short (unless it is no regular file: /dev/full, a FIFO)."""
+    try:
+        regular = stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError):
+        regular = False
+    with contextlib.suppress(OSError):
+        out.close()
+    if regular:
+        with contextlib.suppress(OSError):
+            os.unlink(target)

@@ -43,6 +43,22 @@ def plan_counts(plan, attached):
             "n/a": n.get("n/a", 0), "missing": n.get("missing", 0)}
 
 
+def start_counters(tr, plan):
+    """Start a Tracer(aggregate=True): Fail when bcc cannot, and when a
+    probe the plan expected was refused by the kernel (a verifier
+    rejection, typically): the counts would be silently wrong."""
+    from pfntrace import tracer
+
+    try:
+        tr.start()
+    except tracer.TracerError as e:
+        raise Fail(str(e))
+    failed = [h for h in plan["hooks"] if h.get("why", "").startswith("attach failed")]
+    if failed:
+        raise Fail("could not attach %s %s: %s"
+                   % (failed[0]["kind"], failed[0]["hook"], failed[0]["why"]))
+
+
 class _Quit(Exception):
     pass
 
@@ -161,16 +177,7 @@ def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     old_term = signal.signal(signal.SIGTERM, _on_term)
     reader = None
     try:
-        try:
-            tr.start()
-        except tracer.TracerError as e:
-            raise Fail(str(e))
-        failed = [h for h in plan["hooks"] if h.get("why", "").startswith("attach failed")]
-        if failed:
-            # A probe the plan expected but the kernel refused (a verifier
-            # rejection, typically): the counts would be silently wrong.
-            raise Fail("could not attach %s %s: %s"
-                       % (failed[0]["kind"], failed[0]["hook"], failed[0]["why"]))
+        start_counters(tr, plan)
         if pid:
             tr.follow_pid(pid)
         reader = aggregate.Reader(tr, interval_ns=int(interval * 1e9), bpf_stats=bpf_stats)

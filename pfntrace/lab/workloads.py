@@ -226,6 +226,22 @@ WORKLOADS = {
 }
 
 
+# --- the C fault storm (bench/storm.c), shared by bench/bench_storm.py and
+# tests/lab/test_load.py: Python cannot write-fault fast enough for a storm.
+
+STORM_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "bench", "storm.c")
+
+
+def build_storm(directory):
+    """Compile bench/storm.c into directory (gcc -O2 -pthread); its path."""
+    import subprocess
+
+    exe = os.path.join(directory, "storm")
+    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", exe, STORM_SOURCE], check=True)
+    return exe
+
+
 def main(argv):
     if len(argv) != 3 or argv[0] not in WORKLOADS or not argv[2].isdigit():
         sys.stderr.write("usage: python -m pfntrace.lab.workloads {%s} FILE PAGES\n"

@@ -97,12 +97,24 @@ class Recording:
         return rec
 
     def _pread(self, n, offset):
+        """n bytes at offset, fewer only at the end of the file.
+
+        pread may return less than asked before the end: a network or
+        virtual filesystem hands out at most one message's worth (9p: msize)
+        per call.  Only a read of nothing is the end; a short result then
+        means the file ends there (it shrank under us): callers check."""
+        parts = []
         try:
-            data = os.pread(self._fd, n, offset)
+            while n > 0:
+                data = os.pread(self._fd, n, offset)
+                if not data:
+                    break
+                parts.append(data)
+                n -= len(data)
+                offset += len(data)
         except OSError as e:      # EIO from a bad disk: the reader's one line
             raise RecordingError("cannot read %s: %s" % (self.path, e.strerror)) from None
-        # pread may return short on a file that shrank under us; callers check.
-        return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_header(self):
         path = self.path

@@ -215,6 +215,6 @@ TRAILER = Obj({
     "mechanisms": ListOf(Str()),
     "statx": MapOf(Obj({"path": Opt(Str()), "exists": Bool(), "mtime_ns": Opt(Int(*I64)),
                         "ctime_ns": Opt(Int(*I64)), "size": Opt(Int(*U64)),
-                        "dax": Opt(Bool())})),
+                        "dax": Opt(Bool()), "unmounted": Bool()})),
     "written": Obj({"events": Int(*U64), "event_blocks": Int(*U64)}),
 })

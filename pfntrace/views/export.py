@@ -12,7 +12,7 @@ The JSON document is a contract (schema_version 1); keys are only ever added:
      "files": [{"path": str, "dev": "maj:min", "ino": n, "key": "maj:min:ino",
                 "write_faults": n, "pfn_mkwrite": n, ..., "verdicts": {...},
                 "final_mtime_ns": n|null, "final_vs_last_fault": str|null,
-                "deleted": bool, "timestamps_set_externally": n,
+                "deleted": bool, "unmounted": bool, "timestamps_set_externally": n,
                 "invisible_writes": n, "getattrs": n}],
      "processes": [{"pid": n, "comm": str, "write_faults": n,
                     "verdicts": {...}, "invisible_writes": n, ...}],
@@ -46,6 +46,8 @@ def file_rows(an):
         notes = []
         if f.deleted:
             notes.append("deleted")
+        if f.unmounted:
+            notes.append("unmounted")
         if f.external:
             notes.append("timestamps set externally")
         out.append({
@@ -72,6 +74,7 @@ def file_rows(an):
             "final_mtime_ns": f.final_mtime,
             "final_vs_last_fault": f.final_cmp,
             "deleted": f.deleted,
+            "unmounted": f.unmounted,
             "timestamps_set_externally": f.external,
             "invisible_writes": f.invisible,
             "getattrs": f.observations,

@@ -190,12 +190,12 @@ def _file_cells(an, f):
     k = f.kinds
     v = f.verdicts
     path = Text(f.path)
-    if f.deleted:
-        path.append(" (deleted)", style="yellow")
+    if f.deleted or f.unmounted:
+        path.append(" (deleted)" if f.deleted else " (unmounted)", style="yellow")
     if f.external:
         path.append(" (timestamps set externally)", style="yellow")
-    if f.deleted:
-        final = Text("deleted", style="yellow")
+    if f.deleted or f.unmounted:
+        final = Text(f.final_cmp, style="yellow")
     elif f.final_mtime is not None:
         final = Text("%s %s" % (f.final_cmp or "?", correlate.fmt_wall(f.final_mtime)[11:23]))
     else:

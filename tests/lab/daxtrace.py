@@ -88,3 +88,86 @@ class DaxTrace(TraceInstance):
             elif event == "dax_insert_pfn_mkwrite":
                 c[(ino, "map_sync")] += 1
         return c, {ino: sorted(p) for ino, p in pgoffs.items()}
+
+
+# FAULT_FLAG_* (include/linux/mm_types.h) and VM_FAULT_FALLBACK
+# (include/linux/mm_types.h, enum vm_fault_reason): the bits DaxTrace reads
+# as names from the formatted trace, here as numbers from the hist keys.
+# The same on every lab kernel (6.1 to the newest).
+FAULT_FLAG_WRITE = 0x1
+FAULT_FLAG_MKWRITE = 0x2
+VM_FAULT_FALLBACK = 0x800
+_HIST = {
+    "fs_dax/dax_pte_fault_done": "hist:keys=ino,flags",
+    "fs_dax/dax_pmd_fault_done": "hist:keys=ino,flags,result",
+    "fs_dax/dax_writeback_one": "hist:keys=ino:vals=hitcount,pglen",
+    "fs_dax/dax_insert_pfn_mkwrite": "hist:keys=ino",
+}
+_HIST_ENTRY = re.compile(r"^\{(.*)\}(.*)$")
+_HIST_FIELD = re.compile(r"(\w+):\s*(\d+)")
+_HIST_DROPPED = re.compile(r"Dropped:\s*(\d+)")
+
+
+class DaxHist(TraceInstance):
+    """DaxTrace's counts (without the pgoffs), summed by the kernel itself
+    in hist triggers on the same fs_dax tracepoints: nothing goes through a
+    trace buffer, so a storm of a million faults cannot overflow one, and
+    reading the result is a few lines however long the storm was."""
+
+    def __init__(self, name="pfntrace-hist"):
+        super().__init__(name, {})
+
+    def __enter__(self):
+        os.makedirs(self.dir, exist_ok=True)
+        for ev, trigger in _HIST.items():
+            # A trigger left by a test that died would add its old counts.
+            self._remove(ev, trigger)
+            self._write("events/%s/trigger" % ev, trigger)
+        return self
+
+    def __exit__(self, *exc):
+        for ev, trigger in _HIST.items():
+            self._remove(ev, trigger)
+
+    def _remove(self, ev, trigger):
+        try:
+            self._write("events/%s/trigger" % ev, "!" + trigger)
+        except OSError:
+            pass  # not there
+
+    def _entries(self, ev):
+        with open(os.path.join(self.dir, "events", ev, "hist")) as f:
+            text = f.read()
+        dropped = [int(d) for d in _HIST_DROPPED.findall(text)]
+        if any(dropped):
+            raise AssertionError("the kernel's %s histogram dropped %s entries"
+                                 % (ev, dropped))
+        for line in text.splitlines():
+            m = _HIST_ENTRY.match(line.strip())
+            if m:
+                keys = {k: int(v) for k, v in _HIST_FIELD.findall(m.group(1))}
+                vals = {k: int(v) for k, v in _HIST_FIELD.findall(m.group(2))}
+                yield keys, vals
+
+    def counts(self):
+        """A Counter keyed by (ino, kind), the kinds of DaxTrace.counts()."""
+        c = Counter()
+        for k, v in self._entries("fs_dax/dax_pte_fault_done"):
+            if k["flags"] & FAULT_FLAG_WRITE and k["flags"] & FAULT_FLAG_MKWRITE:
+                c[(k["ino"], "pte_mkwrite")] += v["hitcount"]
+            elif k["flags"] & FAULT_FLAG_WRITE:
+                c[(k["ino"], "pte_write")] += v["hitcount"]
+            else:
+                c[(k["ino"], "pte_read")] += v["hitcount"]
+        for k, v in self._entries("fs_dax/dax_pmd_fault_done"):
+            if k["result"] & VM_FAULT_FALLBACK:
+                c[(k["ino"], "pmd_fallback")] += v["hitcount"]
+            elif k["flags"] & FAULT_FLAG_WRITE:
+                c[(k["ino"], "pmd_write")] += v["hitcount"]
+            else:
+                c[(k["ino"], "pmd_read")] += v["hitcount"]
+        for k, v in self._entries("fs_dax/dax_writeback_one"):
+            c[(k["ino"], "reprotect_pages")] += v["pglen"]
+        for k, v in self._entries("fs_dax/dax_insert_pfn_mkwrite"):
+            c[(k["ino"], "map_sync")] += v["hitcount"]
+        return c

@@ -2,10 +2,12 @@
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -67,6 +69,19 @@ def guest_fixture(scope="function", params=None):
     return wrap
 
 
+def wait_for(what, fn, timeout, every=0.25):
+    """fn()'s first true value, asked every `every` seconds; the test fails
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %ds waiting for %s" % (timeout, what))
+        time.sleep(every)
+
+
 def run(argv, **kw):
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
@@ -98,3 +113,14 @@ def top_beside_record(rec_path, attach="auto"):
         recorder.send_signal(signal.SIGINT)
         recorder.wait(timeout=60)
         top.close()
+
+
+def figures(test, **data):
+    """Keep what a test measured for the notes: one JSON line per test in
+    the results folder the host reads (PFNTRACE_LAB_OUT), and on stdout."""
+    line = json.dumps(dict(test=test, lab=KERNEL + "/" + FS, **data))
+    print(line)
+    out = os.environ.get("PFNTRACE_LAB_OUT")
+    if out:
+        with open(os.path.join(out, "figures.jsonl"), "a") as f:
+            f.write(line + "\n")

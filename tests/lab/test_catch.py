@@ -11,14 +11,13 @@ Then the same workloads under `record` and under top's in-kernel counters at
 once: the two implementations of the verdict rules must count the same.
 """
 
-import json
 import os
 import time
 
 import pytest
 
 from daxtrace import DaxTrace
-from guest import ATTACH_MODES, FS, IN_GUEST, PFNTRACE, WORKLOAD, run, top_beside_record
+from guest import ATTACH_MODES, FS, IN_GUEST, PFNTRACE, WORKLOAD, figures, run, top_beside_record
 
 if IN_GUEST:
     from pfntrace.lab import bugs, oracle
@@ -33,15 +32,6 @@ EXPECT = {
     "stale_update": ("MISSED", True),
 }
 WORKLOADS = (("read-then-write", 23), ("generic-080", 1))
-
-
-def _figures(test, **data):
-    """Keep what a test measured for the notes: one JSON line per test in
-    the results folder the host reads (PFNTRACE_LAB_OUT)."""
-    out = os.environ.get("PFNTRACE_LAB_OUT")
-    if out:
-        with open(os.path.join(out, "figures.jsonl"), "a") as f:
-            f.write(json.dumps(dict(test=test, **data)) + "\n")
 
 
 @pytest.mark.parametrize("workload,pages", WORKLOADS, ids=[w for w, _ in WORKLOADS])
@@ -86,7 +76,7 @@ def _check_against_the_oracle(dax_dir, mode, workload, pages, attach):
     (f,) = [x for x in an.files if x.ino == ino]
     verdicts = f.verdict_counts()
     assert r.header["plan"]["attach"] == attach
-    _figures("check", mode=mode, workload=workload, attach=attach, exit=p.returncode,
+    figures("check", mode=mode, workload=workload, attach=attach, exit=p.returncode,
              oracle=got.oracle["verdict"], verdicts=verdicts, fs_dax_mkwrite=counts[(ino, "pte_mkwrite")],
              module_calls=got.counters.get("calls"))
     assert f.write_faults == pages, (verdicts, p.stderr)
@@ -162,4 +152,4 @@ def test_top_and_report_count_the_same(dax_dir, attach):
     if FS == "ext4":
         assert totals[2], totals
     assert all(vtotals[i] for i in (0, 1, 2, 3)) and vtotals[4] == 0, vtotals
-    _figures("top_vs_report", attach=attach, files=len(python), kinds=totals, verdicts=vtotals)
+    figures("top_vs_report", attach=attach, files=len(python), kinds=totals, verdicts=vtotals)

@@ -14,16 +14,9 @@ import json
 import os
 import time
 
-from guest import PFNTRACE, WORKLOAD, run, top_beside_record
+from guest import PFNTRACE, WORKLOAD, figures, run, top_beside_record
 
 ROUNDS = 300
-
-
-def _figures(test, **data):
-    out = os.environ.get("PFNTRACE_LAB_OUT")
-    if out:
-        with open(os.path.join(out, "figures.jsonl"), "a") as f:
-            f.write(json.dumps(dict(test=test, **data)) + "\n")
 
 
 def _oracle(stdout):
@@ -59,7 +52,7 @@ def test_stat_then_write_is_invisible_exactly_when_the_stats_agree(dax_dir):
     assert oracle["same_mtime_and_ctime"] == same
     (f,) = [x for x in an.files if x.ino == oracle["ino"]]
     faults = [x for x in an.faults if x.file is f]
-    _figures("invisible_loop", rounds=ROUNDS, oracle_same=sum(same), pfntrace=f.invisible,
+    figures("invisible_loop", rounds=ROUNDS, oracle_same=sum(same), pfntrace=f.invisible,
              multigrain=an.multigrain, verdicts=f.verdict_counts(), exit=p.returncode)
     assert f.write_faults == ROUNDS and f.kinds[K_PFN] == ROUNDS, (f.kind_counts(), p.stderr)
     assert an.lost_total == 0, p.stderr
@@ -86,7 +79,7 @@ def test_nobody_stats_so_nothing_is_invisible(dax_dir):
     p, an = _check(dax_dir, WORKLOAD + ["sync-write-loop", path, str(ROUNDS)], "quiet")
     oracle = _oracle(p.stdout)
     (f,) = [x for x in an.files if x.ino == oracle["ino"]]
-    _figures("invisible_quiet", rounds=ROUNDS, pfntrace=f.invisible, getattrs=f.observations)
+    figures("invisible_quiet", rounds=ROUNDS, pfntrace=f.invisible, getattrs=f.observations)
     assert f.write_faults == ROUNDS, p.stderr
     # mmap's own fstat, a clock tick before the first write, is the one look.
     assert f.observations >= 1
@@ -101,7 +94,7 @@ def test_the_23_page_and_generic_080_workloads_have_no_invisible_write(dax_dir):
                        name)
         oracle = _oracle(p.stdout)
         (f,) = [x for x in an.files if x.ino == oracle["ino"]]
-        _figures("invisible_known", workload=name, pfntrace=f.invisible,
+        figures("invisible_known", workload=name, pfntrace=f.invisible,
                  getattrs=f.observations, oracle=oracle["verdict"])
         assert oracle["verdict"] == "moved", oracle
         assert f.write_faults == pages, p.stderr
@@ -125,7 +118,7 @@ def test_top_counts_in_the_kernel_what_record_counts(dax_dir):
     an = _analyse(rec)
     (f,) = [x for x in an.files if x.ino == oracle["ino"]]
     kernel = snap.files[(dev, oracle["ino"])]
-    _figures("invisible_top", oracle_same=sum(oracle["same_mtime"]), pfntrace=f.invisible,
+    figures("invisible_top", oracle_same=sum(oracle["same_mtime"]), pfntrace=f.invisible,
              kernel=kernel.invisible)
     assert snap.lost == 0 and an.lost_total == 0
     assert kernel.total == f.write_faults == ROUNDS

@@ -10,11 +10,10 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
-from guest import MOUNT, PFNTRACE, WORKLOAD, run
+from guest import MOUNT, PFNTRACE, WORKLOAD, run, wait_for
 
 N = 23
 ATTACH_TIMEOUT = 120   # bcc compile (~8 s under TCG) + attach
@@ -36,17 +35,6 @@ def _file_row(lines, path):
     out = {n: int(v) if n != "rate" else v for n, v in zip(names, row[:10])}
     out["path"] = row[-1]
     return out
-
-
-def _wait(what, fn, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting for %s" % what)
-        time.sleep(0.25)
 
 
 def _check_row(row):
@@ -107,10 +95,10 @@ def test_top_screen_shows_the_faults(dax_dir):
            "%s; echo $? > %s; sleep 600"
            % (" ".join(shlex.quote(a) for a in argv), shlex.quote(status)))
     try:
-        _wait("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
+        wait_for("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
         w = run(WORKLOAD + ["read-then-write", path, str(N)])
         assert w.returncode == 0, w.stderr
-        row = _wait("the workload's file on screen with %d faults" % N,
+        row = wait_for("the workload's file on screen with %d faults" % N,
                     lambda: (lambda r: r if r and r["total"] >= N else None)(
                         _file_row(t.screen().splitlines(), path)), COUNT_TIMEOUT)
         _check_row(row)
@@ -123,12 +111,12 @@ def test_top_screen_shows_the_faults(dax_dir):
         # Per-process table and keys: sort by total, filter by the file name.
         assert "processes" in screen and "python" in screen, screen
         t.keys("s")
-        _wait("sort column 'total'", lambda: "sort: total" in t.screen(), 10)
+        wait_for("sort column 'total'", lambda: "sort: total" in t.screen(), 10)
         t.keys("f", "zzz-no-such", "Enter")
-        _wait("the filter applied", lambda: "filter: zzz-no-such" in t.screen(), 10)
+        wait_for("the filter applied", lambda: "filter: zzz-no-such" in t.screen(), 10)
         assert _file_row(t.screen().splitlines(), path) is None
         t.keys("q")
-        _wait("top to quit on q", lambda: os.path.exists(status) and open(status).read(), 20)
+        wait_for("top to quit on q", lambda: os.path.exists(status) and open(status).read(), 20)
         with open(status) as f:
             assert f.read().strip() == "0"
     finally:
@@ -146,12 +134,12 @@ def test_top_plain_snapshots_when_not_a_tty(dax_dir):
             with open(out_path) as f:
                 return f.read()
 
-        _wait("the first snapshot", lambda: "write faults" in text() or proc.poll() is not None,
+        wait_for("the first snapshot", lambda: "write faults" in text() or proc.poll() is not None,
               ATTACH_TIMEOUT)
         assert proc.poll() is None, proc.stderr.read()
         w = run(WORKLOAD + ["read-then-write", path, str(N)])
         assert w.returncode == 0, w.stderr
-        row = _wait("a snapshot with the file at %d faults" % N,
+        row = wait_for("a snapshot with the file at %d faults" % N,
                     lambda: (lambda r: r if r and r["total"] >= N else None)(
                         _file_row(text().splitlines(), path)), COUNT_TIMEOUT)
         _check_row(row)
@@ -178,7 +166,7 @@ def test_top_80x24(dax_dir):
     t.tmux("new-session", "-d", "-s", t.name, "-x", "80", "-y", "24",
            "%s; sleep 600" % " ".join(shlex.quote(a) for a in argv))
     try:
-        _wait("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
+        wait_for("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
         w = run(WORKLOAD + ["read-then-write", path, str(N)])
         assert w.returncode == 0, w.stderr
 
@@ -194,8 +182,8 @@ def test_top_80x24(dax_dir):
                 return files, procs, screen
             return None
 
-        files, procs, screen = _wait("the file and its process on the 80x24 screen with %d "
-                                     "faults" % N, counted, COUNT_TIMEOUT)
+        files, procs, screen = wait_for("the file and its process on the 80x24 screen with "
+                                        "%d faults" % N, counted, COUNT_TIMEOUT)
         lines = screen.splitlines()
         assert len(lines) <= 24 and max(len(line) for line in lines) <= 80, screen
         assert "…" not in screen and "..." not in screen, screen

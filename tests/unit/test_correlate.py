@@ -407,3 +407,11 @@ def test_real_recording_matches_fake(tmp_path):
     slow = correlate.analyse(fake)
     assert [f.as_dict() for f in fast.faults] == [f.as_dict() for f in slow.faults]
     assert fast.summary()["duration_ns"] == 3 * NS
+
+
+def test_a_file_whose_filesystem_was_unmounted_is_not_deleted():
+    trailer = {"statx": {KEY: {"path": "/mnt/dax/f", "exists": False, "unmounted": True}}}
+    an = run([wp(5 * NS, T0, T0 + 5 * NS)], trailer=trailer)
+    (f,) = an.files
+    assert f.unmounted and not f.deleted and f.final_cmp == "unmounted"
+    assert f.write_faults == 1

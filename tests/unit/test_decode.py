@@ -131,7 +131,7 @@ def test_build_handles_padding_and_several_char_arrays():
             char tag[4];
         };
     """)
-    numeric, chars, names, index, plan, size = decode._build(ffi, "struct t")
+    numeric, chars, names, index, plan, size, _ = decode._build(ffi, "struct t")
     assert size == ffi.sizeof("struct t") == numeric.size
     assert names == ["a", "b", "c0", "c1", "c2", "name", "tag"]
     assert [(n, o, length) for n, o, length in chars] == [

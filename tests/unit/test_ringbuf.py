@@ -85,3 +85,30 @@ def test_a_foreign_size_is_skipped_by_its_length(ring):
     fake.put(b"x" * 40)
     fake.put(rec(4))
     assert reader.drain() == rec(4)
+
+
+def test_records_are_copied_before_their_space_is_given_back(ring, monkeypatch):
+    """Once the consumer position moves, the kernel may write new records
+    over the old ones at once (another CPU, a full ring): what drain returns
+    must already be a copy.  Here the 'kernel' overwrites the data area the
+    moment the consumer position is written."""
+    import pfntrace.ringbuf as ringbuf
+
+    fake, reader = ring
+    fake.put(rec(1))
+    fake.put(rec(2))
+    real = ringbuf._U64
+
+    class KernelRefills:
+        unpack_from = staticmethod(real.unpack_from)
+
+        @staticmethod
+        def pack_into(buf, off, value):
+            real.pack_into(buf, off, value)
+            for copy in (0, DATA):
+                fake.f.seek(2 * PAGE + copy)
+                fake.f.write(b"\xee" * 64)
+            fake.f.flush()
+
+    monkeypatch.setattr(ringbuf, "_U64", KernelRefills)
+    assert reader.drain() == rec(1) + rec(2)
