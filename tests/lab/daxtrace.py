@@ -50,6 +50,23 @@ class TraceInstance:
             return [l for l in f if not l.startswith("#")]
 
 
+def pte_kind(write, mkwrite):
+    """The kind of a dax_pte_fault_done, from its flags: pte_mkwrite (WRITE
+    and MKWRITE: the ->pfn_mkwrite path), pte_write (a first-touch write) or
+    pte_read."""
+    if write and mkwrite:
+        return "pte_mkwrite"
+    return "pte_write" if write else "pte_read"
+
+
+def pmd_kind(fallback, write):
+    """The kind of a dax_pmd_fault_done: pmd_fallback (to PTEs), pmd_write
+    or pmd_read."""
+    if fallback:
+        return "pmd_fallback"
+    return "pmd_write" if write else "pmd_read"
+
+
 class DaxTrace(TraceInstance):
     def __init__(self, name="pfntrace-check"):
         super().__init__(name, {"fs_dax/" + ev: None for ev in EVENTS})
@@ -69,20 +86,12 @@ class DaxTrace(TraceInstance):
             ino = int(m.group(4), 16)
             words = set(re.split(r"[\s|]+", rest))
             if event == "dax_pte_fault_done":
-                if "WRITE" in words and "MKWRITE" in words:
-                    c[(ino, "pte_mkwrite")] += 1
+                kind = pte_kind("WRITE" in words, "MKWRITE" in words)
+                c[(ino, kind)] += 1
+                if kind == "pte_mkwrite":
                     pgoffs.setdefault(ino, []).append(int(_PGOFF.search(rest).group(1), 16))
-                elif "WRITE" in words:
-                    c[(ino, "pte_write")] += 1
-                else:
-                    c[(ino, "pte_read")] += 1
             elif event == "dax_pmd_fault_done":
-                if "FALLBACK" in words:
-                    c[(ino, "pmd_fallback")] += 1
-                elif "WRITE" in words:
-                    c[(ino, "pmd_write")] += 1
-                else:
-                    c[(ino, "pmd_read")] += 1
+                c[(ino, pmd_kind("FALLBACK" in words, "WRITE" in words))] += 1
             elif event == "dax_writeback_one":
                 c[(ino, "reprotect_pages")] += int(_PGLEN.search(rest).group(1), 16)
             elif event == "dax_insert_pfn_mkwrite":
@@ -153,19 +162,11 @@ class DaxHist(TraceInstance):
         """A Counter keyed by (ino, kind), the kinds of DaxTrace.counts()."""
         c = Counter()
         for k, v in self._entries("fs_dax/dax_pte_fault_done"):
-            if k["flags"] & FAULT_FLAG_WRITE and k["flags"] & FAULT_FLAG_MKWRITE:
-                c[(k["ino"], "pte_mkwrite")] += v["hitcount"]
-            elif k["flags"] & FAULT_FLAG_WRITE:
-                c[(k["ino"], "pte_write")] += v["hitcount"]
-            else:
-                c[(k["ino"], "pte_read")] += v["hitcount"]
+            c[(k["ino"], pte_kind(k["flags"] & FAULT_FLAG_WRITE,
+                                  k["flags"] & FAULT_FLAG_MKWRITE))] += v["hitcount"]
         for k, v in self._entries("fs_dax/dax_pmd_fault_done"):
-            if k["result"] & VM_FAULT_FALLBACK:
-                c[(k["ino"], "pmd_fallback")] += v["hitcount"]
-            elif k["flags"] & FAULT_FLAG_WRITE:
-                c[(k["ino"], "pmd_write")] += v["hitcount"]
-            else:
-                c[(k["ino"], "pmd_read")] += v["hitcount"]
+            c[(k["ino"], pmd_kind(k["result"] & VM_FAULT_FALLBACK,
+                                  k["flags"] & FAULT_FLAG_WRITE))] += v["hitcount"]
         for k, v in self._entries("fs_dax/dax_writeback_one"):
             c[(k["ino"], "reprotect_pages")] += v["pglen"]
         for k, v in self._entries("fs_dax/dax_insert_pfn_mkwrite"):

@@ -69,14 +69,18 @@ def guest_fixture(scope="function", params=None):
     return wrap
 
 
-def wait_for(what, fn, timeout, every=0.25):
+def wait_for(what, fn, timeout, every=0.25, proc=None):
     """fn()'s first true value, asked every `every` seconds; the test fails
-    after `timeout` seconds."""
+    after `timeout` seconds, or as soon as proc (a Popen with stderr piped,
+    the process that should bring it about) has exited."""
     deadline = time.monotonic() + timeout
     while True:
         got = fn()
         if got:
             return got
+        if proc is not None and proc.poll() is not None:
+            pytest.fail("exited (%s) before %s: %s"
+                        % (proc.returncode, what, proc.stderr.read()[-3000:]))
         if time.monotonic() > deadline:
             pytest.fail("timed out after %ds waiting for %s" % (timeout, what))
         time.sleep(every)

@@ -26,7 +26,7 @@ import time
 import pytest
 
 from daxtrace import DaxHist, DaxTrace
-from guest import FS, IN_GUEST, MOUNT, PFNTRACE, figures, guest_fixture, run
+from guest import FS, IN_GUEST, MOUNT, PFNTRACE, figures, guest_fixture, run, wait_for
 
 THREADS = 8
 PAGES = 384          # 1.5 MiB a file: always PTEs, never a PMD
@@ -116,16 +116,6 @@ def _last_line(stderr):
     lines = [l for l in stderr.splitlines() if l.strip()]
     assert "Traceback" not in stderr, stderr[-3000:]
     return lines[-1] if lines else ""
-
-
-def _wait_for(what, pred, proc=None, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError("exited (%s) before %s: %s"
-                                 % (proc.returncode, what, proc.stderr.read()[-3000:]))
-        assert time.monotonic() < deadline, "no %s in %d s" % (what, timeout)
-        time.sleep(0.1)
 
 
 def _children(pid):
@@ -242,7 +232,8 @@ def test_a_stop_mid_storm_leaves_a_readable_exact_recording(dax_dir, storm, stop
                                            "100000000"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_for("storm faults", lambda: hist.counts()[(ino, "pte_mkwrite")] >= 3000, rec)
+            wait_for("storm faults", lambda: hist.counts()[(ino, "pte_mkwrite")] >= 3000,
+                     WAIT_S, every=0.1, proc=rec)
             if stop == "command-sigkill":
                 (child,) = _children(rec.pid)
                 os.kill(child, signal.SIGKILL)
@@ -309,8 +300,9 @@ def test_lazy_unmount_mid_record(dax_dir, storm, remount_after, tmp_path):
                                            storm, path, "64", str(rounds)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_for("storm faults",
-                      lambda: hist.counts()[(ino, "pte_mkwrite")] >= 64 * rounds // 4, rec)
+            wait_for("storm faults",
+                     lambda: hist.counts()[(ino, "pte_mkwrite")] >= 64 * rounds // 4,
+                     WAIT_S, every=0.1, proc=rec)
             u = run(["umount", "-l", MOUNT])
             at_umount = hist.counts()[(ino, "pte_mkwrite")]
             assert u.returncode == 0, u.stderr
