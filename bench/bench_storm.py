@@ -16,7 +16,8 @@ Modes:
   floor           pfntrace's own function hooks (the plan's, attached the way
                   `--attach auto` attaches them) with empty programs that only count
   floor-kprobe    the same hooks, all kprobes/kretprobes (`--attach kprobe`)
-  top, record     `pfntrace top` / `pfntrace record` (default attach)
+  top, record     `pfntrace top` / `pfntrace record` (default attach); top
+                  also reports each BPF program's own run time per run
   top-kprobe, record-kprobe   the same with `--attach kprobe`
   top-nostats     top without kernel.bpf_stats_enabled
 
@@ -38,6 +39,7 @@ sys.path.insert(0, REPO)  # this checkout's pfntrace, whichever is installed
 PFNTRACE = [sys.executable, "-m", "pfntrace"]
 LINE = re.compile(r"(\w+)=([0-9.]+)")
 LOST = re.compile(r"pfntrace: (\d+) events, (\d+) lost")
+PROBE_COSTS = re.compile(r"pfntrace: BPF run time per probe run: (.*)")
 ATTACH_TIMEOUT = 180
 
 # Empty programs: each only counts its runs in a per-CPU slot, so the floor
@@ -184,8 +186,12 @@ def top(storm, tmp, mount, bpf_stats=True, attach=None):
         text = f.read()
     totals = re.findall(r"write faults \S+  total (\d+)", text)
     lost = re.findall(r"  lost (\d+)", text)
-    return res, {"top_total": int(totals[-1]) if totals else None,
-                 "lost": int(lost[-1]) if lost else None}
+    extra = {"top_total": int(totals[-1]) if totals else None,
+             "lost": int(lost[-1]) if lost else None}
+    costs = PROBE_COSTS.search(proc.stderr.read())
+    if costs:       # top's last line with bpf stats on: per program, costliest first
+        extra["probes"] = costs.group(1)
+    return res, extra
 
 
 def runner(mode, storm, tmp, mount):
@@ -258,6 +264,10 @@ def main():
         lost = [r[1].get("lost") for r in results[m] if "lost" in r[1]]
         print("| %s | %.0f | %s | %s | %s | %s | %s |"
               % (m, rate, vs_base, vs_floor, added, added_vs_floor, lost if lost else "-"))
+    for m, rs in results.items():
+        probes = [r[1]["probes"] for r in rs if "probes" in r[1]]
+        if probes:  # the last run's: the programs' own time, hooks not included
+            print("%s, BPF run time per probe run (last run): %s" % (m, probes[-1]))
     print("floor: floor-kprobe for the -kprobe modes")
 
 

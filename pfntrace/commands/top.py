@@ -63,6 +63,20 @@ class _Quit(Exception):
     pass
 
 
+def _say_probe_costs(reader):
+    """At the end, on stderr: where the BPF side's time went, per program."""
+    from pfntrace.views.top import probe_cost_line
+
+    if not reader.stats_enabled:
+        return
+    try:
+        line = probe_cost_line(reader.read().bpf_progs)
+    except Exception:   # noqa: BLE001 (a summary on the way out: never the exit's cause)
+        return
+    if line:
+        click.echo(line, err=True)
+
+
 def _on_term(signum, frame):
     raise _Quit()
 
@@ -198,5 +212,6 @@ def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     finally:
         signal.signal(signal.SIGTERM, old_term)
         if reader is not None:
+            _say_probe_costs(reader)
             reader.close()
         tr.close()
