@@ -1,15 +1,27 @@
-"""Write-protect fault storm: untraced vs `pfntrace record` vs `pfntrace top`.
+"""Write-protect fault storm: pfntrace's modes against untraced and the floor.
 
 Run inside the lab (root, a DAX mount at /mnt/dax):
 
     pfntrace lab run --kernel 6.12 --fs ext4 -- .venv/bin/python bench/bench_storm.py \
-        [--pages 384] [--rounds 400] [--runs 3]
+        [--pages 384] [--rounds 100] [--runs 3] [--modes untraced,minimal,floor,top,record]
 
 Compiles bench/storm.c with gcc into a temporary folder, then alternates
-runs (untraced, record, top; --runs times each) so drift hits every mode
-alike, and prints medians and the traced/untraced slowdowns, both for the
-whole storm (msync included) and for its write passes alone (the faults
-without the writeback cost).  Figures only; nothing is asserted.
+runs of every mode (--runs times each) in this one boot, so drift hits every
+mode alike, and prints medians of the write passes alone (the faults without
+the msync writeback cost) as ratios against `untraced` and against `floor`.
+
+Modes:
+  untraced        the storm alone
+  minimal         one kprobe on do_wp_page, counting (the cheapest useful hook)
+  floor           pfntrace's own function hooks (the plan's, attached the way
+                  `--attach auto` attaches them) with empty programs that only count
+  floor-kprobe    the same hooks, all kprobes/kretprobes (`--attach kprobe`)
+  top, record     `pfntrace top` / `pfntrace record` (default attach); top
+                  also reports each BPF program's own run time per run
+  top-kprobe, record-kprobe   the same with `--attach kprobe`
+  top-nostats     top without kernel.bpf_stats_enabled
+
+Figures only; nothing is asserted.
 """
 
 import argparse
@@ -23,11 +35,32 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PFNTRACE = [sys.executable, "-m", "pfntrace"]
 sys.path.insert(0, REPO)  # this checkout's pfntrace, whichever is installed
+PFNTRACE = [sys.executable, "-m", "pfntrace"]
 LINE = re.compile(r"(\w+)=([0-9.]+)")
 LOST = re.compile(r"pfntrace: (\d+) events, (\d+) lost")
+PROBE_COSTS = re.compile(r"pfntrace: BPF run time per probe run: (.*)")
 ATTACH_TIMEOUT = 180
+
+# Empty programs: each only counts its runs in a per-CPU slot, so the floor
+# is the cost of the hooks themselves (a kprobe's int3 or a trampoline),
+# not of what pfntrace does in them.
+COUNT_SRC = r"""
+BPF_PERCPU_ARRAY(runs, u64, 1);
+static __always_inline int count(void)
+{
+	u32 zero = 0;
+	u64 *n = runs.lookup(&zero);
+	if (n)
+		*n += 1;
+	return 0;
+}
+int count_kprobe(struct pt_regs *ctx) { return count(); }
+"""
+# bcc 0.26 names fentry/fexit programs after the function and attaches
+# them when it loads the source.
+FENTRY_SRC = "KFUNC_PROBE(%s) { return count(); }\n"
+FEXIT_SRC = "KRETFUNC_PROBE(%s) { return count(); }\n"
 
 
 def compile_storm(tmp):
@@ -43,14 +76,79 @@ def parse(out):
     return {k: float(v) for k, v in m.items()}
 
 
+def run_storm(storm):
+    return parse(subprocess.run(storm, capture_output=True, text=True, check=True).stdout)
+
+
 def untraced(storm):
-    return parse(subprocess.run(storm, capture_output=True, text=True, check=True).stdout), {}
+    return run_storm(storm), {}
 
 
-def record(storm, tmp):
+class Hooks:
+    """Counting programs on a list of (function, mechanism) hooks."""
+
+    def __init__(self, hooks):
+        from bcc import BPF
+
+        src = COUNT_SRC
+        kprobes = []
+        for name, mech in hooks:
+            if mech == "fentry":
+                src += FENTRY_SRC % name
+            elif mech == "fexit":
+                src += FEXIT_SRC % name
+            else:
+                kprobes.append((name, mech))
+        self.bpf = BPF(text=src.encode(), cflags=["-w"])
+        for name, mech in kprobes:
+            if mech == "kprobe":
+                self.bpf.attach_kprobe(event=name.encode(), fn_name=b"count_kprobe")
+            else:
+                self.bpf.attach_kretprobe(event=name.encode(), fn_name=b"count_kprobe",
+                                          maxactive=64)
+        self.hooks = hooks
+
+    def runs(self):
+        return sum(int(v) for v in self.bpf["runs"][0])
+
+    def close(self):
+        self.bpf.cleanup()
+
+
+def plan_hooks(attach):
+    """The function hooks pfntrace would attach here, with the mechanism the
+    plan gives each (kprobe/kretprobe when the plan predates --attach)."""
+    from pfntrace.commands.record import build_plan
+
+    plan = build_plan()
+    try:
+        from pfntrace import probeplan
+        apply = getattr(probeplan, "apply_attach", None)
+        if apply is not None:
+            apply(plan, attach)
+    except ValueError as e:
+        raise SystemExit("floor: %s" % e)
+    out = []
+    for h in plan["hooks"]:
+        if h["status"] == "attach" and h["kind"] != "tracepoint":
+            out.append((h["hook"], h.get("mechanism") or h["kind"]))
+    return out
+
+
+def hooked(storm, hooks):
+    h = Hooks(hooks)
+    try:
+        res = run_storm(storm)
+        runs = h.runs()
+    finally:
+        h.close()
+    return res, {"programs_run": runs}
+
+
+def record(storm, tmp, attach=None):
     out = os.path.join(tmp, "storm.pft")
-    p = subprocess.run(PFNTRACE + ["record", "-o", out, "--"] + storm,
-                       capture_output=True, text=True, cwd=REPO)
+    argv = PFNTRACE + ["record", "-o", out] + (["--attach", attach] if attach else [])
+    p = subprocess.run(argv + ["--"] + storm, capture_output=True, text=True, cwd=REPO)
     if p.returncode != 0:
         raise SystemExit("record failed (%d): %s" % (p.returncode, p.stderr[-2000:]))
     m = LOST.search(p.stderr)
@@ -59,9 +157,11 @@ def record(storm, tmp):
     return parse(p.stdout), extra
 
 
-def top(storm, tmp, mount, bpf_stats=True):
+def top(storm, tmp, mount, bpf_stats=True, attach=None):
     snap = os.path.join(tmp, "top.txt")
     argv = PFNTRACE + ["top", "--mount", mount, "--interval", "1"]
+    if attach:
+        argv += ["--attach", attach]
     if not bpf_stats:
         argv.append("--no-bpf-stats")
     with open(snap, "w") as out:
@@ -77,7 +177,7 @@ def top(storm, tmp, mount, bpf_stats=True):
             if time.monotonic() > deadline:
                 raise SystemExit("top did not attach in time")
             time.sleep(0.2)
-        res = parse(subprocess.run(storm, capture_output=True, text=True, check=True).stdout)
+        res = run_storm(storm)
         time.sleep(1.2)    # one more snapshot with the storm's total
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -85,38 +185,56 @@ def top(storm, tmp, mount, bpf_stats=True):
     with open(snap) as f:
         text = f.read()
     totals = re.findall(r"write faults \S+  total (\d+)", text)
-    return res, {"top_total": int(totals[-1]) if totals else None}
+    lost = re.findall(r"  lost (\d+)", text)
+    extra = {"top_total": int(totals[-1]) if totals else None,
+             "lost": int(lost[-1]) if lost else None}
+    costs = PROBE_COSTS.search(proc.stderr.read())
+    if costs:       # top's last line with bpf stats on: per program, costliest first
+        extra["probes"] = costs.group(1)
+    return res, extra
+
+
+def runner(mode, storm, tmp, mount):
+    if mode == "untraced":
+        return lambda: untraced(storm)
+    if mode == "minimal":
+        return lambda: hooked(storm, [("do_wp_page", "kprobe")])
+    if mode in ("floor", "floor-kprobe"):
+        hooks = plan_hooks("kprobe" if mode == "floor-kprobe" else "auto")
+        print("%s hooks: %s" % (mode, ", ".join("%s %s" % (m, n) for n, m in hooks)),
+              flush=True)
+        return lambda: hooked(storm, hooks)
+    if mode in ("record", "record-kprobe"):
+        return lambda: record(storm, tmp, "kprobe" if mode.endswith("-kprobe") else None)
+    if mode in ("top", "top-kprobe"):
+        return lambda: top(storm, tmp, mount,
+                           attach="kprobe" if mode.endswith("-kprobe") else None)
+    if mode == "top-nostats":
+        return lambda: top(storm, tmp, mount, bpf_stats=False)
+    raise SystemExit("unknown mode %s" % mode)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mount", default=os.environ.get("PFNTRACE_DAX_MOUNT", "/mnt/dax"))
     ap.add_argument("--pages", type=int, default=384, help="file pages (keep < 512: PTEs)")
-    ap.add_argument("--rounds", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--modes", default="untraced,record,top",
-                    help="comma list of untraced, record, top, top-nostats")
+    ap.add_argument("--modes", default="untraced,minimal,floor,top,record",
+                    help="comma list (see the docstring)")
     args = ap.parse_args()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         exe = compile_storm(tmp)
         target = os.path.join(args.mount, "storm.dat")
         storm = [exe, target, str(args.pages), str(args.rounds)]
+        runners = {m: runner(m, storm, tmp, args.mount) for m in modes}
         results = {m: [] for m in modes}
         for i in range(args.runs):
             for mode in modes:
-                if mode == "untraced":
-                    r = untraced(storm)
-                elif mode == "record":
-                    r = record(storm, tmp)
-                elif mode == "top":
-                    r = top(storm, tmp, args.mount)
-                elif mode == "top-nostats":
-                    r = top(storm, tmp, args.mount, bpf_stats=False)
-                else:
-                    raise SystemExit("unknown mode %s" % mode)
+                r = runners[mode]()
                 results[mode].append(r)
-                print("run %d %-12s %8.0f faults/s  writes alone %8.0f faults/s  %s"
+                print("run %d %-14s %8.0f faults/s  writes alone %8.0f faults/s  %s"
                       % (i + 1, mode, r[0]["faults_per_s"], r[0]["write_faults_per_s"],
                          " ".join("%s=%s" % kv for kv in r[1].items())), flush=True)
         os.unlink(target)
@@ -125,24 +243,32 @@ def main():
     fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", args.mount],
                         capture_output=True, text=True).stdout.strip()
     print("\nkernel %s, %s on %s, %d pages x %d rounds = %d write-protect faults, "
-          "median of %d" % (uname.release, fs or "?", args.mount, args.pages, args.rounds,
-                            args.pages * args.rounds, args.runs))
-    med = {m: (statistics.median(r[0]["faults_per_s"] for r in rs),
-               statistics.median(r[0]["write_faults_per_s"] for r in rs))
+          "median of %d, write passes only" % (uname.release, fs or "?", args.mount, args.pages,
+                                               args.rounds, args.pages * args.rounds, args.runs))
+    med = {m: statistics.median(r[0]["write_faults_per_s"] for r in rs)
            for m, rs in results.items()}
     base = med.get("untraced")
-    for m, (whole, writes) in med.items():
-        line = "%-12s %9.0f faults/s  writes alone %9.0f faults/s" % (m, whole, writes)
-        if base and m != "untraced":
-            line += "   slowdown %.3fx (writes alone %.3fx)" % (base[0] / whole, base[1] / writes)
-        print(line)
-    if "record" in results:
-        lost = [r[1].get("lost") for r in results["record"]]
-        events = [r[1].get("events") for r in results["record"]]
-        print("record: lost events per run %s (events %s)" % (lost, events))
-    if "top" in results:
-        print("top: final total per run %s (expected %d each, plus warm-up faults)"
-              % ([r[1].get("top_total") for r in results["top"]], args.pages * args.rounds))
+    print("| mode | faults/s | vs untraced | vs floor | added per fault | added / floor's added "
+          "| lost |")
+    print("|---|---|---|---|---|---|---|")
+    for m, rate in med.items():
+        floor = med.get("floor-kprobe" if m.endswith("-kprobe") else "floor")
+        vs_base = "%.2fx" % (base / rate) if base else "-"
+        added = "%.1f µs" % ((1 / rate - 1 / base) * 1e6) if base and m != "untraced" else "-"
+        vs_floor = added_vs_floor = "-"
+        if floor and m not in ("untraced", "minimal") and not m.startswith("floor"):
+            vs_floor = "%.2fx" % (floor / rate)
+            fl_added = 1 / floor - 1 / base if base else 0
+            if fl_added > 0:
+                added_vs_floor = "%.2fx" % ((1 / rate - 1 / base) / fl_added)
+        lost = [r[1].get("lost") for r in results[m] if "lost" in r[1]]
+        print("| %s | %.0f | %s | %s | %s | %s | %s |"
+              % (m, rate, vs_base, vs_floor, added, added_vs_floor, lost if lost else "-"))
+    for m, rs in results.items():
+        probes = [r[1]["probes"] for r in rs if "probes" in r[1]]
+        if probes:  # the last run's: the programs' own time, hooks not included
+            print("%s, BPF run time per probe run (last run): %s" % (m, probes[-1]))
+    print("floor: floor-kprobe for the -kprobe modes")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class Snapshot:
     lost: int = 0
     bpf_run_ns: int = None                         # summed run_time_ns of our programs
     bpf_run_cnt: int = None
+    bpf_progs: dict = field(default_factory=dict)  # program -> (run_time_ns, run_cnt)
 
 
 def _counts(cdata, with_pid=True):
@@ -138,24 +139,32 @@ def decode_file_key(raw):
     return (int(k.dev), int(k.ino))
 
 
-def fdinfo_run_time(fds, proc="/proc/self/fdinfo"):
-    """(run_time_ns, run_cnt) summed over BPF program fds, or (None, None)
-    when the kernel does not count (bpf_stats_enabled is 0)."""
-    ns = cnt = 0
-    seen = False
-    for fd in fds:
+def fdinfo_run_times(programs, proc="/proc/self/fdinfo"):
+    """{name: (run_time_ns, run_cnt)} of BPF programs ({name: fd}), from
+    their fdinfo; {} when the kernel does not count (bpf_stats_enabled 0)."""
+    out = {}
+    for name, fd in programs.items():
+        ns = cnt = None
         try:
             with open(os.path.join(proc, str(fd))) as f:
                 for line in f:
                     key, _, value = line.partition(":")
                     if key == "run_time_ns":
-                        ns += int(value)
-                        seen = True
+                        ns = int(value)
                     elif key == "run_cnt":
-                        cnt += int(value)
+                        cnt = int(value)
         except (OSError, ValueError):
             continue
-    return (ns, cnt) if seen else (None, None)
+        if ns is not None:
+            out[name] = (ns, cnt or 0)
+    return out
+
+
+def probe_costs(progs):
+    """[(program, runs, ns per run)] of the programs that ran, the costliest
+    (in total) first: where the BPF side's time goes."""
+    ran = [(name, cnt, ns / cnt) for name, (ns, cnt) in progs.items() if cnt]
+    return sorted(ran, key=lambda r: -r[1] * r[2])
 
 
 class Reader:
@@ -201,8 +210,10 @@ class Reader:
             self._comms[pid] = info["comm"] if info else ""
         return self._comms[pid]
 
-    def prog_fds(self):
-        return [f.fd for f in getattr(self.bpf, "funcs", {}).values()]
+    def programs(self):
+        """{name: fd} of our loaded BPF programs."""
+        return {(n.decode() if isinstance(n, bytes) else n): f.fd
+                for n, f in getattr(self.bpf, "funcs", {}).items()}
 
     def read(self):
         snap = Snapshot(mono_ns=time.clock_gettime_ns(time.CLOCK_MONOTONIC),
@@ -222,7 +233,10 @@ class Reader:
         snap.rate.sort()
         snap.lost = sum(self.tracer.lost())
         if self.stats_enabled:
-            snap.bpf_run_ns, snap.bpf_run_cnt = fdinfo_run_time(self.prog_fds())
+            snap.bpf_progs = fdinfo_run_times(self.programs())
+            if snap.bpf_progs:
+                snap.bpf_run_ns = sum(ns for ns, _ in snap.bpf_progs.values())
+                snap.bpf_run_cnt = sum(cnt for _, cnt in snap.bpf_progs.values())
         return snap
 
     def close(self):

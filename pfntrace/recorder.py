@@ -335,6 +335,7 @@ class Recorder:
             "blind": blind,
             "exit_code": self.exit_code,
             "attached": ["%s %s" % a for a in self.tracer.attached],
+            "mechanisms": self.tracer.mechanisms(),
             "statx": files,
         }
 

@@ -58,9 +58,19 @@ def cflags(plan, aggregate=False):
     for hook in ([] if aggregate else plan["hooks"]):
         if hook["kind"] == "tracepoint" and hook["status"] == "attach":
             flags.append("-DHAVE_TP_%s" % hook["hook"].split(":")[1].upper())
+    flags += fentry_flags(plan)
     # clang warns about the kernel's own headers (6.12); none of it is ours.
     flags.append("-w")
     return flags
+
+
+def fentry_flags(plan):
+    """-DPFT_FENTRY_<FUNCTION> for each hook the plan attaches with
+    fentry/fexit: pfntrace.bpf.c then defines bcc's KFUNC_PROBE/
+    KRETFUNC_PROBE shims, which bcc attaches as it loads the program."""
+    from pfntrace.probeplan import fentry_hooks
+
+    return ["-DPFT_FENTRY_%s" % name.upper() for name in fentry_hooks(plan)]
 
 
 class Tracer:
@@ -90,17 +100,31 @@ class Tracer:
             raise TracerError("bcc is not importable: install Debian's python3-bpfcc and run "
                               "with /usr/bin/python3 (or a venv made with "
                               "--system-site-packages)") from None
+        from pfntrace.probeplan import fall_back_to_kprobes, fentry_hooks
+
         try:
-            self.bpf = BPF(src_file=BPF_SOURCE.encode(),
-                           cflags=cflags(self.plan, aggregate=self.aggregate))
-        except Exception as e:  # bcc raises bare Exception on compile errors
-            raise TracerError("bcc could not compile the BPF program: %s"
-                              % str(e).splitlines()[0]) from None
+            self.bpf = self._load(BPF)
+        except TracerError as e:
+            # fentry programs are loaded and attached by BPF() itself: a
+            # kernel that refuses them (no trampoline for this function, a
+            # verifier that wants more) gets the kprobe plan under auto.
+            if not fentry_hooks(self.plan) or self.plan.get("attach") == "fentry":
+                raise
+            fall_back_to_kprobes(self.plan, str(e))
+            self.bpf = self._load(BPF)
         self._configure()
         self._attach()
         if not self.aggregate:
             self.ring = RingReader(self.bpf["events"].map_fd, RINGBUF_PAGES * mmap.PAGESIZE,
                                    layout.EVENT_SIZE)
+
+    def _load(self, BPF):
+        try:
+            return BPF(src_file=BPF_SOURCE.encode(),
+                       cflags=cflags(self.plan, aggregate=self.aggregate))
+        except Exception as e:  # bcc raises bare Exception on compile errors
+            raise TracerError("bcc could not compile the BPF program: %s"
+                              % str(e).splitlines()[0]) from None
 
     def _configure(self):
         conf = self.bpf["config"]
@@ -117,8 +141,8 @@ class Tracer:
             c.tk_base = clock["tk_base"]
             c.mg_floor = clock.get("mg_floor") or 0
         # The whole config in one update, armed: the probes ignore a config
-        # that is not (the tracepoints already run, and an unset one would
-        # let every task and device through).
+        # that is not (the tracepoints and the fentry/fexit programs already
+        # run, and an unset one would let every task and device through).
         c.armed = 1
         conf[0] = c
 
@@ -127,6 +151,10 @@ class Tracer:
             if hook["status"] != "attach" or hook["kind"] == "tracepoint":
                 continue  # tracepoints attach themselves (TRACEPOINT_PROBE)
             name = hook["hook"]
+            if hook.get("mechanism") in ("fentry", "fexit"):
+                # attached by BPF() as it loaded the KFUNC_PROBE shims
+                self.attached.append((hook["kind"], name))
+                continue
             if name == "do_wp_page":
                 fn = "wp_entry" if hook["kind"] == "kprobe" else "wp_return"
             elif name == "file_update_time":
@@ -160,6 +188,8 @@ class Tracer:
         in an event's vm_ops pointers).  Returns True when it is attached."""
         if ("kprobe", name) in self.attached:
             return True
+        if self.plan.get("attach") == "fentry":
+            return False    # a handler is a module function: never fentry in bcc 0.26
         try:
             self.bpf.attach_kprobe(event=name.encode(), fn_name=b"handler_entry")
             self.bpf.attach_kretprobe(event=name.encode(), fn_name=b"handler_return",
@@ -168,6 +198,13 @@ class Tracer:
             return False
         self.attached += [("kprobe", name), ("kretprobe", name)]
         return True
+
+    def mechanisms(self):
+        """["fentry do_wp_page", "kretprobe ext4_dax_fault", ...]: how each
+        attached hook really is attached (after any fallback to kprobes)."""
+        how = {(h["kind"], h["hook"]): h.get("mechanism") or h["kind"]
+               for h in self.plan["hooks"]}
+        return ["%s %s" % (how.get(a, a[0]), a[1]) for a in self.attached]
 
     def follow_pid(self, pid):
         self.bpf["traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)

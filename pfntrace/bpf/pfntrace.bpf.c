@@ -9,12 +9,14 @@
  * layouts that move between kernels (inode timestamps above all).
  *
  * Probes:
- *   kprobe/kretprobe do_wp_page       -> PFT_EV_WP
+ *   kprobe/kretprobe do_wp_page       -> PFT_EV_WP (or fentry/fexit)
  *   kprobe/kretprobe <fs handlers>    -> PFT_EV_HANDLER (outermost call only)
  *   kprobe file_update_time           -> counts into the running WP/handler
+ *                                        (or fentry)
  *   kprobe/kretprobe vfs_getattr_nosec -> PFT_EV_GETATTR: what stat showed whom
  *                                        (every stat, statx, fstat reaches it;
  *                                        vfs_getattr is inlined on Debian's kernels)
+ *                                        (or fentry/fexit)
  *   fs_dax tracepoints                -> PFT_EV_DAX_*
  *   sched:sched_process_fork          -> follows a command's descendants
  */
@@ -45,9 +47,10 @@ struct pft_config {
 	u64 mg_floor;		/* &mg_floor (6.13+ multigrain floor); 0: none */
 	u32 self_tgid;		/* pfntrace itself: its stats observe nothing */
 	u32 armed;		/* written last by user space; until then (the
-				   tracepoints run from the moment bcc loads the
-				   program) the zeroed config would mean "every
-				   task, every device": every probe stays quiet */
+				   tracepoints and the fentry/fexit shims run
+				   from the moment bcc loads the program) the
+				   zeroed config would mean "every task, every
+				   device": every probe stays quiet */
 };
 
 /* Per-thread state between a probe's entry and its return: the event being
@@ -67,31 +70,39 @@ struct handler_state {
 	u32 traced;		/* 0: a fault we do not trace (its nested calls stay quiet) */
 };
 
-/* Between vfs_getattr_nosec's entry and return: the inode and where the
- * kernel writes what it shows (struct kstat). */
+/* Between vfs_getattr_nosec's entry and return: the event being built, and
+ * where the kernel writes what it shows (struct kstat). */
 struct getattr_state {
+	struct pft_event ev;
 	u64 stat;
-	u64 ino;
-	u64 ts;
-	u32 dev;
-	u32 flags;
 };
 
 BPF_ARRAY(config, struct pft_config, 1);
 BPF_HASH(traced, u32, u8, 65536);		/* tgids being followed */
 BPF_HASH(wpstate, u32, struct wp_state, 4096);	/* per tid: inside do_wp_page */
 BPF_HASH(hstate, u32, struct handler_state, 4096);	/* per tid: inside a handler */
+/*
+ * Per-CPU scratch is safe only where the program cannot be preempted:
+ * tracepoint and kprobe programs run with preemption off, but fentry/fexit
+ * programs only with migration off, and a kernel with CONFIG_PREEMPT_LAZY
+ * (Debian's 7.x) preempts them; a program of another task on the same CPU
+ * would then write into the scratch half-way through.  So what an fentry
+ * program builds lives in per-thread state (hashes keyed by tid); the
+ * per-CPU arrays below are only read (all-zero seeds), written by
+ * tracepoints (blank), or counted atomically.
+ */
 BPF_PERCPU_ARRAY(blank, struct pft_event, 1);	/* scratch for tracepoint events */
 BPF_PERCPU_ARRAY(wpseed, struct wp_state, 1);	/* all-zero, to seed the hashes */
 BPF_PERCPU_ARRAY(hseed, struct handler_state, 1);
+BPF_PERCPU_ARRAY(gaseed, struct getattr_state, 1);
+BPF_PERCPU_ARRAY(nameseed, struct pft_name, 1);
 BPF_PERCPU_ARRAY(lost, u64, 1);			/* everything not seen, [0] */
 BPF_PERCPU_ARRAY(blind, u64, PFT_BLIND_SLOTS);	/* the same, by PFT_BLIND_* reason */
 BPF_PERCPU_ARRAY(pending, u32, 1);		/* events since the last wakeup */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
-BPF_PERCPU_ARRAY(namebuf, struct pft_name, 1);	/* scratch: too big for the stack */
+BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */
 BPF_HASH(gastate, u32, struct getattr_state, 4096);	/* per tid: inside a getattr */
-BPF_PERCPU_ARRAY(gabuf, struct pft_event, 1);	/* scratch for getattr events */
 
 #define READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
@@ -239,16 +250,19 @@ static __always_inline void agg_account(struct pft_event *ev)
 		__builtin_memcpy(p->comm, ev->comm, sizeof(p->comm));
 	}
 
-	struct pft_agg_stats *t = aggtotal.lookup(&zero);	/* per CPU: no atomics */
+	/* Per CPU, and yet atomic: an fexit program can be preempted between
+	 * the read and the write of a plain increment (see the scratch note). */
+	struct pft_agg_stats *t = aggtotal.lookup(&zero);
 	if (t) {
-		t->kinds[kind] += 1;
-		t->verdicts[verdict] += 1;
+		__sync_fetch_and_add(&t->kinds[kind], 1);
+		__sync_fetch_and_add(&t->verdicts[verdict], 1);
 		if (timed) {
-			t->lat[agg_idx(b)] += 1;
-			t->lat_sum += ev->duration_ns;
+			__sync_fetch_and_add(&t->lat[agg_idx(b)], 1);
+			__sync_fetch_and_add(&t->lat_sum, ev->duration_ns);
 		}
-		t->total += 1;
-		t->invisible += invisible;
+		__sync_fetch_and_add(&t->total, 1);
+		if (invisible)
+			__sync_fetch_and_add(&t->invisible, 1);
 		t->last_ts = ev->ts_ns;
 	}
 
@@ -374,13 +388,19 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 {
 	struct pft_file_key key = {};
 	u32 zero = 0;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 d = 0, parent = 0, name = 0;
 
 	key.ino = ino;
 	key.dev = dev;
 	if (names.lookup(&key))
 		return;
-	struct pft_name *n = namebuf.lookup(&zero);
+	/* Too big for the stack: built in this thread's slot (not per-CPU
+	 * scratch: wp_enter may run as a preemptible fentry program). */
+	struct pft_name *seed = nameseed.lookup(&zero);
+	if (!seed || namebuf.update(&tid, seed) != 0)
+		return;
+	struct pft_name *n = namebuf.lookup(&tid);
 	if (!n)
 		return;
 	READ(d, file, FILE_F_PATH_DENTRY);
@@ -396,6 +416,7 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 		d = parent == d ? 0 : parent;	/* the root is its own parent */
 	}
 	names.update(&key, n);
+	namebuf.delete(&tid);
 }
 
 /*
@@ -458,9 +479,18 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 	return inode;
 }
 
+/*
+ * Each function hook is one body (wp_enter, wp_exit, wp_pfn_mark, ftu_count)
+ * with thin shims per attach mechanism: a kprobe/kretprobe program always,
+ * and an fentry/fexit program (bcc's KFUNC_PROBE/KRETFUNC_PROBE, a BPF
+ * trampoline: no int3, no kretprobe instance pool) where the probe plan
+ * chose one, -DPFT_FENTRY_<FUNCTION>.  bcc attaches the fentry programs
+ * when it loads them; tracer.py attaches the kprobes.
+ */
+
 /* A do_wp_page of this thread whose return never came (the kretprobe ran
  * out of instances) leaves its state behind: count it, never reuse it. */
-int wp_entry(struct pt_regs *ctx)
+static __always_inline int wp_enter(u64 vmf)
 {
 	struct pft_config *c = cfg();
 	u32 zero = 0;
@@ -479,7 +509,7 @@ int wp_entry(struct pt_regs *ctx)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st)
 		return 0;
-	u64 inode = fill_fault(&st->ev, PT_REGS_PARM1(ctx), c);
+	u64 inode = fill_fault(&st->ev, vmf, c);
 	if (!inode) {
 		wpstate.delete(&tid);
 		return 0;
@@ -490,7 +520,7 @@ int wp_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-int wp_return(struct pt_regs *ctx)
+static __always_inline int wp_exit(u32 ret)
 {
 	struct pft_config *c = cfg();
 	u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -498,16 +528,25 @@ int wp_return(struct pt_regs *ctx)
 	if (!st || !c)
 		return 0;
 	read_times(&st->ev, st->inode, 1, c);
-	st->ev.ret = PT_REGS_RC(ctx);
+	st->ev.ret = ret;
 	st->ev.duration_ns = bpf_ktime_get_ns() - st->ev.ts_ns;
 	emit(&st->ev);
 	wpstate.delete(&tid);
 	return 0;
 }
 
+int wp_entry(struct pt_regs *ctx) { return wp_enter(PT_REGS_PARM1(ctx)); }
+int wp_return(struct pt_regs *ctx) { return wp_exit(PT_REGS_RC(ctx)); }
+#ifdef PFT_FENTRY_DO_WP_PAGE
+/* fexit has the arguments too, but the entry's timestamps still need the
+ * per-thread state: the shims stay as thin as the kprobes'. */
+KFUNC_PROBE(do_wp_page, u64 vmf) { return wp_enter(vmf); }
+KRETFUNC_PROBE(do_wp_page, u64 vmf, u64 ret) { return wp_exit(ret); }
+#endif
+
 /* Only where wp_pfn_shared is a symbol (not on Debian 6.1, 6.12 or 6.18,
  * where it is inlined): mark the running do_wp_page as taking the pfn path. */
-int wp_pfn_entry(struct pt_regs *ctx)
+static __always_inline int wp_pfn_mark(void)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct wp_state *wp = wpstate.lookup(&tid);
@@ -515,6 +554,11 @@ int wp_pfn_entry(struct pt_regs *ctx)
 		wp->ev.flags |= PFT_F_PFN_PATH;
 	return 0;
 }
+
+int wp_pfn_entry(struct pt_regs *ctx) { return wp_pfn_mark(); }
+#ifdef PFT_FENTRY_WP_PFN_SHARED
+KFUNC_PROBE(wp_pfn_shared) { return wp_pfn_mark(); }
+#endif
 
 int handler_entry(struct pt_regs *ctx)
 {
@@ -614,7 +658,7 @@ int handler_return(struct pt_regs *ctx)
 	return 0;
 }
 
-int ftu_entry(struct pt_regs *ctx)
+static __always_inline int ftu_count(void)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct handler_state *h = hstate.lookup(&tid);
@@ -626,6 +670,11 @@ int ftu_entry(struct pt_regs *ctx)
 	return 0;
 }
 
+int ftu_entry(struct pt_regs *ctx) { return ftu_count(); }
+#ifdef PFT_FENTRY_FILE_UPDATE_TIME
+KFUNC_PROBE(file_update_time) { return ftu_count(); }
+#endif
+
 /*
  * What a process was shown of a file: vfs_getattr_nosec(path, stat, ...),
  * which every stat(2), fstat(2), statx(2) reaches.  Any process, not only
@@ -633,12 +682,12 @@ int ftu_entry(struct pt_regs *ctx)
  * only the files a fault would be traced for (DAX unless --all-files, the
  * --mount devices, the inode filter).
  */
-int getattr_entry(struct pt_regs *ctx)
+static __always_inline int getattr_enter(u64 path, u64 stat)
 {
 	struct pft_config *c = cfg();
 	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id;
-	u64 path = PT_REGS_PARM1(ctx), dentry = 0, inode = 0, sb = 0;
+	u32 tid = (u32)id, zero = 0, dev = 0;
+	u64 dentry = 0, inode = 0, sb = 0, ino = 0;
 	u32 i_flags = 0;
 
 	if (gastate.lookup(&tid)) {
@@ -656,46 +705,46 @@ int getattr_entry(struct pt_regs *ctx)
 	READ(i_flags, inode, INODE_I_FLAGS);
 	if (!c->all_files && !(i_flags & S_DAX))
 		return 0;
-	struct getattr_state st = {};
 	READ(sb, inode, INODE_I_SB);
-	READ(st.dev, sb, SB_S_DEV);
-	if (!dev_wanted(c, st.dev))
+	READ(dev, sb, SB_S_DEV);
+	if (!dev_wanted(c, dev))
 		return 0;
-	READ(st.ino, inode, INODE_I_INO);
-	if (c->ino && c->ino != st.ino)
+	READ(ino, inode, INODE_I_INO);
+	if (c->ino && c->ino != ino)
 		return 0;
-	st.stat = PT_REGS_PARM2(ctx);
-	st.flags = PFT_F_FILE | ((i_flags & S_DAX) ? PFT_F_INODE_DAX : 0);
-	st.ts = bpf_ktime_get_ns();
-	if (gastate.update(&tid, &st) != 0)
+	struct getattr_state *seed = gaseed.lookup(&zero);
+	if (!seed)
+		return 0;
+	if (gastate.update(&tid, seed) != 0) {
 		count_blind(PFT_BLIND_STATE);
+		return 0;
+	}
+	struct getattr_state *st = gastate.lookup(&tid);
+	if (!st)
+		return 0;
+	st->stat = stat;
+	st->ev.type = PFT_EV_GETATTR;
+	st->ev.ino = ino;
+	st->ev.dev = dev;
+	st->ev.flags = PFT_F_FILE | ((i_flags & S_DAX) ? PFT_F_INODE_DAX : 0);
+	st->ev.ts_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
-int getattr_return(struct pt_regs *ctx)
+static __always_inline int getattr_exit(u32 ret)
 {
-	u32 zero = 0;
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
 	struct getattr_state *st = gastate.lookup(&tid);
 	if (!st)
 		return 0;
-	struct pft_event *ev = gabuf.lookup(&zero);
-	if (!ev) {
-		gastate.delete(&tid);
+	struct pft_event *ev = &st->ev;
+	u64 stat = st->stat;
+	ev->ret = ret;
+	if (ret) {
+		gastate.delete(&tid);	/* an error: nothing was shown */
 		return 0;
 	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	u64 stat = st->stat;
-	ev->type = PFT_EV_GETATTR;
-	ev->ino = st->ino;
-	ev->dev = st->dev;
-	ev->flags = st->flags;
-	ev->ts_ns = st->ts;
-	gastate.delete(&tid);
-	ev->ret = PT_REGS_RC(ctx);
-	if (ev->ret)
-		return 0;	/* an error: nothing was shown */
 	READ(ev->mtime_sec[0], stat, KSTAT_MTIME_SEC);
 	READ(ev->mtime_nsec[0], stat, KSTAT_MTIME_NSEC);
 	READ(ev->ctime_sec[0], stat, KSTAT_CTIME_SEC);
@@ -712,8 +761,23 @@ int getattr_return(struct pt_regs *ctx)
 	observed.update(&key, ev);
 #endif
 	emit(ev);
+	gastate.delete(&tid);
 	return 0;
 }
+
+int getattr_entry(struct pt_regs *ctx)
+{
+	return getattr_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+}
+int getattr_return(struct pt_regs *ctx) { return getattr_exit(PT_REGS_RC(ctx)); }
+#ifdef PFT_FENTRY_VFS_GETATTR_NOSEC
+/* int vfs_getattr_nosec(const struct path *, struct kstat *, u32, unsigned int) */
+KFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat) { return getattr_enter(path, stat); }
+KRETFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat, u32 mask, u32 qflags, int ret)
+{
+	return getattr_exit(ret);
+}
+#endif
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {

@@ -39,7 +39,7 @@ EXIT_EMPTY = 4
               help="Fail (exit 1) on invisible writes too: write faults after which mtime "
                    "and ctime still equal what a stat (by any process) saw before them.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(output, mounts, pid, duration, only_file, all_files, strict, allow_empty,
+def command(output, mounts, pid, duration, only_file, all_files, attach, strict, allow_empty,
             fail_invisible, cmd):
     """Run COMMAND and fail (exit 1) if any write fault left mtime/ctime stale.
 
@@ -61,7 +61,7 @@ def command(output, mounts, pid, duration, only_file, all_files, strict, allow_e
         os.close(fd)
         os.unlink(output)  # the recorder creates it, mode 0600
     try:
-        rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
+        rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach)
         trailer = run(rec, keep)
         try:
             with Recording.open(output) as recording:

@@ -9,6 +9,7 @@ import time
 import click
 
 from pfntrace.cli import Fail, Number
+from pfntrace.commands.record import attach_option
 
 # Prometheus's list of default exporter ports (9100-9999) has been full since
 # 2023: any port in it is some registered exporter's.  10813 is above it,
@@ -93,7 +94,8 @@ def _textfile_loop(reg, directory, interval, count):
               help="With --per-file: only the N files with the most write faults.")
 @click.option("-n", "--count", type=Number(1, integer=True), default=None, metavar="N",
               hidden=True, help="With --textfile: exit after N writes.")
-def command(listen, textfile, interval, mounts, all_files, per_file, max_files, count):
+@attach_option
+def command(listen, textfile, interval, mounts, all_files, per_file, max_files, count, attach):
     """Export write-fault counters to Prometheus.
 
     The same counters as `pfntrace top`, kept in the kernel and read on
@@ -122,7 +124,7 @@ def command(listen, textfile, interval, mounts, all_files, per_file, max_files, 
     if blocker:
         raise Fail(blocker)
     watched = [_watched_mount(m) for m in mounts]
-    plan = build_plan()
+    plan = build_plan(attach, all_files)
     tr = tracer.Tracer(plan, devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
                        all_files=all_files, aggregate=True)
     old_term = signal.signal(signal.SIGTERM, _on_term)

@@ -27,10 +27,20 @@ def record_options(f):
         click.option("--all-files", is_flag=True,
                      help="Also trace page-cache files (the ->page_mkwrite path), "
                           "not only DAX files."),
+        attach_option,
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+# `record`, `check`, `top` and `exporter`: how hooks are attached (probeplan.apply_attach).
+attach_option = click.option(
+    "--attach", type=click.Choice(["auto", "kprobe", "fentry"]), default="auto",
+    envvar="PFNTRACE_ATTACH", show_default=True,
+    help="auto: fentry/fexit (BPF trampolines) where the kernel and bcc allow, kprobes "
+         "elsewhere; kprobe: kprobes/kretprobes only; fentry: fail unless every hook "
+         "can be fentry/fexit.")
 
 
 def lost_reasons(trailer):
@@ -71,7 +81,8 @@ def _watched_file(path):
     return st["dev_major"], st["dev_minor"], st["ino"]
 
 
-def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=None):
+def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=None,
+            attach="auto"):
     """Check everything that can be checked before compiling; return a
     Recorder with its file created and its tracer started."""
     from pfntrace import doctor, recorder, tracer
@@ -96,7 +107,7 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
     if target and watched and (target[0], target[1]) not in [(m[1], m[2]) for m in watched]:
         raise Fail("--file %s is not on any --mount given" % only_file)
     output = output or DEFAULT_NAME
-    plan = build_plan()
+    plan = build_plan(attach, all_files)
     options = recorder.RecordOptions(
         output=output, command=list(command_argv), pid=pid, duration=duration,
         mounts=watched, all_files=all_files, only_file=only_file,
@@ -146,7 +157,10 @@ def run(rec, keep=True):
         rec.tracer.close()
 
 
-def build_plan():
+def build_plan(attach="auto", all_files=False):
+    """The probe plan here, each hook's attach mechanism chosen by attach
+    (Fail, one line, when --attach fentry cannot be honoured); the
+    page-cache handlers only with all_files."""
     from pfntrace import probeplan
     from pfntrace.kernel import btf, kallsyms, tracefs
 
@@ -161,6 +175,11 @@ def build_plan():
     plan = probeplan.build_plan(kallsyms.Kallsyms.load(), b, ts)
     offsets = plan.get("offsets") or {}
     plan["huge_fault_arg_is_order"] = bool(offsets.get("HUGE_FAULT_ARG_IS_ORDER", 1))
+    probeplan.apply_scope(plan, all_files)
+    try:
+        probeplan.apply_attach(plan, attach)
+    except ValueError as e:
+        raise Fail(str(e)) from None
     return plan
 
 
@@ -173,6 +192,7 @@ def print_plan(plan):
     clock = plan.get("clock") or {"status": "missing", "why": "?"}
     # What proves a fault CURRENT: without it such faults are UNDECIDED.
     table.add_row("kernel clock", clock["status"], clock["why"])
+    table.add_row(*plan_view.attach_row(plan))
     Console(markup=False, emoji=False).print(table)
 
 
@@ -181,7 +201,7 @@ def print_plan(plan):
 @click.option("--plan", "show_plan", is_flag=True,
               help="Print the probe plan for this kernel and exit.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
-def command(output, mounts, pid, duration, only_file, all_files, show_plan, cmd):
+def command(output, mounts, pid, duration, only_file, all_files, attach, show_plan, cmd):
     """Record write faults of COMMAND (or -p PID, or the whole system).
 
     \b
@@ -189,9 +209,9 @@ def command(output, mounts, pid, duration, only_file, all_files, show_plan, cmd)
     pfntrace record --mount /mnt/dax --duration 10
     """
     if show_plan:
-        print_plan(build_plan())
+        print_plan(build_plan(attach, all_files))
         return
-    rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file)
+    rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach)
     trailer = run(rec)
     click.echo("pfntrace: %d events, %d lost%s, written to %s"
                % (trailer["events"], trailer["lost"], lost_reasons(trailer), rec.opt.output),

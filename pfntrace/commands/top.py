@@ -9,6 +9,7 @@ import time
 import click
 
 from pfntrace.cli import Fail, Number
+from pfntrace.commands.record import attach_option
 
 
 def _checks(mounts, pid, interval, count):
@@ -36,7 +37,9 @@ def plan_counts(plan, attached):
     from pfntrace.views.plan import counts
 
     n = counts(h for h in plan["hooks"] if h["kind"] != "tracepoint")
-    return {"attached": len(attached), "inferred": n.get("inlined", 0),
+    fentry = sum(1 for h in plan["hooks"] if h.get("mechanism") in ("fentry", "fexit")
+                 and (h["kind"], h["hook"]) in attached)
+    return {"attached": len(attached), "fentry": fentry, "inferred": n.get("inlined", 0),
             "n/a": n.get("n/a", 0), "missing": n.get("missing", 0)}
 
 
@@ -58,6 +61,20 @@ def start_counters(tr, plan):
 
 class _Quit(Exception):
     pass
+
+
+def _say_probe_costs(reader):
+    """At the end, on stderr: where the BPF side's time went, per program."""
+    from pfntrace.views.top import probe_cost_line
+
+    if not reader.stats_enabled:
+        return
+    try:
+        line = probe_cost_line(reader.read().bpf_progs)
+    except Exception:   # noqa: BLE001 (a summary on the way out: never the exit's cause)
+        return
+    if line:
+        click.echo(line, err=True)
 
 
 def _on_term(signum, frame):
@@ -148,7 +165,8 @@ def run_live(state, reader, resolver, interval, count):
 @click.option("--bpf-stats/--no-bpf-stats", default=True, show_default=True,
               help="Turn on kernel.bpf_stats_enabled while running to show "
                    "pfntrace's own BPF run time.")
-def command(mounts, pid, interval, all_files, count, bpf_stats):
+@attach_option
+def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     """Live per-file and per-process view of write faults on DAX mounts.
 
     Counting and the UPDATED/CURRENT/MISSED verdicts happen in the kernel;
@@ -166,7 +184,7 @@ def command(mounts, pid, interval, all_files, count, bpf_stats):
     from pfntrace.views.top import TopState
 
     watched = _checks(mounts, pid, interval, count)
-    plan = build_plan()
+    plan = build_plan(attach, all_files)
     tr = tracer.Tracer(plan, follow=bool(pid),
                        devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
                        all_files=all_files, aggregate=True)
@@ -194,5 +212,6 @@ def command(mounts, pid, interval, all_files, count, bpf_stats):
     finally:
         signal.signal(signal.SIGTERM, old_term)
         if reader is not None:
+            _say_probe_costs(reader)
             reader.close()
         tr.close()

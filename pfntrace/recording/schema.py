@@ -156,8 +156,12 @@ _CLOCK_PLAN = Obj({"status": Str(), "why": Str(), "symbol": Str(),
                    "tk_base": Int(*U64), "mg_floor": Int(*U64)}, required=("status",))
 
 _PLAN = Obj({
-    "hooks": ListOf(Obj({"hook": Str(), "kind": Str(), "status": Str(), "why": Opt(Str())})),
+    "hooks": ListOf(Obj({"hook": Str(), "kind": Str(), "status": Str(), "why": Opt(Str()),
+                         "mechanism": Opt(Str()), "attach_why": Opt(Str()),
+                         "module": Opt(Str())})),
     "huge_fault_arg_is_order": Bool(),
+    "attach": Str(),
+    "fentry": Obj({"ok": Bool(), "why": Str()}),
     "clock": _CLOCK_PLAN,
     "kernel": Str(),
 })
@@ -208,6 +212,7 @@ TRAILER = Obj({
     "blind": MapOf(Int(*U64)),
     "exit_code": Opt(Int(-(1 << 31), 1 << 31)),
     "attached": ListOf(Str()),
+    "mechanisms": ListOf(Str()),
     "statx": MapOf(Obj({"path": Opt(Str()), "exists": Bool(), "mtime_ns": Opt(Int(*I64)),
                         "ctime_ns": Opt(Int(*I64)), "size": Opt(Int(*U64)),
                         "dax": Opt(Bool()), "unmounted": Bool()})),

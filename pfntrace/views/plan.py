@@ -1,5 +1,6 @@
 """The probe plan as people read it: grouped by what it means for the
-recording, one line per function (its kprobe and kretprobe together).
+recording, one line per function (its kprobe and kretprobe together, or
+the fentry and fexit that replace them, with why that mechanism).
 
 Shared by `record --plan`, the report's probe table and top's first line,
 so the three say the same thing: "not applicable here" (a handler of a
@@ -29,9 +30,12 @@ def grouped(hooks):
             continue
         status = str(h.get("status", "?"))
         name = str(h.get("hook") or h.get("name") or "?")
-        entry = rows.setdefault(status, {}).setdefault(
-            name, {"kinds": [], "why": str(h.get("why", ""))})
-        kind = str(h.get("kind", ""))
+        why = str(h.get("why", ""))
+        if h.get("attach_why"):
+            why += "; %s: %s" % (h.get("mechanism"), h["attach_why"])
+        entry = rows.setdefault(status, {}).setdefault(name, {"kinds": [], "why": why})
+        # how it is attached when the plan says (fentry/fexit), else its role
+        kind = str(h.get("mechanism") or h.get("kind", ""))
         if kind and kind not in entry["kinds"]:
             entry["kinds"].append(kind)
     known = {s: (t, st) for s, t, st in GROUPS}
@@ -50,6 +54,19 @@ def counts(hooks):
         if isinstance(h, dict):
             out[h.get("status")] = out.get(h.get("status"), 0) + 1
     return out
+
+
+def attach_row(plan):
+    """("attach", mode, what it means here) for a plan's table."""
+    mode = str(plan.get("attach") or "kprobe")
+    fentry = plan.get("fentry") if isinstance(plan.get("fentry"), dict) else {}
+    if mode == "kprobe":
+        why = "kprobes and kretprobes only (--attach kprobe)"
+    elif fentry.get("ok"):
+        why = "fentry/fexit where possible (%s), kprobes elsewhere" % fentry.get("why", "")
+    else:
+        why = "kprobes: no fentry here (%s)" % fentry.get("why", "not recorded")
+    return "attach", mode, why
 
 
 def table(hooks, title="probe plan"):

@@ -164,6 +164,8 @@ def plan_table(an):
     for key in ("huge_fault_arg_is_order",):
         if isinstance(plan, dict) and key in plan:
             t.add_row(key, "", str(plan[key]))
+    if isinstance(plan, dict) and "attach" in plan:
+        t.add_row(*(str(c) for c in plan_view.attach_row(plan)))
     return t
 
 

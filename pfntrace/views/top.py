@@ -13,7 +13,7 @@ from rich.cells import cell_len
 from rich.console import Group
 from rich.text import Text
 
-from pfntrace.aggregate import Counts
+from pfntrace.aggregate import Counts, probe_costs
 from pfntrace.views.columns import Column, lines
 
 SORTS = ("faults/s", "total", "missed", "p99", "last", "name")
@@ -52,6 +52,16 @@ def fmt_rate(r):
     if r >= 100:
         return "%d" % round(r)
     return "%.1f" % r
+
+
+def probe_cost_line(progs):
+    """One line: what each BPF program cost per run, costliest first (from
+    kernel.bpf_stats_enabled's run_time_ns/run_cnt), or None if none ran."""
+    costs = probe_costs(progs)
+    if not costs:
+        return None
+    return "pfntrace: BPF run time per probe run: " + ", ".join(
+        "%s %.1f µs x %d" % (name, ns / 1000, runs) for name, runs, ns in costs)
 
 
 def sparkline(values):
@@ -240,7 +250,10 @@ def _wrap(parts, width):
 
 
 def _probes_text(pc):
-    text = "probes: %d attached, %d inferred" % (pc.get("attached", 0), pc.get("inferred", 0))
+    text = "probes: %d attached" % pc.get("attached", 0)
+    if pc.get("fentry"):    # of which BPF trampolines rather than kprobes
+        text += " (%d fentry)" % pc["fentry"]
+    text += ", %d inferred" % pc.get("inferred", 0)
     if pc.get("n/a"):
         text += ", %d n/a" % pc["n/a"]
     return Text(text + ", %d missing" % pc.get("missing", 0),

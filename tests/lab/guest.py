@@ -20,13 +20,46 @@ WORKLOAD = [sys.executable, "-m", "pfntrace.lab.workloads"]
 # The handler each filesystem's DAX vm_ops name as ->pfn_mkwrite
 # (fs/ext4/file.c ext4_dax_vm_ops, fs/xfs/xfs_file.c xfs_file_vm_ops).
 PFN_MKWRITE_HANDLER = {"ext4": "ext4_dax_fault", "xfs": "xfs_filemap_pfn_mkwrite"}
+# How pfntrace attaches its hooks (--attach, or PFNTRACE_ATTACH for every
+# pfntrace command a test runs): the default, and the full kprobe plan that
+# kernels without BPF trampolines get.  Key tests run under both and must
+# count exactly the same.
+ATTACH_MODES = ("auto", "kprobe")
 
 
-def guest_fixture(scope="function"):
+def attach_env(mode):
+    """The environment for pfntrace commands that attach with `mode`."""
+    return dict(os.environ, PFNTRACE_ATTACH=mode)
+
+
+def mechanisms(plan):
+    """{(hook, kind): mechanism} of the function hooks a plan attached."""
+    return {(h["hook"], h["kind"]): h.get("mechanism") for h in plan["hooks"]
+            if h["status"] == "attach" and h["kind"] != "tracepoint"}
+
+
+def check_mechanisms(plan, mode):
+    """A plan made under --attach mode says so, hook by hook: kprobe gives
+    the kprobe plan; auto puts do_wp_page on trampolines wherever the
+    kernel has them, and the (module) handlers on kprobes."""
+    assert plan["attach"] == mode
+    mech = mechanisms(plan)
+    assert mech and all(mech.values()), mech
+    handlers = {k: m for k, m in mech.items() if k[0] == PFN_MKWRITE_HANDLER.get(FS)}
+    assert handlers and all(m == k[1] for k, m in handlers.items()), handlers
+    if mode == "kprobe" or not plan["fentry"]["ok"]:
+        assert all(m == kind for (_h, kind), m in mech.items()), mech
+    else:
+        assert mech[("do_wp_page", "kprobe")] == "fentry", mech
+        assert mech[("do_wp_page", "kretprobe")] == "fexit", mech
+
+
+def guest_fixture(scope="function", params=None):
     """A fixture whose body runs only in the guest: on the host, where the
-    lab plugin only relays the guest's outcomes, it yields None."""
+    lab plugin only relays the guest's outcomes, it yields None (params
+    still make the same test ids on both sides)."""
     def wrap(fn):
-        @pytest.fixture(scope=scope)
+        @pytest.fixture(scope=scope, params=params)
         @functools.wraps(fn)
         def fixture(*args, **kwargs):
             if not IN_GUEST:
@@ -61,20 +94,21 @@ def run(argv, **kw):
 
 
 @contextlib.contextmanager
-def top_beside_record(rec_path):
+def top_beside_record(rec_path, attach="auto"):
     """top's in-kernel counters and a `pfntrace record --mount` of the DAX
-    mount, both running: yields (top's Reader, the mount's kernel dev); on
-    exit the recording at rec_path is complete and top's probes are gone."""
+    mount, both running, both attached with `attach`: yields (top's Reader,
+    the mount's kernel dev); on exit the recording at rec_path is complete
+    and top's probes are gone."""
     from pfntrace import tracer
     from pfntrace.aggregate import Reader
     from pfntrace.commands.record import build_plan
 
     st = os.stat(MOUNT)
     dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
-    top = tracer.Tracer(build_plan(), devs=[dev], aggregate=True)
+    top = tracer.Tracer(build_plan(attach), devs=[dev], aggregate=True)
     top.start()
     recorder = subprocess.Popen(PFNTRACE + ["record", "--mount", MOUNT, "-o", rec_path],
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, env=attach_env(attach))
     try:
         line = recorder.stderr.readline()
         assert "recording" in line, line + recorder.stderr.read()

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from daxtrace import DaxTrace
-from guest import FS, IN_GUEST, PFNTRACE, WORKLOAD, figures, run, top_beside_record
+from guest import ATTACH_MODES, FS, IN_GUEST, PFNTRACE, WORKLOAD, figures, run, top_beside_record
 
 if IN_GUEST:
     from pfntrace.lab import bugs, oracle
@@ -37,6 +37,17 @@ WORKLOADS = (("read-then-write", 23), ("generic-080", 1))
 @pytest.mark.parametrize("workload,pages", WORKLOADS, ids=[w for w, _ in WORKLOADS])
 @pytest.mark.parametrize("mode", MODES)
 def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
+    _check_against_the_oracle(dax_dir, mode, workload, pages, "auto")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_check_agrees_with_the_stat_oracle_on_kprobes(dax_dir, mode):
+    """The full kprobe plan (--attach kprobe), what kernels without BPF
+    trampolines get, on one workload: the same verdicts, exactly."""
+    _check_against_the_oracle(dax_dir, mode, "read-then-write", 23, "kprobe")
+
+
+def _check_against_the_oracle(dax_dir, mode, workload, pages, attach):
     from pfntrace.correlate import analyse
     from pfntrace.recording import Recording
 
@@ -44,7 +55,8 @@ def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
     rec = os.path.join(dax_dir, "check.pft")
     trace = DaxTrace()
     got = bugs.run_under(mode, workload, path, pages,
-                         wrap=PFNTRACE + ["check", "-o", rec, "--"], around=trace)
+                         wrap=PFNTRACE + ["check", "--attach", attach, "-o", rec, "--"],
+                         around=trace)
     p = got.wrapped
     counts, _ = trace.counts()
     ino = got.oracle["ino"]
@@ -63,7 +75,8 @@ def test_check_agrees_with_the_stat_oracle(dax_dir, mode, workload, pages):
         an = analyse(r)
     (f,) = [x for x in an.files if x.ino == ino]
     verdicts = f.verdict_counts()
-    figures("check", mode=mode, workload=workload, exit=p.returncode,
+    assert r.header["plan"]["attach"] == attach
+    figures("check", mode=mode, workload=workload, attach=attach, exit=p.returncode,
              oracle=got.oracle["verdict"], verdicts=verdicts, fs_dax_mkwrite=counts[(ino, "pte_mkwrite")],
              module_calls=got.counters.get("calls"))
     assert f.write_faults == pages, (verdicts, p.stderr)
@@ -108,12 +121,13 @@ def _top_counts(reader):
     return {k: (list(c.kinds), list(c.verdicts)) for k, c in snap.files.items()}, snap
 
 
-def test_top_and_report_count_the_same(dax_dir):
+@pytest.mark.parametrize("attach", ATTACH_MODES)
+def test_top_and_report_count_the_same(dax_dir, attach):
     from pfntrace.correlate import analyse
     from pfntrace.recording import Recording
 
     rec_path = os.path.join(dax_dir, "all.pft")
-    with top_beside_record(rec_path) as (reader, _):
+    with top_beside_record(rec_path, attach) as (reader, _):
         # Every kind and every verdict but UNDECIDED: healthy faults
         # (UPDATED, CURRENT), first touches, PMDs, and injected bugs.
         for mode in MODES:
@@ -138,4 +152,4 @@ def test_top_and_report_count_the_same(dax_dir):
     if FS == "ext4":
         assert totals[2], totals
     assert all(vtotals[i] for i in (0, 1, 2, 3)) and vtotals[4] == 0, vtotals
-    figures("top_vs_report", files=len(python), kinds=totals, verdicts=vtotals)
+    figures("top_vs_report", attach=attach, files=len(python), kinds=totals, verdicts=vtotals)

@@ -2,7 +2,9 @@
 kernel's own fs_dax tracepoints read from tracefs.
 
 One recording covers every workload (one bcc compile per target), each on a
-file of its own; the tests then look at one file each.
+file of its own; the tests then look at one file each.  There are two such
+recordings per target, one per attach mode (guest.ATTACH_MODES): every
+count must come out the same whether the hooks are kprobes or trampolines.
 """
 
 import os
@@ -13,7 +15,8 @@ import time
 import pytest
 
 from daxtrace import DaxTrace
-from guest import FS, PFN_MKWRITE_HANDLER, PFNTRACE, WORKLOAD, guest_fixture, run
+from guest import (ATTACH_MODES, FS, PFN_MKWRITE_HANDLER, PFNTRACE, WORKLOAD, attach_env,
+                   check_mechanisms, guest_fixture, mechanisms, run)
 
 N = 23            # pages: prime, so no count comes out right by accident
 HUGE_PAGES = 1024  # 4 MiB: two 2 MiB extents where the allocator aligns them
@@ -34,7 +37,7 @@ WORKLOADS = [
 class Run:
     """A finished recording of all workloads, and the kernel's own counts."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, attach):
         from pfntrace.correlate import analyse
         from pfntrace.recording import Recording
 
@@ -51,7 +54,7 @@ class Run:
         with DaxTrace() as trace:
             self.started = time.time_ns()
             self.proc = run(PFNTRACE + ["record", "-o", self.output, "--", "sh", "-ec",
-                                        "\n".join(script)])
+                                        "\n".join(script)], env=attach_env(attach))
             self.kernel_counts, self.kernel_pgoffs = trace.counts()
         self.recording = Recording.open(self.output)
         self.analysis = analyse(self.recording, keep_faults=True)
@@ -86,14 +89,24 @@ class Run:
         return self.kernel_counts[(self.ino[name], what)]
 
 
-@guest_fixture(scope="module")
-def rec(tmp_path_factory):
+@guest_fixture(scope="module", params=ATTACH_MODES)
+def rec(request):
     from guest import MOUNT
 
     workdir = os.path.join(MOUNT, "record")
     run(["rm", "-rf", workdir])
     os.makedirs(workdir)
-    return Run(workdir)
+    r = Run(workdir, request.param)
+    r.attach = request.param
+    return r
+
+
+def test_the_plan_says_how_each_hook_was_attached(rec):
+    plan = rec.recording.header["plan"]
+    check_mechanisms(plan, rec.attach)
+    # ...and that is how they were attached: no fallback at load time.
+    planned = {"%s %s" % (m, h) for (h, _k), m in mechanisms(plan).items()}
+    assert set(rec.recording.trailer["mechanisms"]) == planned
 
 
 def test_record_succeeds_and_keeps_exit_code(rec):

@@ -103,6 +103,11 @@ def test_top_screen_shows_the_faults(dax_dir):
                         _file_row(t.screen().splitlines(), path)), COUNT_TIMEOUT)
         _check_row(row)
         screen = t.screen()
+        # The header says how many probes are BPF trampolines (--attach auto).
+        from pfntrace.commands.record import build_plan
+        fentry = sum(1 for h in build_plan()["hooks"] if h.get("mechanism") in ("fentry", "fexit"))
+        assert ("attached (%d fentry)" % fentry in screen) if fentry else \
+            "fentry" not in screen, screen
         # Per-process table and keys: sort by total, filter by the file name.
         assert "processes" in screen and "python" in screen, screen
         t.keys("s")

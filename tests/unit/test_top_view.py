@@ -175,6 +175,15 @@ def test_header_wraps_between_parts():
         assert part in head[0] or any(part in line for line in head), (part, head)
 
 
+def test_header_says_how_many_probes_are_trampolines():
+    st = state()
+    st.plan_counts = dict(st.plan_counts, fentry=3)
+    head = " ".join(screen(st, 80).splitlines()[:3])
+    assert "probes: 19 attached (3 fentry), 1 inferred" in head
+    st.plan_counts["fentry"] = 0
+    assert "fentry" not in " ".join(screen(st, 80).splitlines()[:3])
+
+
 def test_plain_golden():
     golden("top_plain.txt", top.plain(state(), now_ns=T0 + 2 * S, wall="12:00:00"))
 
@@ -291,12 +300,18 @@ def test_decoded_counters_own_their_bytes():
         aggregate._cast("struct pft_proc_stats", raw[:-8])
 
 
-def test_fdinfo_run_time(tmp_path):
+def test_fdinfo_run_times_and_probe_costs(tmp_path):
     (tmp_path / "3").write_text("prog_type:\t2\nrun_time_ns:\t1500\nrun_cnt:\t3\n")
-    (tmp_path / "4").write_text("prog_type:\t2\nrun_time_ns:\t500\nrun_cnt:\t1\n")
-    assert aggregate.fdinfo_run_time([3, 4, 5], proc=str(tmp_path)) == (2000, 4)
-    (tmp_path / "6").write_text("prog_type:\t2\n")
-    assert aggregate.fdinfo_run_time([6], proc=str(tmp_path)) == (None, None)
+    (tmp_path / "4").write_text("prog_type:\t2\nrun_time_ns:\t4000\nrun_cnt:\t1\n")
+    (tmp_path / "7").write_text("prog_type:\t2\nrun_time_ns:\t0\nrun_cnt:\t0\n")
+    progs = aggregate.fdinfo_run_times({"wp_return": 3, "handler_return": 4, "idle": 7,
+                                        "gone": 5}, proc=str(tmp_path))
+    assert progs == {"wp_return": (1500, 3), "handler_return": (4000, 1), "idle": (0, 0)}
+    # The costliest in total first; a program that never ran is left out.
+    assert aggregate.probe_costs(progs) == [("handler_return", 1, 4000.0),
+                                            ("wp_return", 3, 500.0)]
+    (tmp_path / "6").write_text("prog_type:\t2\n")   # bpf_stats_enabled 0
+    assert aggregate.fdinfo_run_times({"x": 6}, proc=str(tmp_path)) == {}
 
 
 def test_plan_counts():
@@ -309,7 +324,14 @@ def test_plan_counts():
         {"hook": "fs_dax:dax_pte_fault_done", "kind": "tracepoint", "status": "missing"},
     ]}
     assert plan_counts(plan, [("kprobe", "do_wp_page")]) == \
-        {"attached": 1, "inferred": 1, "n/a": 2, "missing": 1}
+        {"attached": 1, "fentry": 0, "inferred": 1, "n/a": 2, "missing": 1}
+    # Hooks the plan gives to trampolines count as fentry once attached.
+    plan["hooks"][0]["mechanism"] = "fentry"
+    plan["hooks"].append({"hook": "do_wp_page", "kind": "kretprobe", "status": "attach",
+                          "mechanism": "fexit"})
+    assert plan_counts(plan, [("kprobe", "do_wp_page"), ("kretprobe", "do_wp_page")])["fentry"] \
+        == 2
+    assert plan_counts(plan, [("kprobe", "do_wp_page")])["fentry"] == 1
 
 
 def test_bad_input_is_one_line(monkeypatch):
@@ -390,3 +412,11 @@ def test_counts_add_invisible():
     a, b = Counts(invisible=2), Counts(invisible=3)
     a.add(b)
     assert a.invisible == 5
+
+
+def test_probe_cost_line():
+    from pfntrace.views.top import probe_cost_line
+
+    assert probe_cost_line({"wp_return": (15_000, 3), "kfunc__do_wp_page": (0, 0)}) == \
+        "pfntrace: BPF run time per probe run: wp_return 5.0 µs x 3"
+    assert probe_cost_line({}) is None

@@ -1,0 +1,188 @@
+"""How each hook is attached: fentry/fexit where the kernel and bcc 0.26
+allow, kprobes elsewhere (--attach auto|kprobe|fentry)."""
+
+import json
+
+import pytest
+
+from pfntrace import tracer
+from pfntrace.kernel.kallsyms import Kallsyms
+from pfntrace.kernel.offsets import OffsetError
+from pfntrace.probeplan import (apply_attach, apply_scope, build_plan, fall_back_to_kprobes,
+                                 fentry_plan)
+from pfntrace.views import plan as plan_view
+
+# A Debian-like kernel: the fault path in vmlinux, the filesystems' handlers
+# in their modules, BPF trampolines present.
+KALLSYMS = """\
+ffffffff815e2f50 t do_wp_page
+ffffffff816e54e0 T file_update_time
+ffffffff81700000 T vfs_getattr_nosec
+ffffffff81200000 T bpf_trampoline_link_prog
+ffffffffc0a00000 t ext4_dax_fault\t[ext4]
+ffffffffc0a00100 t ext4_dax_huge_fault\t[ext4]
+ffffffffc0b00000 t xfs_filemap_pfn_mkwrite\t[xfs]
+"""
+
+
+class FakeBtf:
+    def __init__(self, funcs):
+        self.funcs = set(funcs)
+
+    def has_func(self, name):
+        return name in self.funcs
+
+    def member_offset(self, struct, member):    # offsets: not what these tests are about
+        raise OffsetError("no structs in a fake BTF")
+
+
+def plan(kallsyms_text=KALLSYMS, funcs=("do_wp_page", "file_update_time", "vfs_getattr_nosec"),
+         btf=True):
+    ks = Kallsyms(kallsyms_text)
+    p = build_plan(ks, FakeBtf(funcs) if btf else None, None, kprobes=(True, "ok"),
+                   release="6.12.117+deb12-amd64", fstypes={"ext4", "xfs"})
+    p["fentry"] = fentry_plan(ks, FakeBtf(funcs) if btf else None, machine="x86_64")
+    return p
+
+
+def mech(p, name, kind):
+    h = [h for h in p["hooks"] if h["hook"] == name and h["kind"] == kind][0]
+    return h.get("mechanism"), h.get("attach_why")
+
+
+def test_auto_uses_trampolines_for_vmlinux_functions_and_kprobes_for_modules():
+    p = apply_attach(plan(), "auto")
+    assert p["attach"] == "auto"
+    assert mech(p, "do_wp_page", "kprobe") == ("fentry", "BPF trampoline")
+    assert mech(p, "do_wp_page", "kretprobe") == ("fexit", "BPF trampoline")
+    assert mech(p, "file_update_time", "kprobe")[0] == "fentry"
+    # The stat probe (invisible writes) is in vmlinux too.
+    assert mech(p, "vfs_getattr_nosec", "kprobe") == ("fentry", "BPF trampoline")
+    assert mech(p, "vfs_getattr_nosec", "kretprobe") == ("fexit", "BPF trampoline")
+    m, why = mech(p, "ext4_dax_fault", "kretprobe")
+    assert m == "kretprobe" and "in module [ext4]" in why and "bcc 0.28" in why
+    assert mech(p, "xfs_filemap_pfn_mkwrite", "kprobe")[0] == "kprobe"
+    # Hooks the plan does not attach get no mechanism.
+    assert mech(p, "fuse_dax_fault", "kprobe") == (None, None)
+    assert tracer.fentry_flags(p) == ["-DPFT_FENTRY_DO_WP_PAGE",
+                                      "-DPFT_FENTRY_FILE_UPDATE_TIME",
+                                      "-DPFT_FENTRY_VFS_GETATTR_NOSEC"]
+    json.dumps(p)
+
+
+def test_kprobe_mode_is_the_whole_kprobe_plan():
+    p = apply_attach(plan(), "kprobe")
+    for h in p["hooks"]:
+        if h["status"] == "attach" and h["kind"] != "tracepoint":
+            assert h["mechanism"] == h["kind"] and h["attach_why"] == "--attach kprobe"
+    assert tracer.fentry_flags(p) == []
+
+
+def test_reapplying_a_mode_replaces_the_last():
+    p = apply_attach(plan(), "auto")
+    apply_attach(p, "kprobe")
+    assert mech(p, "do_wp_page", "kprobe")[0] == "kprobe"
+    apply_attach(p, "auto")
+    assert mech(p, "do_wp_page", "kprobe")[0] == "fentry"
+
+
+def test_fentry_mode_fails_in_one_line_on_a_module_function():
+    with pytest.raises(ValueError) as e:
+        apply_attach(plan(), "fentry")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("--attach fentry: ext4_dax_fault cannot be fentry: in module [ext4]")
+
+
+def test_fentry_mode_without_module_handlers_attaches_everything_by_trampoline():
+    only_vmlinux = "".join(line + "\n" for line in KALLSYMS.splitlines() if "[" not in line)
+    p = apply_attach(plan(only_vmlinux), "fentry")
+    attached = [h for h in p["hooks"] if h["status"] == "attach"]
+    assert {h.get("mechanism") for h in attached if h["kind"] != "tracepoint"} \
+        == {"fentry", "fexit"}
+
+
+def test_no_trampolines_or_btf_means_kprobes_and_says_why():
+    no_tramp = KALLSYMS.replace("bpf_trampoline_link_prog", "something_else")
+    p = apply_attach(plan(no_tramp), "auto")
+    m, why = mech(p, "do_wp_page", "kprobe")
+    assert m == "kprobe" and "bpf_trampoline_link_prog" in why
+    assert plan_view.attach_row(p)[2].startswith("kprobes: no fentry here (no BPF trampolines")
+    p = apply_attach(plan(btf=False), "auto")
+    assert "no kernel BTF" in mech(p, "do_wp_page", "kprobe")[1]
+    # A function inlined out of BTF (no FUNC record) stays a kprobe.
+    p = apply_attach(plan(funcs=("do_wp_page",)), "auto")
+    m, why = mech(p, "file_update_time", "kprobe")
+    assert m == "kprobe" and why == "not a function in the kernel's BTF"
+    with pytest.raises(ValueError, match="no BPF trampolines"):
+        apply_attach(plan(no_tramp), "fentry")
+    assert fentry_plan(Kallsyms(KALLSYMS), FakeBtf(()), machine="aarch64")["ok"] is False
+
+
+def test_refused_trampolines_fall_back_to_kprobes():
+    p = apply_attach(plan(), "auto")
+    fall_back_to_kprobes(p, "Failed to attach BPF to entry kernel func")
+    m, why = mech(p, "do_wp_page", "kretprobe")
+    assert m == "kretprobe" and why.startswith("fentry failed: Failed to attach")
+    assert tracer.fentry_flags(p) == []
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="one of auto, kprobe, fentry"):
+        apply_attach(plan(), "uprobe")
+
+
+def test_plan_table_shows_the_mechanism_and_why():
+    p = apply_attach(plan(), "auto")
+    rows = {r[0]: r for _s, _t, _st, rs in plan_view.grouped(p["hooks"]) for r in rs}
+    assert rows["do_wp_page"][1] == "fentry+fexit"
+    assert rows["do_wp_page"][2] == "in /proc/kallsyms; fentry: BPF trampoline"
+    assert rows["ext4_dax_fault"][1] == "kprobe+kretprobe"
+    assert "kprobe: in module [ext4]" in rows["ext4_dax_fault"][2]
+    assert plan_view.attach_row(p) == (
+        "attach", "auto", "fentry/fexit where possible (kernel BTF and BPF trampolines), "
+        "kprobes elsewhere")
+    assert plan_view.attach_row(apply_attach(p, "kprobe"))[1:] == (
+        "kprobe", "kprobes and kretprobes only (--attach kprobe)")
+
+
+def test_cli_rejects_a_bad_attach_mode():
+    from click.testing import CliRunner
+
+    from pfntrace.cli import main
+
+    for cmd in ("record", "top", "check"):
+        r = CliRunner().invoke(main, [cmd, "--attach", "bogus", "--", "true"])
+        assert r.exit_code == 2 and "'bogus' is not one of" in r.output, (cmd, r.output)
+
+
+def test_the_trailer_names_the_mechanism_each_attached_hook_got():
+    p = apply_attach(plan(), "auto")
+    tr = tracer.Tracer(p)
+    tr.attached = [("kprobe", "do_wp_page"), ("kretprobe", "do_wp_page"),
+                   ("kprobe", "ext4_dax_fault"), ("kprobe", "late_handler")]
+    assert tr.mechanisms() == ["fentry do_wp_page", "fexit do_wp_page",
+                               "kprobe ext4_dax_fault", "kprobe late_handler"]
+    fall_back_to_kprobes(p, "refused")
+    assert tr.mechanisms()[:2] == ["kprobe do_wp_page", "kretprobe do_wp_page"]
+
+
+def test_page_cache_handlers_only_with_all_files():
+    """ext4_page_mkwrite and filemap_page_mkwrite serve no DAX file: without
+    --all-files they are left out ("n/a", with why), not attached; with it,
+    they are attached like any handler."""
+    ks = KALLSYMS + ("ffffffffc0a00200 t ext4_page_mkwrite\t[ext4]\n"
+                     "ffffffff81300000 T filemap_page_mkwrite\n")
+    for all_files in (False, True):
+        p = apply_attach(apply_scope(plan(ks), all_files), "auto")
+        assert p["all_files"] is all_files
+        for name in ("ext4_page_mkwrite", "filemap_page_mkwrite"):
+            for kind in ("kprobe", "kretprobe"):
+                h = [h for h in p["hooks"] if h["hook"] == name and h["kind"] == kind][0]
+                if all_files:
+                    assert h["status"] == "attach" and h["mechanism"] == kind, h
+                else:
+                    assert h["status"] == "n/a" and "only with --all-files" in h["why"], h
+                    assert "mechanism" not in h
+        # The DAX handlers stay, whatever the scope.
+        assert mech(p, "ext4_dax_fault", "kprobe")[0] == "kprobe"
