@@ -253,10 +253,11 @@ def write(out, an, batches):
 def write_forked(out, an, batches):
     """write() of correlate.stream_batches() in two processes, one per job:
     this one correlates and sends each batch of fault rows down a pipe
-    (pickled); a forked child formats and writes the trace.  Correlating and formatting cost about the same, so on two CPUs
-    the trace is written nearly twice as fast as by write().  The same document as write(), byte for byte; an
-    error of either process (a corrupt recording here, a full disk there)
-    is raised here, after the child has exited."""
+    (pickled); a forked child formats and writes the trace.  Correlating
+    and formatting cost about the same, so on two CPUs the trace is written
+    nearly twice as fast as by write().  The same document as write(), byte
+    for byte; an error of either process (a corrupt recording here, a full
+    disk there) is raised here, after the child has exited."""
     out.flush()                     # the child's copy of out starts empty
     rows_r, rows_w = os.pipe()
     _widen(rows_w)
