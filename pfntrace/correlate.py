@@ -934,17 +934,19 @@ assert max(EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK, EV_DAX_MKWRITE,
            EV_GETATTR) < _LANE_TYPE
 
 
-def _bit_table(mask, value):
-    """bytes.translate table: a byte -> value if it has a bit of mask, else 0."""
-    return bytes(value if i & mask else 0 for i in range(256))
-
-
-def _bit_of(payload, name, mask, value):
-    """Per event, value where the field name has the one bit mask set, else 0."""
+def _bit_lane(name, mask, lane):
+    """(field, byte, bytes.translate table) that turn the one bit mask of
+    the field name into the lane bit lane: built once, used on every block."""
     bit = mask.bit_length() - 1
     assert mask == 1 << bit
-    return int.from_bytes(decode.bytes_of(payload, name, bit // 8).translate(
-        _bit_table(1 << bit % 8, value)), "little")
+    return name, bit // 8, bytes(lane if i & 1 << bit % 8 else 0 for i in range(256))
+
+
+_LANE_BITS = (_bit_lane("ret", VM_FAULT_RETRY, _LANE_RETRY),
+              _bit_lane("flags", F_IN_WP, _LANE_IN_WP),
+              _bit_lane("flags", F_PMD, _LANE_PMD),
+              _bit_lane("fault_flags", FAULT_FLAG_WRITE, _LANE_WRITE))
+_LOW_TYPE = bytes(min(i, _LANE_TYPE) for i in range(256))
 
 
 def _lane_codes(payload):
@@ -956,13 +958,9 @@ def _lane_codes(payload):
     for byte in (1, 2, 3):
         if decode.bytes_of(payload, "type", byte).count(0) != n:
             return None
-    low = decode.bytes_of(payload, "type", 0).translate(
-        bytes(min(i, _LANE_TYPE) for i in range(256)))
-    code = (int.from_bytes(low, "little")
-            | _bit_of(payload, "ret", VM_FAULT_RETRY, _LANE_RETRY)
-            | _bit_of(payload, "flags", F_IN_WP, _LANE_IN_WP)
-            | _bit_of(payload, "flags", F_PMD, _LANE_PMD)
-            | _bit_of(payload, "fault_flags", FAULT_FLAG_WRITE, _LANE_WRITE))
+    code = int.from_bytes(decode.bytes_of(payload, "type", 0).translate(_LOW_TYPE), "little")
+    for name, byte, table in _LANE_BITS:
+        code |= int.from_bytes(decode.bytes_of(payload, name, byte).translate(table), "little")
     return code.to_bytes(n, "little")
 
 
