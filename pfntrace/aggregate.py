@@ -210,6 +210,10 @@ class Reader:
             self._comms[pid] = info["comm"] if info else ""
         return self._comms[pid]
 
+    def program_runs(self):
+        """{name: (run_time_ns, run_cnt)} of our programs (fdinfo_run_times)."""
+        return fdinfo_run_times(self.programs())
+
     def programs(self):
         """{name: fd} of our loaded BPF programs."""
         return {(n.decode() if isinstance(n, bytes) else n): f.fd
@@ -233,7 +237,7 @@ class Reader:
         snap.rate.sort()
         snap.lost = sum(self.tracer.lost())
         if self.stats_enabled:
-            snap.bpf_progs = fdinfo_run_times(self.programs())
+            snap.bpf_progs = self.program_runs()
             if snap.bpf_progs:
                 snap.bpf_run_ns = sum(ns for ns, _ in snap.bpf_progs.values())
                 snap.bpf_run_cnt = sum(cnt for _, cnt in snap.bpf_progs.values())

@@ -70,7 +70,7 @@ def _say_probe_costs(reader):
     if not reader.stats_enabled:
         return
     try:
-        line = probe_cost_line(reader.read().bpf_progs)
+        line = probe_cost_line(reader.program_runs())
     except Exception:   # noqa: BLE001 (a summary on the way out: never the exit's cause)
         return
     if line:
