@@ -236,17 +236,18 @@ def other_data(an):
     }
 
 
-def write(out, an, batches):
+def write(out, an, batches, other=other_data):
     """Write the trace of the write faults of correlate.stream_batches()
-    to the text file out; an's aggregates are read at the end only.
-    Returns counts of what was written, by event kind."""
+    to the text file out; an's aggregates are read at the end only, by
+    other(an) (the document's otherData).  Returns counts of what was
+    written, by event kind."""
     w = TraceWriter(out, an)
     w.begin()
     fault = w.fault
     for rows in batches:
         for row in rows:
             fault(row)
-    w.end(other_data(an))
+    w.end(other(an))
     return w.counts()
 
 
@@ -314,22 +315,11 @@ def _format_child(out, an, rows_fd, result_fd):
     gc.disable()                    # millions of acyclic tuples: see correlate
     try:
         try:
-            w = TraceWriter(out, an)
-            w.begin()
-            fault = w.fault
             with open(rows_fd, "rb") as pipe:
-                while True:
-                    try:
-                        msg = pickle.load(pipe)
-                    except EOFError:
-                        raise _Abandoned() from None
-                    if isinstance(msg, _Done):
-                        break
-                    for row in msg:
-                        fault(row)
-            w.end(msg.other)
+                received = _Received(pipe)
+                counts = write(out, an, received, lambda _: received.done.other)
             out.flush()
-            result = (True, w.counts())
+            result = (True, counts)
         except _Abandoned:
             result = (False, None)   # the correlating process raises its own error
         except BaseException as e:  # noqa: BLE001 (handed to the parent)
@@ -342,6 +332,26 @@ def _format_child(out, an, rows_fd, result_fd):
             f.write(raw)
     finally:
         os._exit(0)
+
+
+class _Received:
+    """The batches of fault rows that come down the pipe, up to the _Done
+    (then in .done); the pipe closed before it: _Abandoned."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.done = None
+
+    def __iter__(self):
+        while True:
+            try:
+                msg = pickle.load(self.pipe)
+            except EOFError:
+                raise _Abandoned() from None
+            if isinstance(msg, _Done):
+                self.done = msg
+                return
+            yield msg
 
 
 class _Abandoned(Exception):
