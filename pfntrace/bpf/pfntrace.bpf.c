@@ -23,6 +23,7 @@
 #include <uapi/linux/ptrace.h>
 #include "pfntrace.h"
 #include "verdict.h"
+#include "kread.h"
 
 /* bcc declares the tracepoints' argument structs from their tracefs format,
  * which names the kernel's own types: the fs_dax events' vm_flags field is
@@ -103,8 +104,6 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
 BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */
 BPF_HASH(gastate, u32, struct getattr_state, 4096);	/* per tid: inside a getattr */
-
-#define READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
 /* Something was not seen: count it, by reason and in the total. */
 static __always_inline void count_blind(u32 reason)
@@ -348,16 +347,19 @@ static __always_inline s64 kernel_clock(struct pft_config *c)
 	u32 seq0 = 0, seq1 = 0, shift = 0;
 	s64 sec = 0, offs = 0, floor = 0, now = 0;
 	u64 nsec = 0;
+	SPAN_BUF(tk, TKC_LO, TKC_HI);
 
 	if (!base)
 		return 0;
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
-		READ(seq0, base, TKC_SEQ);
-		READ(sec, base, TKC_XTIME_SEC);
-		READ(nsec, base, TKC_XTIME_NSEC);
-		READ(shift, base, TKC_SHIFT);
-		READ(offs, base, TKC_OFFS_REAL);
+		/* The span starts with the sequence count (kread.h). */
+		SPAN_READ(tk, base, TKC_LO, TKC_HI);
+		SPAN_GET(seq0, tk, TKC_LO, TKC_SEQ);
+		SPAN_GET(sec, tk, TKC_LO, TKC_XTIME_SEC);
+		SPAN_GET(nsec, tk, TKC_LO, TKC_XTIME_NSEC);
+		SPAN_GET(shift, tk, TKC_LO, TKC_SHIFT);
+		SPAN_GET(offs, tk, TKC_LO, TKC_OFFS_REAL);
 		READ(seq1, base, TKC_SEQ);
 		if (seq0 == seq1 && !(seq0 & 1) && shift < 64) {
 			now = sec * PFT_NS + (s64)(nsec >> shift);
@@ -376,10 +378,13 @@ static __always_inline s64 kernel_clock(struct pft_config *c)
 static __always_inline void read_times(struct pft_event *ev, u64 inode, int i,
 				       struct pft_config *c)
 {
-	READ(ev->mtime_sec[i], inode, INODE_MTIME_SEC);
-	READ(ev->mtime_nsec[i], inode, INODE_MTIME_NSEC);
-	READ(ev->ctime_sec[i], inode, INODE_CTIME_SEC);
-	READ(ev->ctime_nsec[i], inode, INODE_CTIME_NSEC);
+	SPAN_BUF(t, ITIMES_LO, ITIMES_HI);
+
+	SPAN_READ(t, inode, ITIMES_LO, ITIMES_HI);
+	SPAN_GET(ev->mtime_sec[i], t, ITIMES_LO, INODE_MTIME_SEC);
+	SPAN_GET(ev->mtime_nsec[i], t, ITIMES_LO, INODE_MTIME_NSEC);
+	SPAN_GET(ev->ctime_sec[i], t, ITIMES_LO, INODE_CTIME_SEC);
+	SPAN_GET(ev->ctime_nsec[i], t, ITIMES_LO, INODE_CTIME_NSEC);
 	ev->clock_ns[i] = kernel_clock(c);
 }
 
@@ -419,28 +424,49 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 	namebuf.delete(&tid);
 }
 
-/*
- * Fill the fault's identity from struct vm_fault.  Returns the inode pointer,
- * or 0 when the fault is not one we trace (no file, filtered out).
- */
-static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_config *c)
-{
-	u64 vma = 0, file = 0, inode = 0, sb = 0, ops = 0, p = 0;
-	u32 i_flags = 0;
+/* The vma's fault handlers (vm_operations_struct), for a handler probe to
+ * say which slot it was called through. */
+struct fault_ops {
+	u64 fault;
+	u64 huge_fault;
+};
 
-	READ(vma, vmf, VMF_VMA);
+/*
+ * Fill the fault's identity from struct vm_fault, a span of each struct on
+ * the way (kread.h).  Returns the inode pointer, or 0 when the fault is not
+ * one we trace (no file, filtered out).
+ */
+static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_config *c,
+				      struct fault_ops *fops)
+{
+	u64 vma = 0, file = 0, inode = 0, sb = 0, ops = 0;
+	u32 i_flags = 0;
+	SPAN_BUF(f, VMF_LO, VMF_HI);
+	SPAN_BUF(v, VMA_LO, VMA_HI);
+	SPAN_BUF(o, VMOPS_LO, VMOPS_HI);
+	SPAN_BUF(in, INODE_LO, INODE_HI);
+
+	SPAN_READ(f, vmf, VMF_LO, VMF_HI);
+	SPAN_GET(vma, f, VMF_LO, VMF_VMA);
 	if (!vma)
 		return 0;
-	READ(file, vma, VMA_VM_FILE);
+	SPAN_READ(v, vma, VMA_LO, VMA_HI);
+	SPAN_GET(file, v, VMA_LO, VMA_VM_FILE);
 	if (!file)
 		return 0;	/* anonymous memory: COW faults are not our business */
-	READ(ev->vm_flags, vma, VMA_VM_FLAGS);
+	SPAN_GET(ev->vm_flags, v, VMA_LO, VMA_VM_FLAGS);
+	SPAN_GET(ops, v, VMA_LO, VMA_VM_OPS);
 	READ(inode, file, FILE_F_INODE);
-	READ(i_flags, inode, INODE_I_FLAGS);
-	READ(ops, vma, VMA_VM_OPS);
+	SPAN_READ(in, inode, INODE_LO, INODE_HI);
+	SPAN_GET(i_flags, in, INODE_LO, INODE_I_FLAGS);
 	if (ops) {
-		READ(ev->ops_pfn_mkwrite, ops, VMOPS_PFN_MKWRITE);
-		READ(ev->ops_page_mkwrite, ops, VMOPS_PAGE_MKWRITE);
+		SPAN_READ(o, ops, VMOPS_LO, VMOPS_HI);
+		SPAN_GET(ev->ops_pfn_mkwrite, o, VMOPS_LO, VMOPS_PFN_MKWRITE);
+		SPAN_GET(ev->ops_page_mkwrite, o, VMOPS_LO, VMOPS_PAGE_MKWRITE);
+		if (fops) {
+			SPAN_GET(fops->fault, o, VMOPS_LO, VMOPS_FAULT);
+			SPAN_GET(fops->huge_fault, o, VMOPS_LO, VMOPS_HUGE_FAULT);
+		}
 	}
 	ev->flags = PFT_F_FILE;
 	if (i_flags & S_DAX)
@@ -458,18 +484,18 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 		if (!(pfnmap && (ev->vm_flags & PFT_VM_SHARED) && !ev->ops_pfn_mkwrite))
 			return 0;
 	}
-	READ(sb, inode, INODE_I_SB);
+	SPAN_GET(sb, in, INODE_LO, INODE_I_SB);
 	READ(ev->dev, sb, SB_S_DEV);
-	READ(ev->time_gran, sb, SB_S_TIME_GRAN);
 	if (!dev_wanted(c, ev->dev))
 		return 0;
-	READ(ev->ino, inode, INODE_I_INO);
+	SPAN_GET(ev->ino, in, INODE_LO, INODE_I_INO);
 	if (c->ino && c->ino != ev->ino)
 		return 0;
+	READ(ev->time_gran, sb, SB_S_TIME_GRAN);
 	remember_name(file, ev->dev, ev->ino);
-	READ(ev->pgoff, vmf, VMF_PGOFF);
-	READ(ev->address, vmf, VMF_ADDRESS);
-	READ(ev->fault_flags, vmf, VMF_FLAGS);
+	SPAN_GET(ev->pgoff, f, VMF_LO, VMF_PGOFF);
+	SPAN_GET(ev->address, f, VMF_LO, VMF_ADDRESS);
+	SPAN_GET(ev->fault_flags, f, VMF_LO, VMF_FLAGS);
 	u64 id = bpf_get_current_pid_tgid();
 	ev->pid = id >> 32;
 	ev->tid = (u32)id;
@@ -509,7 +535,7 @@ static __always_inline int wp_enter(u64 vmf)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st)
 		return 0;
-	u64 inode = fill_fault(&st->ev, vmf, c);
+	u64 inode = fill_fault(&st->ev, vmf, c, 0);
 	if (!inode) {
 		wpstate.delete(&tid);
 		return 0;
@@ -601,7 +627,8 @@ int handler_entry(struct pt_regs *ctx)
 	st->vmf = vmf;
 	st->start = now;
 	struct pft_event *ev = &st->ev;
-	u64 inode = fill_fault(ev, vmf, c);
+	struct fault_ops fops = {};
+	u64 inode = fill_fault(ev, vmf, c, &fops);
 	if (!inode)
 		return 0;	/* the state stays, untraced: nested calls stay quiet */
 	st->traced = 1;
@@ -610,16 +637,9 @@ int handler_entry(struct pt_regs *ctx)
 	ev->handler = bpf_get_func_ip(ctx);
 	ev->arg = PT_REGS_PARM2(ctx);	/* huge_fault's size; unused by the others */
 
-	u64 vma = 0, ops = 0, fault = 0, huge = 0;
-	READ(vma, vmf, VMF_VMA);
-	READ(ops, vma, VMA_VM_OPS);
-	if (ops) {
-		READ(fault, ops, VMOPS_FAULT);
-		READ(huge, ops, VMOPS_HUGE_FAULT);
-	}
-	if (ev->handler == fault)
+	if (ev->handler == fops.fault)
 		ev->roles |= PFT_ROLE_FAULT;
-	if (ev->handler == huge)
+	if (ev->handler == fops.huge_fault)
 		ev->roles |= PFT_ROLE_HUGE_FAULT;
 	if (ev->handler == ev->ops_page_mkwrite)
 		ev->roles |= PFT_ROLE_PAGE_MKWRITE;
@@ -689,6 +709,7 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 	u32 tid = (u32)id, zero = 0, dev = 0;
 	u64 dentry = 0, inode = 0, sb = 0, ino = 0;
 	u32 i_flags = 0;
+	SPAN_BUF(in, INODE_LO, INODE_HI);
 
 	if (gastate.lookup(&tid)) {
 		count_blind(PFT_BLIND_GETATTR_RETURN);
@@ -702,14 +723,15 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 	READ(inode, dentry, DENTRY_D_INODE);
 	if (!inode)
 		return 0;
-	READ(i_flags, inode, INODE_I_FLAGS);
+	SPAN_READ(in, inode, INODE_LO, INODE_HI);
+	SPAN_GET(i_flags, in, INODE_LO, INODE_I_FLAGS);
 	if (!c->all_files && !(i_flags & S_DAX))
 		return 0;
-	READ(sb, inode, INODE_I_SB);
+	SPAN_GET(sb, in, INODE_LO, INODE_I_SB);
 	READ(dev, sb, SB_S_DEV);
 	if (!dev_wanted(c, dev))
 		return 0;
-	READ(ino, inode, INODE_I_INO);
+	SPAN_GET(ino, in, INODE_LO, INODE_I_INO);
 	if (c->ino && c->ino != ino)
 		return 0;
 	struct getattr_state *seed = gaseed.lookup(&zero);
@@ -745,10 +767,12 @@ static __always_inline int getattr_exit(u32 ret)
 		gastate.delete(&tid);	/* an error: nothing was shown */
 		return 0;
 	}
-	READ(ev->mtime_sec[0], stat, KSTAT_MTIME_SEC);
-	READ(ev->mtime_nsec[0], stat, KSTAT_MTIME_NSEC);
-	READ(ev->ctime_sec[0], stat, KSTAT_CTIME_SEC);
-	READ(ev->ctime_nsec[0], stat, KSTAT_CTIME_NSEC);
+	SPAN_BUF(k, KSTAT_LO, KSTAT_HI);
+	SPAN_READ(k, stat, KSTAT_LO, KSTAT_HI);
+	SPAN_GET(ev->mtime_sec[0], k, KSTAT_LO, KSTAT_MTIME_SEC);
+	SPAN_GET(ev->mtime_nsec[0], k, KSTAT_LO, KSTAT_MTIME_NSEC);
+	SPAN_GET(ev->ctime_sec[0], k, KSTAT_LO, KSTAT_CTIME_SEC);
+	SPAN_GET(ev->ctime_nsec[0], k, KSTAT_LO, KSTAT_CTIME_NSEC);
 	ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
 	ev->pid = id >> 32;
 	ev->tid = tid;
