@@ -54,11 +54,20 @@ struct pft_config {
 				   device": every probe stays quiet */
 };
 
+/* The vma's fault handlers (vm_operations_struct), for a handler probe to
+ * say which slot it was called through. */
+struct fault_ops {
+	u64 fault;
+	u64 huge_fault;
+};
+
 /* Per-thread state between a probe's entry and its return: the event being
  * built, and what the return needs that the event does not carry. */
 struct wp_state {
 	struct pft_event ev;
 	u64 inode;
+	u64 vmf;
+	struct fault_ops fops;	/* for the handler it calls (handler_entry) */
 };
 
 struct handler_state {
@@ -424,13 +433,6 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 	namebuf.delete(&tid);
 }
 
-/* The vma's fault handlers (vm_operations_struct), for a handler probe to
- * say which slot it was called through. */
-struct fault_ops {
-	u64 fault;
-	u64 huge_fault;
-};
-
 /*
  * Fill the fault's identity from struct vm_fault, a span of each struct on
  * the way (kread.h).  Returns the inode pointer, or 0 when the fault is not
@@ -535,13 +537,14 @@ static __always_inline int wp_enter(u64 vmf)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st)
 		return 0;
-	u64 inode = fill_fault(&st->ev, vmf, c, 0);
+	u64 inode = fill_fault(&st->ev, vmf, c, &st->fops);
 	if (!inode) {
 		wpstate.delete(&tid);
 		return 0;
 	}
 	st->ev.type = PFT_EV_WP;
 	st->inode = inode;
+	st->vmf = vmf;
 	read_times(&st->ev, inode, 0, c);
 	return 0;
 }
@@ -553,6 +556,15 @@ static __always_inline int wp_exit(u32 ret)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st || !c)
 		return 0;
+#ifdef PFT_NO_STREAM
+	/* VM_FAULT_RETRY (the per-VMA lock's first attempt at a DAX write
+	 * fault, 6.4+) is PFT_C_RETRY, which top counts nowhere: the fault is
+	 * the retry that follows. */
+	if (ret & PFT_VM_FAULT_RETRY) {
+		wpstate.delete(&tid);
+		return 0;
+	}
+#endif
 	read_times(&st->ev, st->inode, 1, c);
 	st->ev.ret = ret;
 	st->ev.duration_ns = bpf_ktime_get_ns() - st->ev.ts_ns;
@@ -594,8 +606,24 @@ int handler_entry(struct pt_regs *ctx)
 	u64 sp = PT_REGS_SP(ctx);
 	u64 vmf = PT_REGS_PARM1(ctx);
 	u64 now = bpf_ktime_get_ns();
-	struct handler_state *st = hstate.lookup(&tid);
+	struct wp_state *wp = wpstate.lookup(&tid);
+	/* Called by the traced do_wp_page of this very fault (->pfn_mkwrite,
+	 * ->page_mkwrite, and what those call in turn)?  Same vm_fault, and
+	 * that do_wp_page began less than a second ago: vm_fault lives on the
+	 * stack of handle_mm_fault, so a do_wp_page whose return probe never ran
+	 * leaves a state with the very address the task's next fault gets. */
+	int in_wp = wp && wp->vmf == vmf && now - wp->ev.ts_ns < ONE_SECOND_NS;
 
+#ifdef PFT_NO_STREAM
+	/* The handler's event would be PFT_C_IN_WP, which top counts nowhere;
+	 * the do_wp_page is judged.  Mark it and keep no state: the return
+	 * finds none. */
+	if (in_wp) {
+		wp->ev.flags |= PFT_F_HANDLER_RAN;
+		return 0;
+	}
+#endif
+	struct handler_state *st = hstate.lookup(&tid);
 	if (st) {
 		/* ext4_dax_fault calls ext4_dax_huge_fault (6.12: a tail call,
 		 * at the same stack pointer): report the outermost handler
@@ -628,9 +656,31 @@ int handler_entry(struct pt_regs *ctx)
 	st->start = now;
 	struct pft_event *ev = &st->ev;
 	struct fault_ops fops = {};
-	u64 inode = fill_fault(ev, vmf, c, &fops);
-	if (!inode)
-		return 0;	/* the state stays, untraced: nested calls stay quiet */
+	u64 inode = 0;
+
+	if (in_wp) {
+		/* The event is PFT_C_IN_WP, and the fault's identity is the do_wp_page's.
+		 * Copy it rather than read it again; read only what do_wp_page
+		 * may have changed on the way (wp_pfn_shared sets
+		 * FAULT_FLAG_MKWRITE). */
+		wp->ev.flags |= PFT_F_HANDLER_RAN;
+		*ev = wp->ev;
+		ev->flags = (wp->ev.flags & ~PFT_F_HANDLER_RAN) | PFT_F_IN_WP;
+		ev->ftu_calls = 0;
+		ev->cpu = bpf_get_smp_processor_id();
+		READ(ev->fault_flags, vmf, VMF_FLAGS);
+		ev->ts_ns = now;
+		fops = wp->fops;
+		inode = wp->inode;
+	} else {
+		inode = fill_fault(ev, vmf, c, &fops);
+		if (!inode)
+			return 0;	/* the state stays, untraced: nested calls stay quiet */
+		if (wp) {	/* not the do_wp_page's own vm_fault: still inside it */
+			ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
+			wp->ev.flags |= PFT_F_HANDLER_RAN;
+		}
+	}
 	st->traced = 1;
 	st->inode = inode;
 	ev->type = PFT_EV_HANDLER;
@@ -645,12 +695,6 @@ int handler_entry(struct pt_regs *ctx)
 		ev->roles |= PFT_ROLE_PAGE_MKWRITE;
 	if (ev->handler == ev->ops_pfn_mkwrite)
 		ev->roles |= PFT_ROLE_PFN_MKWRITE;
-
-	struct wp_state *wp = wpstate.lookup(&tid);
-	if (wp) {
-		ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
-		wp->ev.flags |= PFT_F_HANDLER_RAN;
-	}
 	read_times(ev, inode, 0, c);
 	return 0;
 }
