@@ -232,9 +232,13 @@ def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None, fstypes=False
 
 # ---- How each hook is attached ----------------------------------------------
 # A kprobe is an int3 and a trip through the kprobe handler; a kretprobe adds
-# a return trampoline and an instance taken from a per-probe pool: the issue
-# 16 bench measured kprobe+kretprobe on do_wp_page at 7.8 us a fault, fentry+
-# fexit (a BPF trampoline called from the function's ftrace nop) at 2.2 us.
+# a return trampoline and an instance taken from a per-probe pool.  fentry/
+# fexit is a BPF trampoline called from the function's ftrace nop, with no
+# instance pool to run dry.  On do_wp_page alone, issue 16's boot measured
+# kprobe+kretprobe at 7.8 us a fault, fentry+fexit at 2.2 us (TCG); for
+# pfntrace's whole hook set bench_storm finds no steady winner under TCG
+# (bench/issue16-storm.md: floor vs floor-kprobe 2.04x/1.82x, then
+# 1.37x/1.56x on 6.12/ext4).  auto keeps fentry where bcc allows it.
 
 ATTACH_MODES = ("auto", "kprobe", "fentry")
 # The plan's role of a hook -> the trampoline that does the same.
