@@ -8,8 +8,6 @@ events carry maps to wall-clock time (inode timestamps are wall-clock), and,
 at the end, what statx says of every touched file.
 """
 
-import collections
-import itertools
 import os
 import signal
 import socket
@@ -22,9 +20,13 @@ from pfntrace.kernel import kconfig
 from pfntrace.kernel.statx import statx
 from pfntrace.recording import RecordingWriter
 
-# What the recorder learns from each drained block (decode.columns).
-_COLUMNS = ("type", "handler", "ops_pfn_mkwrite", "ops_page_mkwrite", "pid", "dev", "ino",
-            "ts_ns")
+_I_DEV = decode.ROW_INDEX["dev"]
+_I_INO = decode.ROW_INDEX["ino"]
+_I_PID = decode.ROW_INDEX["pid"]
+_I_TYPE = decode.ROW_INDEX["type"]
+_I_HANDLER = decode.ROW_INDEX["handler"]
+_I_OPS = (decode.ROW_INDEX["ops_pfn_mkwrite"], decode.ROW_INDEX["ops_page_mkwrite"])
+_I_TS = decode.ROW_INDEX["ts_ns"]
 _HANDLER = layout.const("PFT_EV_HANDLER")
 CLOCK_SAMPLE_EVERY_S = 0.25
 CLOCK_STEP_NS = 100_000  # offset changes below this are read jitter
@@ -162,50 +164,38 @@ class Recorder:
         return True
 
     def _take(self, buf):
-        """Write a drained block, and learn what is new in it: handler and
-        ->pfn_mkwrite/->page_mkwrite names, processes, file paths.
-
-        A block at a time, each distinct value once, in order of first
-        appearance (dict.fromkeys over the block's columns, in C): a Python
-        step per event ran on the traced machine's CPUs and slowed the very
-        workload being recorded (5 events per write fault on 6.12/ext4)."""
         if not buf:
             return
         self.writer.add_events(buf)
-        typ, handler, ops_pfn, ops_page, pid, dev, ino, ts = decode.columns(buf, _COLUMNS)
-        self.events += len(typ)
-        for t, n in collections.Counter(typ).items():
-            self.by_type[t] = self.by_type.get(t, 0) + n
         new_meta = {}
-        # Discovery before naming: a handler that reports events is attached
-        # already, so naming it first would only skip a discovery that would
-        # not attach it anyway; an unlisted ->pfn_mkwrite must be attached.
-        ops = dict.fromkeys(itertools.chain.from_iterable(zip(ops_pfn, ops_page)))
-        for addr in ops:
-            if addr and addr not in self.symbols:
-                self._discover(addr, ts[_first_index(addr, ops_pfn, ops_page)], new_meta)
-        for t, addr in dict.fromkeys(zip(typ, handler)):
-            if t == _HANDLER and addr not in self.symbols:
-                # Named here, where kallsyms is the live one: module
-                # addresses differ from boot to boot.
-                self._name(addr, new_meta)
-        for p in dict.fromkeys(pid):
-            if p not in self.procs:
-                info = procinfo.proc_info(p)
-                if info and not info["cmdline"] and p == self.child:
+        for row in decode.iter_rows(buf):
+            self.events += 1
+            t = row[_I_TYPE]
+            self.by_type[t] = self.by_type.get(t, 0) + 1
+            # Handlers are named here, where kallsyms is the live one: module
+            # addresses differ from boot to boot.
+            if t == _HANDLER and row[_I_HANDLER] not in self.symbols:
+                self._name(row[_I_HANDLER], new_meta)
+            for i in _I_OPS:
+                if row[i] and row[i] not in self.symbols:
+                    self._discover(row[i], row[_I_TS], new_meta)
+            pid = row[_I_PID]
+            if pid not in self.procs:
+                info = procinfo.proc_info(pid)
+                if info and not info["cmdline"] and pid == self.child:
                     info["cmdline"] = " ".join(self.opt.command)  # exited already
                 # Remembered even when gone: /proc is asked once per pid, not
                 # once per event of a process that has exited.
-                self.procs[p] = info
+                self.procs[pid] = info
                 if info:
-                    new_meta.setdefault("procs", {})[str(p)] = info
-        for d, i, p in dict.fromkeys(zip(dev, ino, pid)):
-            key = (*procinfo.split_kernel_dev(d), i)
-            if self.files.get(key) is None and (key, p) not in self._looked_up:
+                    new_meta.setdefault("procs", {})[str(pid)] = info
+            major, minor = procinfo.split_kernel_dev(row[_I_DEV])
+            key = (major, minor, row[_I_INO])
+            if self.files.get(key) is None and (key, pid) not in self._looked_up:
                 # Once per file and process: a process that has exited (or
                 # unmapped the file) will not name it on a second look either.
-                self._looked_up.add((key, p))
-                path = procinfo.maps_paths(p).get(key)
+                self._looked_up.add((key, pid))
+                path = procinfo.maps_paths(pid).get(key)
                 self.files[key] = path
                 if path:
                     new_meta.setdefault("files", {})[procinfo.file_key(*key)] = {"path": path}
@@ -378,11 +368,6 @@ class Recorder:
             self.files.update(found)
             self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
                                             for k, p in found.items()}})
-
-
-def _first_index(value, *columns):
-    """The first event of a block whose value is in any of columns."""
-    return min(col.tolist().index(value) for col in columns if value in col)
 
 
 def mounted_devs(mountinfo):
