@@ -27,6 +27,7 @@ BLIND_REASONS = {
     "handler_return_missed": layout.const("PFT_BLIND_HANDLER_RETURN"),
     "counters_full": layout.const("PFT_BLIND_COUNTERS"),
     "getattr_return_missed": layout.const("PFT_BLIND_GETATTR_RETURN"),
+    "retry_misjudged": layout.const("PFT_BLIND_RETRY_GUESS"),
 }
 assert len(BLIND_REASONS) == layout.const("PFT_BLIND_SLOTS")
 assert layout.ffi.sizeof("struct pft_name") == NAME_LEN * layout.const("PFT_NAME_DEPTH")

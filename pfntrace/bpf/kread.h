@@ -44,10 +44,11 @@
 #define VMA_LO KR_MIN(VMA_VM_FLAGS, KR_MIN(VMA_VM_OPS, VMA_VM_FILE))
 #define VMA_HI (KR_MAX(VMA_VM_FLAGS, KR_MAX(VMA_VM_OPS, VMA_VM_FILE)) + 8)
 
-/* struct vm_operations_struct: the four handlers a fault may call. */
-#define VMOPS_LO KR_MIN(KR_MIN(VMOPS_FAULT, VMOPS_HUGE_FAULT), \
+/* struct vm_operations_struct: the four handlers a fault may call, and
+ * ->map_pages (whether do_wp_page may call them under the per-VMA lock). */
+#define VMOPS_LO KR_MIN(KR_MIN(KR_MIN(VMOPS_FAULT, VMOPS_HUGE_FAULT), VMOPS_MAP_PAGES), \
 			KR_MIN(VMOPS_PAGE_MKWRITE, VMOPS_PFN_MKWRITE))
-#define VMOPS_HI (KR_MAX(KR_MAX(VMOPS_FAULT, VMOPS_HUGE_FAULT), \
+#define VMOPS_HI (KR_MAX(KR_MAX(KR_MAX(VMOPS_FAULT, VMOPS_HUGE_FAULT), VMOPS_MAP_PAGES), \
 			 KR_MAX(VMOPS_PAGE_MKWRITE, VMOPS_PFN_MKWRITE)) + 8)
 
 /* struct inode: i_flags, i_sb, i_ino. */

@@ -516,6 +516,61 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
  * when it loads them; tracer.py attaches the kprobes.
  */
 
+#if defined(PFT_NO_STREAM) && VMF_FLAG_VMA_LOCK
+/*
+ * top only: will this do_wp_page give up with VM_FAULT_RETRY before calling
+ * anything?  Under the per-VMA lock (6.4+) a shared mapping's do_wp_page may
+ * not call ->page_mkwrite or ->pfn_mkwrite unless the vm_ops have
+ * ->map_pages (vmf_can_call_fault()): it returns VM_FAULT_RETRY, and the
+ * fault is done again under mmap_lock.  That first attempt is PFT_C_RETRY,
+ * which top counts nowhere, so top keeps no state for it: it is half of the
+ * do_wp_page calls on a DAX file.  The outcome is certain only when the
+ * vm_ops have both handlers, whichever of wp_page_shared and wp_pfn_shared
+ * the page takes.  The return checks the guess (retry_guess_check).
+ */
+#define WP_GUESS_RETRY 1
+BPF_PERCPU_ARRAY(retryguess, u32, 1);	/* the tid whose do_wp_page was guessed */
+
+static __always_inline int wp_will_retry(u64 vmf)
+{
+	u64 vma = 0, ops = 0, vm_flags = 0, map_pages = 0, page_mkwrite = 0, pfn_mkwrite = 0;
+	u32 flags = 0;
+	SPAN_BUF(f, VMF_LO, VMF_HI);
+	SPAN_BUF(v, VMA_LO, VMA_HI);
+	SPAN_BUF(o, VMOPS_LO, VMOPS_HI);
+
+	SPAN_READ(f, vmf, VMF_LO, VMF_HI);
+	SPAN_GET(flags, f, VMF_LO, VMF_FLAGS);
+	SPAN_GET(vma, f, VMF_LO, VMF_VMA);
+	if (!(flags & VMF_FLAG_VMA_LOCK) || !vma)
+		return 0;
+	SPAN_READ(v, vma, VMA_LO, VMA_HI);
+	SPAN_GET(vm_flags, v, VMA_LO, VMA_VM_FLAGS);
+	SPAN_GET(ops, v, VMA_LO, VMA_VM_OPS);
+	if (!(vm_flags & PFT_VM_SHARED) || !ops)
+		return 0;
+	SPAN_READ(o, ops, VMOPS_LO, VMOPS_HI);
+	SPAN_GET(map_pages, o, VMOPS_LO, VMOPS_MAP_PAGES);
+	SPAN_GET(page_mkwrite, o, VMOPS_LO, VMOPS_PAGE_MKWRITE);
+	SPAN_GET(pfn_mkwrite, o, VMOPS_LO, VMOPS_PFN_MKWRITE);
+	return !map_pages && page_mkwrite && pfn_mkwrite;
+}
+
+/* The guessed retry's return: a do_wp_page that did more than give up would
+ * be a write fault top never counted, so it is counted as one not seen.
+ * Checked on the CPU it began on (a migrated one goes unchecked). */
+static __always_inline void retry_guess_check(u32 tid, u32 ret)
+{
+	u32 zero = 0;
+	u32 *g = retryguess.lookup(&zero);
+	if (!g || *g != tid)
+		return;
+	*g = 0;
+	if (!(ret & PFT_VM_FAULT_RETRY))
+		count_blind(PFT_BLIND_RETRY_GUESS);
+}
+#endif
+
 /* A do_wp_page of this thread whose return never came (the kretprobe ran
  * out of instances) leaves its state behind: count it, never reuse it. */
 static __always_inline int wp_enter(u64 vmf)
@@ -525,6 +580,14 @@ static __always_inline int wp_enter(u64 vmf)
 	if (!c || !task_wanted(c))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
+#ifdef WP_GUESS_RETRY
+	if (wp_will_retry(vmf)) {
+		u32 *g = retryguess.lookup(&zero);
+		if (g)
+			*g = tid;
+		return 0;
+	}
+#endif
 	if (wpstate.lookup(&tid))
 		count_blind(PFT_BLIND_WP_RETURN);
 	struct wp_state *seed = wpseed.lookup(&zero);
@@ -554,8 +617,12 @@ static __always_inline int wp_exit(u32 ret)
 	struct pft_config *c = cfg();
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct wp_state *st = wpstate.lookup(&tid);
-	if (!st || !c)
+	if (!st || !c) {
+#ifdef WP_GUESS_RETRY
+		retry_guess_check(tid, ret);
+#endif
 		return 0;
+	}
 #ifdef PFT_NO_STREAM
 	/* VM_FAULT_RETRY (the per-VMA lock's first attempt at a DAX write
 	 * fault, 6.4+) is PFT_C_RETRY, which top counts nowhere: the fault is

@@ -100,7 +100,9 @@
 #define PFT_BLIND_COUNTERS       4  /* an in-kernel counter map was full (top) */
 #define PFT_BLIND_GETATTR_RETURN 5  /* a getattr whose return probe never ran: an
                                        observation not seen */
-#define PFT_BLIND_SLOTS          6
+#define PFT_BLIND_RETRY_GUESS    6  /* top took a do_wp_page for the per-VMA lock's
+                                       VM_FAULT_RETRY, and it was not one */
+#define PFT_BLIND_SLOTS          7
 
 /*
  * One event.  Fields are ordered largest first so the struct has no holes

@@ -206,6 +206,27 @@ class Btf:
     def has_enum(self, name):
         return self._find_type(name, (ENUM, ENUM64)) is not None
 
+    def enum_value(self, enum_name, enumerator):
+        """The value of one enumerator of an enum, None when either is absent."""
+        type_id = self._find_type(enum_name, (ENUM, ENUM64))
+        name_off = self._name_offset(enumerator)
+        if type_id is None or name_off < 0:
+            return None
+        p = self._start(type_id)
+        info = self._words[p + 1]
+        kind = (info >> 24) & _MAX_KIND
+        w = self._words
+        for i in range(info & 0xFFFF):
+            if kind == ENUM:
+                m = p + 3 + 2 * i
+                if w[m] == name_off:
+                    return w[m + 1]
+            else:
+                m = p + 3 + 3 * i
+                if w[m] == name_off:
+                    return w[m + 1] | (w[m + 2] << 32)
+        return None
+
     def has_member(self, struct_name, member_name):
         try:
             self._member(struct_name, member_name)

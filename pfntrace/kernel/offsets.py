@@ -22,6 +22,7 @@ _FIXED_FIELDS = (
     ("VMA_VM_FILE", "vm_area_struct", "vm_file"),
     ("VMOPS_FAULT", "vm_operations_struct", "fault"),
     ("VMOPS_HUGE_FAULT", "vm_operations_struct", "huge_fault"),
+    ("VMOPS_MAP_PAGES", "vm_operations_struct", "map_pages"),
     ("VMOPS_PAGE_MKWRITE", "vm_operations_struct", "page_mkwrite"),
     ("VMOPS_PFN_MKWRITE", "vm_operations_struct", "pfn_mkwrite"),
     ("FILE_F_INODE", "file", "f_inode"),
@@ -121,4 +122,8 @@ def bpf_defines(btf):
     # 6.1's ->huge_fault takes enum page_entry_size (PTE=0, PMD=1, PUD=2);
     # the enum went away in 6.6, replaced by an order (0, 9, 18).
     defines["HUGE_FAULT_ARG_IS_ORDER"] = 0 if btf.has_enum("page_entry_size") else 1
+    # The per-VMA lock's fault flag (6.4+): under it, do_wp_page of a shared
+    # mapping gives up with VM_FAULT_RETRY rather than call a handler.  0
+    # where the kernel has no per-VMA locks.
+    defines["VMF_FLAG_VMA_LOCK"] = btf.enum_value("fault_flag", "FAULT_FLAG_VMA_LOCK") or 0
     return defines

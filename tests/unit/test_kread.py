@@ -24,8 +24,8 @@ from pfntrace.tracer import BPF_DIR
 SPANS = {
     "VMF": (("VMF_VMA", 8), ("VMF_PGOFF", 8), ("VMF_ADDRESS", 8), ("VMF_FLAGS", 4)),
     "VMA": (("VMA_VM_FLAGS", 8), ("VMA_VM_OPS", 8), ("VMA_VM_FILE", 8)),
-    "VMOPS": (("VMOPS_FAULT", 8), ("VMOPS_HUGE_FAULT", 8), ("VMOPS_PAGE_MKWRITE", 8),
-              ("VMOPS_PFN_MKWRITE", 8)),
+    "VMOPS": (("VMOPS_FAULT", 8), ("VMOPS_HUGE_FAULT", 8), ("VMOPS_MAP_PAGES", 8),
+              ("VMOPS_PAGE_MKWRITE", 8), ("VMOPS_PFN_MKWRITE", 8)),
     "INODE": (("INODE_I_FLAGS", 4), ("INODE_I_SB", 8), ("INODE_I_INO", 8)),
     "ITIMES": (("INODE_MTIME_SEC", 8), ("INODE_MTIME_NSEC", 4), ("INODE_CTIME_SEC", 8),
                ("INODE_CTIME_NSEC", 4)),

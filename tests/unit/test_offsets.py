@@ -13,7 +13,7 @@ from pfntrace.kernel.offsets import OffsetError, bpf_defines
 NSEC = 1  # marker: the timestamp is a timespec64
 
 
-def synthetic_kernel(timestamps, page_entry_size=False, drop=None):
+def synthetic_kernel(timestamps, page_entry_size=False, drop=None, vma_lock=False):
     """A BTF with every struct bpf_defines reads.
 
     timestamps: [(member name, byte offset, NSEC)] for timespec64 members or
@@ -38,7 +38,8 @@ def synthetic_kernel(timestamps, page_entry_size=False, drop=None):
     b.struct("vm_area_struct", 136, members(("vm_start", u64, 0), ("vm_ops", ptr, 72),
                                             ("vm_file", ptr, 88)) + [("", flags, 32 * 8)])
     b.struct("vm_operations_struct", 96, members(
-        ("fault", ptr, 40), ("huge_fault", ptr, 48), ("page_mkwrite", ptr, 72),
+        ("fault", ptr, 40), ("huge_fault", ptr, 48), ("map_pages", ptr, 56),
+        ("page_mkwrite", ptr, 72),
         ("pfn_mkwrite", ptr, 80)))
     path = b.struct("path", 16, members(("mnt", ptr, 0), ("dentry", ptr, 8)))
     b.struct("file", 64, members(("f_path", path, 16), ("f_inode", ptr, 32)))
@@ -52,6 +53,8 @@ def synthetic_kernel(timestamps, page_entry_size=False, drop=None):
     b.struct("inode", 256, members(("i_flags", u32, 12), ("i_sb", ptr, 40), ("i_ino", u64, 64),
                                    *stamp_members))
     b.struct("super_block", 64, members(("s_dev", u32, 16), ("s_time_gran", u32, 24)))
+    flags = [("FAULT_FLAG_WRITE", 1), ("FAULT_FLAG_MKWRITE", 2)]
+    b.enum("fault_flag", flags + ([("FAULT_FLAG_VMA_LOCK", 1 << 12)] if vma_lock else []))
     if page_entry_size:
         b.enum("page_entry_size", [("PE_SIZE_PTE", 0), ("PE_SIZE_PMD", 1), ("PE_SIZE_PUD", 2)])
     return Btf(b.build())
@@ -73,6 +76,7 @@ def test_6_1_layout_i_mtime_timespec64_and_page_entry_size():
     defines = bpf_defines(btf)
     assert stamps(defines) == (104, 112, 120, 128)
     assert defines["HUGE_FAULT_ARG_IS_ORDER"] == 0
+    assert defines["VMF_FLAG_VMA_LOCK"] == 0     # no per-VMA locks before 6.4
 
 
 def test_6_6_layout_i_mtime_and___i_ctime():
@@ -91,8 +95,11 @@ def test_6_7_layout___i_mtime_and___i_ctime():
 def test_6_11_layout_split_sec_and_nsec():
     btf = synthetic_kernel([("i_atime_sec", 88, 8), ("i_mtime_sec", 96, 8),
                             ("i_ctime_sec", 104, 8), ("i_atime_nsec", 112, 4),
-                            ("i_mtime_nsec", 116, 4), ("i_ctime_nsec", 120, 4)])
-    assert stamps(bpf_defines(btf)) == (96, 116, 104, 120)
+                            ("i_mtime_nsec", 116, 4), ("i_ctime_nsec", 120, 4)],
+                           vma_lock=True)
+    defines = bpf_defines(btf)
+    assert stamps(defines) == (96, 116, 104, 120)
+    assert defines["VMF_FLAG_VMA_LOCK"] == 4096 and defines["VMOPS_MAP_PAGES"] == 56
 
 
 def test_fixed_fields_through_anonymous_members():
@@ -136,10 +143,11 @@ LAB_KERNELS = {
     "6.1.0-56-amd64": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
         "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 96, "VMA_VM_FILE": 112,
-        "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_PAGE_MKWRITE": 72,
+        "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_MAP_PAGES": 56, "VMOPS_PAGE_MKWRITE": 72,
         "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 32, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 104, "INODE_MTIME_NSEC": 112,
         "INODE_CTIME_SEC": 120, "INODE_CTIME_NSEC": 128, "HUGE_FAULT_ARG_IS_ORDER": 0,
+        "VMF_FLAG_VMA_LOCK": 0,
         "FILE_F_PATH_DENTRY": 24, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
         "SB_S_TIME_GRAN": 928, "PATH_DENTRY": 8, "DENTRY_D_INODE": 48,
         "KSTAT_MTIME_SEC": 80, "KSTAT_MTIME_NSEC": 88, "KSTAT_CTIME_SEC": 96,
@@ -150,10 +158,11 @@ LAB_KERNELS = {
     "6.12.117+deb12-amd64": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
         "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 112, "VMA_VM_FILE": 128,
-        "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_PAGE_MKWRITE": 72,
+        "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_MAP_PAGES": 56, "VMOPS_PAGE_MKWRITE": 72,
         "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 40, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
         "INODE_CTIME_SEC": 104, "INODE_CTIME_NSEC": 120, "HUGE_FAULT_ARG_IS_ORDER": 1,
+        "VMF_FLAG_VMA_LOCK": 4096,
         "FILE_F_PATH_DENTRY": 72, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
         "SB_S_TIME_GRAN": 920, "PATH_DENTRY": 8, "DENTRY_D_INODE": 48,
         "KSTAT_MTIME_SEC": 80, "KSTAT_MTIME_NSEC": 88, "KSTAT_CTIME_SEC": 96,
@@ -168,10 +177,11 @@ LAB_KERNELS = {
     "7.3.4+deb13-amd64": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
         "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 72, "VMA_VM_FILE": 88,
-        "VMOPS_FAULT": 48, "VMOPS_HUGE_FAULT": 56, "VMOPS_PAGE_MKWRITE": 80,
+        "VMOPS_FAULT": 48, "VMOPS_HUGE_FAULT": 56, "VMOPS_MAP_PAGES": 64, "VMOPS_PAGE_MKWRITE": 80,
         "VMOPS_PFN_MKWRITE": 88, "FILE_F_INODE": 32, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 4, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
         "INODE_CTIME_SEC": 104, "INODE_CTIME_NSEC": 120, "HUGE_FAULT_ARG_IS_ORDER": 1,
+        "VMF_FLAG_VMA_LOCK": 4096,
         "FILE_F_PATH_DENTRY": 72, "DENTRY_D_PARENT": 24, "DENTRY_D_NAME_NAME": 40,
         "SB_S_TIME_GRAN": 928,
         "TKC_LAYOUT": 1, "TKC_SEQ": 0, "TKC_XTIME_SEC": 64, "TKC_XTIME_NSEC": 40,
