@@ -16,6 +16,8 @@ Modes:
   floor           pfntrace's own function hooks (the plan's, attached the way
                   `--attach auto` attaches them) with empty programs that only count
   floor-kprobe    the same hooks, all kprobes/kretprobes (`--attach kprobe`)
+  floor-top, floor-top-kprobe   the same for top's hooks (it leaves some out):
+                  top's modes are compared with these when they are run
   top, record     `pfntrace top` / `pfntrace record` (default attach); top
                   also reports each BPF program's own run time per run
   top-kprobe, record-kprobe   the same with `--attach kprobe`
@@ -115,12 +117,13 @@ class Hooks:
         self.bpf.cleanup()
 
 
-def plan_hooks(attach):
-    """The function hooks pfntrace would attach here, with the mechanism the
-    plan gives each (kprobe/kretprobe when the plan predates --attach)."""
+def plan_hooks(attach, counting=False):
+    """The function hooks pfntrace would attach here (top's with counting),
+    with the mechanism the plan gives each (kprobe/kretprobe when the plan
+    predates --attach)."""
     from pfntrace.commands.record import build_plan
 
-    plan = build_plan()
+    plan = build_plan(counting=True) if counting else build_plan()
     try:
         from pfntrace import probeplan
         apply = getattr(probeplan, "apply_attach", None)
@@ -199,8 +202,9 @@ def runner(mode, storm, tmp, mount):
         return lambda: untraced(storm)
     if mode == "minimal":
         return lambda: hooked(storm, [("do_wp_page", "kprobe")])
-    if mode in ("floor", "floor-kprobe"):
-        hooks = plan_hooks("kprobe" if mode == "floor-kprobe" else "auto")
+    if mode in ("floor", "floor-kprobe", "floor-top", "floor-top-kprobe"):
+        hooks = plan_hooks("kprobe" if mode.endswith("-kprobe") else "auto",
+                           counting=mode.startswith("floor-top"))
         print("%s hooks: %s" % (mode, ", ".join("%s %s" % (m, n) for n, m in hooks)),
               flush=True)
         return lambda: hooked(storm, hooks)
@@ -212,6 +216,14 @@ def runner(mode, storm, tmp, mount):
     if mode == "top-nostats":
         return lambda: top(storm, tmp, mount, bpf_stats=False)
     raise SystemExit("unknown mode %s" % mode)
+
+
+def floor_of(mode, measured):
+    """The floor a mode is compared with: its own hook set's where measured."""
+    suffix = "-kprobe" if mode.endswith("-kprobe") else ""
+    if mode.startswith("top") and "floor-top" + suffix in measured:
+        return "floor-top" + suffix
+    return "floor" + suffix
 
 
 def main():
@@ -252,7 +264,7 @@ def main():
           "| lost |")
     print("|---|---|---|---|---|---|---|")
     for m, rate in med.items():
-        floor = med.get("floor-kprobe" if m.endswith("-kprobe") else "floor")
+        floor = med.get(floor_of(m, med))
         vs_base = "%.2fx" % (base / rate) if base else "-"
         added = "%.1f µs" % ((1 / rate - 1 / base) * 1e6) if base and m != "untraced" else "-"
         vs_floor = added_vs_floor = "-"
@@ -268,7 +280,7 @@ def main():
         probes = [r[1]["probes"] for r in rs if "probes" in r[1]]
         if probes:  # the last run's: the programs' own time, hooks not included
             print("%s, BPF run time per probe run (last run): %s" % (m, probes[-1]))
-    print("floor: floor-kprobe for the -kprobe modes")
+    print("floor: floor-kprobe for the -kprobe modes; floor-top(-kprobe) for top's when run")
 
 
 if __name__ == "__main__":

@@ -322,6 +322,24 @@ def apply_scope(plan, all_files=False):
     return plan
 
 
+# Hooks `top` leaves out: what they see is in none of its counts.
+TOP_LEAVES_OUT = {
+    "file_update_time": "left out by top: a fault's verdict comes from its timestamps, and how "
+                        "often file_update_time ran is kept only by record",
+}
+
+
+def apply_counting(plan):
+    """top: the hooks whose data its in-kernel counts never use are "n/a",
+    with why (the kprobe plan still has do_wp_page and every handler).
+    Before apply_attach."""
+    for hook in plan["hooks"]:
+        why = TOP_LEAVES_OUT.get(hook["hook"])
+        if why and hook["status"] == "attach":
+            hook["status"], hook["why"] = "n/a", why
+    return plan
+
+
 def fall_back_to_kprobes(plan, why):
     """fentry/fexit refused at load time (auto): the same hooks as kprobes."""
     for hook in plan["hooks"]:

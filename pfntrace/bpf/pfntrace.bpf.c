@@ -494,7 +494,10 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 	if (c->ino && c->ino != ev->ino)
 		return 0;
 	READ(ev->time_gran, sb, SB_S_TIME_GRAN);
+#ifndef PFT_NO_STREAM
+	/* top finds a file's path through the process that faulted last. */
 	remember_name(file, ev->dev, ev->ino);
+#endif
 	SPAN_GET(ev->pgoff, f, VMF_LO, VMF_PGOFF);
 	SPAN_GET(ev->address, f, VMF_LO, VMF_ADDRESS);
 	SPAN_GET(ev->fault_flags, f, VMF_LO, VMF_FLAGS);

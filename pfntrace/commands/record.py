@@ -157,10 +157,11 @@ def run(rec, keep=True):
         rec.tracer.close()
 
 
-def build_plan(attach="auto", all_files=False):
+def build_plan(attach="auto", all_files=False, counting=False):
     """The probe plan here, each hook's attach mechanism chosen by attach
     (Fail, one line, when --attach fentry cannot be honoured); the
-    page-cache handlers only with all_files."""
+    page-cache handlers only with all_files; counting: top's, without the
+    hooks its counts do not use."""
     from pfntrace import probeplan
     from pfntrace.kernel import btf, kallsyms, tracefs
 
@@ -176,6 +177,8 @@ def build_plan(attach="auto", all_files=False):
     offsets = plan.get("offsets") or {}
     plan["huge_fault_arg_is_order"] = bool(offsets.get("HUGE_FAULT_ARG_IS_ORDER", 1))
     probeplan.apply_scope(plan, all_files)
+    if counting:
+        probeplan.apply_counting(plan)
     try:
         probeplan.apply_attach(plan, attach)
     except ValueError as e:

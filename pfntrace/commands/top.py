@@ -184,7 +184,7 @@ def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     from pfntrace.views.top import TopState
 
     watched = _checks(mounts, pid, interval, count)
-    plan = build_plan(attach, all_files)
+    plan = build_plan(attach, all_files, counting=True)
     tr = tracer.Tracer(plan, follow=bool(pid),
                        devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
                        all_files=all_files, aggregate=True)

@@ -105,7 +105,7 @@ def test_top_screen_shows_the_faults(dax_dir):
         screen = t.screen()
         # The header says how many probes are BPF trampolines (--attach auto).
         from pfntrace.commands.record import build_plan
-        fentry = sum(1 for h in build_plan()["hooks"] if h.get("mechanism") in ("fentry", "fexit"))
+        fentry = sum(1 for h in build_plan(counting=True)["hooks"] if h.get("mechanism") in ("fentry", "fexit"))
         assert ("attached (%d fentry)" % fentry in screen) if fentry else \
             "fentry" not in screen, screen
         # Per-process table and keys: sort by total, filter by the file name.

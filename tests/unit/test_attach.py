@@ -8,8 +8,8 @@ import pytest
 from pfntrace import tracer
 from pfntrace.kernel.kallsyms import Kallsyms
 from pfntrace.kernel.offsets import OffsetError
-from pfntrace.probeplan import (apply_attach, apply_scope, build_plan, fall_back_to_kprobes,
-                                 fentry_plan)
+from pfntrace.probeplan import (apply_attach, apply_counting, apply_scope, build_plan,
+                                 fall_back_to_kprobes, fentry_plan)
 from pfntrace.views import plan as plan_view
 
 # A Debian-like kernel: the fault path in vmlinux, the filesystems' handlers
@@ -186,3 +186,20 @@ def test_page_cache_handlers_only_with_all_files():
                     assert "mechanism" not in h
         # The DAX handlers stay, whatever the scope.
         assert mech(p, "ext4_dax_fault", "kprobe")[0] == "kprobe"
+
+
+def test_top_leaves_out_file_update_time_and_nothing_else():
+    """top's counts never use how often file_update_time ran: its plan has
+    that hook "n/a" with why, compiled out of the fentry flags; every other
+    hook is as record's plan has it, with --attach kprobe too."""
+    for attach in ("auto", "kprobe"):
+        record = apply_attach(apply_scope(plan()), attach)
+        top = apply_attach(apply_counting(apply_scope(plan())), attach)
+        ftu = [h for h in top["hooks"] if h["hook"] == "file_update_time"]
+        assert ftu and all(h["status"] == "n/a" and "left out by top" in h["why"]
+                           and "mechanism" not in h for h in ftu), ftu
+        rest = [h for h in top["hooks"] if h["hook"] != "file_update_time"]
+        assert rest == [h for h in record["hooks"] if h["hook"] != "file_update_time"]
+        assert mech(top, "do_wp_page", "kretprobe")[0] in ("fexit", "kretprobe")
+        assert mech(top, "ext4_dax_fault", "kretprobe")[0] == "kretprobe"
+        assert "-DPFT_FENTRY_FILE_UPDATE_TIME" not in tracer.fentry_flags(top)
