@@ -124,7 +124,7 @@ def command(listen, textfile, interval, mounts, all_files, per_file, max_files, 
     if blocker:
         raise Fail(blocker)
     watched = [_watched_mount(m) for m in mounts]
-    plan = build_plan(attach, all_files)
+    plan = build_plan(attach, all_files, counting=True)
     tr = tracer.Tracer(plan, devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
                        all_files=all_files, aggregate=True)
     old_term = signal.signal(signal.SIGTERM, _on_term)
