@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from pfntrace.kernel.btf import (ARRAY, CONST, ENUM, FUNC, FUNC_PROTO, INT, PTR, STRUCT,
-                                 TYPEDEF, UNION, Btf, BtfError)
+from pfntrace.kernel.btf import (ARRAY, CONST, ENUM, ENUM64, FUNC, FUNC_PROTO, INT, PTR,
+                                 STRUCT, TYPEDEF, UNION, Btf, BtfError)
 
 HOST_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -96,6 +96,11 @@ def small_btf():
                             ("tail", u64, 256)])
     b.func("do_wp_page")
     b.enum("page_entry_size", [("PE_SIZE_PTE", 0), ("PE_SIZE_PMD", 1)])
+    # A 64-bit enum (kernels built with a newer pahole): each value in two words.
+    wide = []
+    for value_name, value in (("LOW", 5), ("HIGH", (7 << 32) | 9)):
+        wide += [b._str(value_name), value & 0xFFFFFFFF, value >> 32]
+    b._add("wide", ENUM64, 2, 8, wide)
     return Btf(b.build())
 
 
@@ -128,6 +133,18 @@ def test_sizes_through_arrays_and_typedefs():
     assert btf.member_size("arrays", "name") == 16
     assert btf.member_size("vm_area_struct", "vm_file") == 8
     assert btf.struct_size("vm_area_struct") == 96
+
+
+def test_enum_values_32_and_64_bit():
+    btf = small_btf()
+    assert btf.enum_value("page_entry_size", "PE_SIZE_PMD") == 1
+    assert btf.enum_value("wide", "LOW") == 5
+    assert btf.enum_value("wide", "HIGH") == (7 << 32) | 9
+    assert btf.has_enum("wide")
+    # Absent enumerator, an enumerator of another enum, absent enum.
+    assert btf.enum_value("page_entry_size", "PE_SIZE_PUD") is None
+    assert btf.enum_value("wide", "PE_SIZE_PTE") is None
+    assert btf.enum_value("fault_flag", "LOW") is None
 
 
 def test_presence_queries():
