@@ -434,80 +434,139 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 }
 
 /*
- * Fill the fault's identity from struct vm_fault, a span of each struct on
- * the way (kread.h).  Returns the inode pointer, or 0 when the fault is not
- * one we trace (no file, filtered out).
+ * What a fault's probes need from struct vm_fault, its vma, the vma's vm_ops
+ * and the file's inode: each read as one span (kread.h) once, picked apart
+ * into these fields, and judged here on the stack, so that a fault pfntrace
+ * does not trace (anonymous copy-on-write, page cache, another device) costs
+ * those reads and no per-thread state.  The spans themselves do not outlive
+ * their reading: the BPF stack is 512 bytes.
  */
-static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_config *c,
-				      struct fault_ops *fops)
+struct fault_facts {
+	u64 pgoff;
+	u64 address;
+	u64 vm_flags;
+	u64 ops;		/* vm_ops */
+	u64 file;
+	u64 fault;		/* vm_ops slots, once ops_read */
+	u64 huge_fault;
+	u64 map_pages;
+	u64 page_mkwrite;
+	u64 pfn_mkwrite;
+	u64 inode;		/* once fault_wanted() read it */
+	u64 sb;
+	u64 ino;
+	u32 fault_flags;	/* struct vm_fault.flags */
+	u32 i_flags;
+	u32 dev;
+	u32 ops_read;
+};
+
+static __always_inline void read_ops(struct fault_facts *x)
 {
-	u64 vma = 0, file = 0, inode = 0, sb = 0, ops = 0;
-	u32 i_flags = 0;
+	SPAN_BUF(o, VMOPS_LO, VMOPS_HI);
+
+	if (!x->ops || x->ops_read)
+		return;
+	SPAN_READ(o, x->ops, VMOPS_LO, VMOPS_HI);
+	SPAN_GET(x->fault, o, VMOPS_LO, VMOPS_FAULT);
+	SPAN_GET(x->huge_fault, o, VMOPS_LO, VMOPS_HUGE_FAULT);
+	SPAN_GET(x->map_pages, o, VMOPS_LO, VMOPS_MAP_PAGES);
+	SPAN_GET(x->page_mkwrite, o, VMOPS_LO, VMOPS_PAGE_MKWRITE);
+	SPAN_GET(x->pfn_mkwrite, o, VMOPS_LO, VMOPS_PFN_MKWRITE);
+	x->ops_read = 1;
+}
+
+/* struct vm_fault and its vma: the vma's file, 0 for anonymous memory
+ * (copy-on-write faults are not our business). */
+static __always_inline u64 read_fault_vma(struct fault_facts *x, u64 vmf)
+{
+	u64 vma = 0;
 	SPAN_BUF(f, VMF_LO, VMF_HI);
 	SPAN_BUF(v, VMA_LO, VMA_HI);
-	SPAN_BUF(o, VMOPS_LO, VMOPS_HI);
-	SPAN_BUF(in, INODE_LO, INODE_HI);
 
 	SPAN_READ(f, vmf, VMF_LO, VMF_HI);
 	SPAN_GET(vma, f, VMF_LO, VMF_VMA);
+	SPAN_GET(x->pgoff, f, VMF_LO, VMF_PGOFF);
+	SPAN_GET(x->address, f, VMF_LO, VMF_ADDRESS);
+	SPAN_GET(x->fault_flags, f, VMF_LO, VMF_FLAGS);
 	if (!vma)
 		return 0;
 	SPAN_READ(v, vma, VMA_LO, VMA_HI);
-	SPAN_GET(file, v, VMA_LO, VMA_VM_FILE);
-	if (!file)
-		return 0;	/* anonymous memory: COW faults are not our business */
-	SPAN_GET(ev->vm_flags, v, VMA_LO, VMA_VM_FLAGS);
-	SPAN_GET(ops, v, VMA_LO, VMA_VM_OPS);
-	READ(inode, file, FILE_F_INODE);
-	SPAN_READ(in, inode, INODE_LO, INODE_HI);
-	SPAN_GET(i_flags, in, INODE_LO, INODE_I_FLAGS);
-	if (ops) {
-		SPAN_READ(o, ops, VMOPS_LO, VMOPS_HI);
-		SPAN_GET(ev->ops_pfn_mkwrite, o, VMOPS_LO, VMOPS_PFN_MKWRITE);
-		SPAN_GET(ev->ops_page_mkwrite, o, VMOPS_LO, VMOPS_PAGE_MKWRITE);
-		if (fops) {
-			SPAN_GET(fops->fault, o, VMOPS_LO, VMOPS_FAULT);
-			SPAN_GET(fops->huge_fault, o, VMOPS_LO, VMOPS_HUGE_FAULT);
-		}
+	SPAN_GET(x->file, v, VMA_LO, VMA_VM_FILE);
+	SPAN_GET(x->ops, v, VMA_LO, VMA_VM_OPS);
+	SPAN_GET(x->vm_flags, v, VMA_LO, VMA_VM_FLAGS);
+	return x->file;
+}
+
+/*
+ * The file's inode, and the filters: returns the inode pointer, or 0 when
+ * the fault is not one we trace (not DAX unless --all-files, another
+ * device, another inode).
+ */
+static __always_inline u64 fault_wanted(struct fault_facts *x, struct pft_config *c)
+{
+	SPAN_BUF(in, INODE_LO, INODE_HI);
+
+	READ(x->inode, x->file, FILE_F_INODE);
+	SPAN_READ(in, x->inode, INODE_LO, INODE_HI);
+	SPAN_GET(x->i_flags, in, INODE_LO, INODE_I_FLAGS);
+	SPAN_GET(x->sb, in, INODE_LO, INODE_I_SB);
+	SPAN_GET(x->ino, in, INODE_LO, INODE_I_INO);
+	if (!c->all_files && !(x->i_flags & S_DAX)) {
+		/* Non-DAX files are skipped by default, except the case the
+		 * tool exists for: a shared pfn mapping with no ->pfn_mkwrite,
+		 * whose writes nobody hears of. */
+		read_ops(x);
+		u64 pfnmap = x->vm_flags & (PFT_VM_PFNMAP | PFT_VM_MIXEDMAP);
+		if (!(pfnmap && (x->vm_flags & PFT_VM_SHARED) && !x->pfn_mkwrite))
+			return 0;
+	}
+	READ(x->dev, x->sb, SB_S_DEV);
+	if (!dev_wanted(c, x->dev))
+		return 0;
+	if (c->ino && c->ino != x->ino)
+		return 0;
+	return x->inode;
+}
+
+/*
+ * Fill the event of a wanted fault (fault_wanted) from its facts, and what
+ * only its first probe reads: the task, the clock, the file's name (record).
+ */
+static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts *x,
+				       struct fault_ops *fops)
+{
+	read_ops(x);
+	ev->vm_flags = x->vm_flags;
+	ev->ops_pfn_mkwrite = x->pfn_mkwrite;
+	ev->ops_page_mkwrite = x->page_mkwrite;
+	if (fops) {
+		fops->fault = x->fault;
+		fops->huge_fault = x->huge_fault;
 	}
 	ev->flags = PFT_F_FILE;
-	if (i_flags & S_DAX)
+	if (x->i_flags & S_DAX)
 		ev->flags |= PFT_F_INODE_DAX;
 	if (ev->ops_pfn_mkwrite)
 		ev->flags |= PFT_F_HAS_PFN_MKWRITE;
 	if (ev->ops_page_mkwrite)
 		ev->flags |= PFT_F_HAS_PAGE_MKWRITE;
-
-	if (!c->all_files && !(i_flags & S_DAX)) {
-		/* Non-DAX files are skipped by default, except the case the
-		 * tool exists for: a shared pfn mapping with no ->pfn_mkwrite,
-		 * whose writes nobody hears of. */
-		u64 pfnmap = ev->vm_flags & (PFT_VM_PFNMAP | PFT_VM_MIXEDMAP);
-		if (!(pfnmap && (ev->vm_flags & PFT_VM_SHARED) && !ev->ops_pfn_mkwrite))
-			return 0;
-	}
-	SPAN_GET(sb, in, INODE_LO, INODE_I_SB);
-	READ(ev->dev, sb, SB_S_DEV);
-	if (!dev_wanted(c, ev->dev))
-		return 0;
-	SPAN_GET(ev->ino, in, INODE_LO, INODE_I_INO);
-	if (c->ino && c->ino != ev->ino)
-		return 0;
-	READ(ev->time_gran, sb, SB_S_TIME_GRAN);
+	ev->dev = x->dev;
+	ev->ino = x->ino;
+	READ(ev->time_gran, x->sb, SB_S_TIME_GRAN);
 #ifndef PFT_NO_STREAM
 	/* top finds a file's path through the process that faulted last. */
-	remember_name(file, ev->dev, ev->ino);
+	remember_name(x->file, ev->dev, ev->ino);
 #endif
-	SPAN_GET(ev->pgoff, f, VMF_LO, VMF_PGOFF);
-	SPAN_GET(ev->address, f, VMF_LO, VMF_ADDRESS);
-	SPAN_GET(ev->fault_flags, f, VMF_LO, VMF_FLAGS);
+	ev->pgoff = x->pgoff;
+	ev->address = x->address;
+	ev->fault_flags = x->fault_flags;
 	u64 id = bpf_get_current_pid_tgid();
 	ev->pid = id >> 32;
 	ev->tid = (u32)id;
 	ev->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
 	ev->ts_ns = bpf_ktime_get_ns();
-	return inode;
 }
 
 /*
@@ -534,29 +593,12 @@ static __always_inline u64 fill_fault(struct pft_event *ev, u64 vmf, struct pft_
 #define WP_GUESS_RETRY 1
 BPF_PERCPU_ARRAY(retryguess, u32, 1);	/* the tid whose do_wp_page was guessed */
 
-static __always_inline int wp_will_retry(u64 vmf)
+static __always_inline int wp_will_retry(struct fault_facts *x)
 {
-	u64 vma = 0, ops = 0, vm_flags = 0, map_pages = 0, page_mkwrite = 0, pfn_mkwrite = 0;
-	u32 flags = 0;
-	SPAN_BUF(f, VMF_LO, VMF_HI);
-	SPAN_BUF(v, VMA_LO, VMA_HI);
-	SPAN_BUF(o, VMOPS_LO, VMOPS_HI);
-
-	SPAN_READ(f, vmf, VMF_LO, VMF_HI);
-	SPAN_GET(flags, f, VMF_LO, VMF_FLAGS);
-	SPAN_GET(vma, f, VMF_LO, VMF_VMA);
-	if (!(flags & VMF_FLAG_VMA_LOCK) || !vma)
+	if (!(x->fault_flags & VMF_FLAG_VMA_LOCK) || !(x->vm_flags & PFT_VM_SHARED))
 		return 0;
-	SPAN_READ(v, vma, VMA_LO, VMA_HI);
-	SPAN_GET(vm_flags, v, VMA_LO, VMA_VM_FLAGS);
-	SPAN_GET(ops, v, VMA_LO, VMA_VM_OPS);
-	if (!(vm_flags & PFT_VM_SHARED) || !ops)
-		return 0;
-	SPAN_READ(o, ops, VMOPS_LO, VMOPS_HI);
-	SPAN_GET(map_pages, o, VMOPS_LO, VMOPS_MAP_PAGES);
-	SPAN_GET(page_mkwrite, o, VMOPS_LO, VMOPS_PAGE_MKWRITE);
-	SPAN_GET(pfn_mkwrite, o, VMOPS_LO, VMOPS_PFN_MKWRITE);
-	return !map_pages && page_mkwrite && pfn_mkwrite;
+	read_ops(x);
+	return x->ops_read && !x->map_pages && x->page_mkwrite && x->pfn_mkwrite;
 }
 
 /* The guessed retry's return: a do_wp_page that did more than give up would
@@ -575,7 +617,10 @@ static __always_inline void retry_guess_check(u32 tid, u32 ret)
 #endif
 
 /* A do_wp_page of this thread whose return never came (the kretprobe ran
- * out of instances) leaves its state behind: count it, never reuse it. */
+ * out of instances) leaves its state behind: count it, never reuse it.
+ * The fault is judged from its spans before any state is made: the
+ * machine's other write-protect faults (anonymous copy-on-write above all)
+ * cost a few reads, not a hash update and delete. */
 static __always_inline int wp_enter(u64 vmf)
 {
 	struct pft_config *c = cfg();
@@ -583,16 +628,24 @@ static __always_inline int wp_enter(u64 vmf)
 	if (!c || !task_wanted(c))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
+	if (wpstate.lookup(&tid)) {
+		count_blind(PFT_BLIND_WP_RETURN);
+		wpstate.delete(&tid);
+	}
+	struct fault_facts x = {};
+	if (!read_fault_vma(&x, vmf))
+		return 0;
 #ifdef WP_GUESS_RETRY
-	if (wp_will_retry(vmf)) {
+	if (wp_will_retry(&x)) {
 		u32 *g = retryguess.lookup(&zero);
 		if (g)
 			*g = tid;
 		return 0;
 	}
 #endif
-	if (wpstate.lookup(&tid))
-		count_blind(PFT_BLIND_WP_RETURN);
+	u64 inode = fault_wanted(&x, c);
+	if (!inode)
+		return 0;
 	struct wp_state *seed = wpseed.lookup(&zero);
 	if (!seed)
 		return 0;
@@ -603,11 +656,7 @@ static __always_inline int wp_enter(u64 vmf)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st)
 		return 0;
-	u64 inode = fill_fault(&st->ev, vmf, c, &st->fops);
-	if (!inode) {
-		wpstate.delete(&tid);
-		return 0;
-	}
+	fill_fault(&st->ev, &x, &st->fops);
 	st->ev.type = PFT_EV_WP;
 	st->inode = inode;
 	st->vmf = vmf;
@@ -743,9 +792,12 @@ int handler_entry(struct pt_regs *ctx)
 		fops = wp->fops;
 		inode = wp->inode;
 	} else {
-		inode = fill_fault(ev, vmf, c, &fops);
+		struct fault_facts x = {};
+		if (read_fault_vma(&x, vmf))
+			inode = fault_wanted(&x, c);
 		if (!inode)
 			return 0;	/* the state stays, untraced: nested calls stay quiet */
+		fill_fault(ev, &x, &fops);
 		if (wp) {	/* not the do_wp_page's own vm_fault: still inside it */
 			ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
 			wp->ev.flags |= PFT_F_HANDLER_RAN;

@@ -105,7 +105,8 @@ def top_beside_record(rec_path, attach="auto"):
 
     st = os.stat(MOUNT)
     dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
-    top = tracer.Tracer(build_plan(attach), devs=[dev], aggregate=True)
+    # top's own plan (build_plan(counting=True)): what `pfntrace top` attaches.
+    top = tracer.Tracer(build_plan(attach, counting=True), devs=[dev], aggregate=True)
     top.start()
     recorder = subprocess.Popen(PFNTRACE + ["record", "--mount", MOUNT, "-o", rec_path],
                                 stderr=subprocess.PIPE, text=True, env=attach_env(attach))
