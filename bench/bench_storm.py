@@ -18,10 +18,10 @@ Modes:
   floor-kprobe    the same hooks, all kprobes/kretprobes (`--attach kprobe`)
   floor-top, floor-top-kprobe   the same for top's hooks (it leaves some out):
                   top's modes are compared with these when they are run
-  top, record     `pfntrace top` / `pfntrace record` (default attach); top
-                  also reports each BPF program's own run time per run
+  top, record     `pfntrace top` / `pfntrace record --bpf-stats` (default
+                  attach); both report each BPF program's own run time per run
   top-kprobe, record-kprobe   the same with `--attach kprobe`
-  top-nostats     top without kernel.bpf_stats_enabled
+  top-nostats     top without the kernel's BPF run-time statistics
   top-quiet       top refreshing once a minute: its user-space side idle while
                   the storm runs (attaching takes a minute longer)
 
@@ -125,7 +125,7 @@ def plan_hooks(attach, counting=False):
     predates --attach)."""
     from pfntrace.commands.record import build_plan
 
-    plan = build_plan(counting=True) if counting else build_plan()
+    plan = build_plan(counting=counting)
     try:
         from pfntrace import probeplan
         apply = getattr(probeplan, "apply_attach", None)
@@ -152,12 +152,17 @@ def hooked(storm, hooks):
 
 def record(storm, tmp, attach=None):
     out = os.path.join(tmp, "storm.pft")
-    argv = PFNTRACE + ["record", "-o", out] + (["--attach", attach] if attach else [])
+    # --bpf-stats, as top has them on: the programs' own time per probe run
+    argv = PFNTRACE + ["record", "--bpf-stats", "-o", out] + \
+        (["--attach", attach] if attach else [])
     p = subprocess.run(argv + ["--"] + storm, capture_output=True, text=True, cwd=REPO)
     if p.returncode != 0:
         raise SystemExit("record failed (%d): %s" % (p.returncode, p.stderr[-2000:]))
     m = LOST.search(p.stderr)
     extra = {"events": int(m.group(1)), "lost": int(m.group(2))} if m else {}
+    costs = PROBE_COSTS.search(p.stderr)
+    if costs:
+        extra["probes"] = costs.group(1)
     os.unlink(out)
     return parse(p.stdout), extra
 

@@ -9,11 +9,10 @@ the view works on, so the view itself never touches bcc (and is tested
 with synthetic snapshots).
 """
 
-import os
 import time
 from dataclasses import dataclass, field
 
-from pfntrace import layout, procinfo
+from pfntrace import bpfstats, layout, procinfo
 from pfntrace.verdict import KINDS, VERDICTS
 
 ffi = layout.ffi
@@ -29,9 +28,6 @@ assert NKINDS == len(KINDS) == len(_probe.kinds) == len(ffi.new("struct pft_proc
 assert NVERDICTS == len(VERDICTS) == len(_probe.verdicts)
 assert NBUCKETS == len(_probe.lat)
 del _probe
-
-BPF_STATS = "/proc/sys/kernel/bpf_stats_enabled"
-
 
 @dataclass
 class Counts:
@@ -139,34 +135,6 @@ def decode_file_key(raw):
     return (int(k.dev), int(k.ino))
 
 
-def fdinfo_run_times(programs, proc="/proc/self/fdinfo"):
-    """{name: (run_time_ns, run_cnt)} of BPF programs ({name: fd}), from
-    their fdinfo; {} when the kernel does not count (bpf_stats_enabled 0)."""
-    out = {}
-    for name, fd in programs.items():
-        ns = cnt = None
-        try:
-            with open(os.path.join(proc, str(fd))) as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    if key == "run_time_ns":
-                        ns = int(value)
-                    elif key == "run_cnt":
-                        cnt = int(value)
-        except (OSError, ValueError):
-            continue
-        if ns is not None:
-            out[name] = (ns, cnt or 0)
-    return out
-
-
-def probe_costs(progs):
-    """[(program, runs, ns per run)] of the programs that ran, the costliest
-    (in total) first: where the BPF side's time goes."""
-    ran = [(name, cnt, ns / cnt) for name, (ns, cnt) in progs.items() if cnt]
-    return sorted(ran, key=lambda r: -r[1] * r[2])
-
-
 class Reader:
     """Configures and reads the counters of a started Tracer(aggregate=True)."""
 
@@ -174,24 +142,13 @@ class Reader:
         self.tracer = tracer
         self.bpf = tracer.bpf
         self.interval_ns = interval_ns
-        self._stats_old = None
         self._comms = {}
-        self.stats_enabled = False
-        if bpf_stats:
-            self._enable_stats()
+        self.stats = bpfstats.BpfStats(tracer) if bpf_stats else None
         self.configure()
 
-    def _enable_stats(self):
-        try:
-            with open(BPF_STATS) as f:
-                old = f.read().strip()
-            if old != "1":
-                with open(BPF_STATS, "w") as f:
-                    f.write("1")
-                self._stats_old = old
-            self.stats_enabled = True
-        except OSError:
-            self.stats_enabled = False
+    @property
+    def stats_enabled(self):
+        return bool(self.stats and self.stats.enabled)
 
     def configure(self):
         """Hand the kernel side the rate ring's interval.  (The verdict needs
@@ -211,13 +168,8 @@ class Reader:
         return self._comms[pid]
 
     def program_runs(self):
-        """{name: (run_time_ns, run_cnt)} of our programs (fdinfo_run_times)."""
-        return fdinfo_run_times(self.programs())
-
-    def programs(self):
-        """{name: fd} of our loaded BPF programs."""
-        return {(n.decode() if isinstance(n, bytes) else n): f.fd
-                for n, f in getattr(self.bpf, "funcs", {}).items()}
+        """{name: (run_time_ns, run_cnt)} of our programs (bpfstats)."""
+        return self.stats.run_times() if self.stats else {}
 
     def read(self):
         snap = Snapshot(mono_ns=time.clock_gettime_ns(time.CLOCK_MONOTONIC),
@@ -244,13 +196,8 @@ class Reader:
         return snap
 
     def close(self):
-        if self._stats_old is not None:
-            try:
-                with open(BPF_STATS, "w") as f:
-                    f.write(self._stats_old)
-            except OSError:
-                pass
-            self._stats_old = None
+        if self.stats:
+            self.stats.close()
 
 
 class PathResolver:

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pfntrace import __version__, decode, layout, procinfo
+from pfntrace import __version__, bpfstats, decode, layout, procinfo
 from pfntrace.kernel import kconfig
 from pfntrace.kernel.statx import statx
 from pfntrace.recording import RecordingWriter
@@ -65,6 +65,7 @@ class RecordOptions:
     all_files: bool = False
     only_file: str = None
     status: bool = True  # a live status line on stderr
+    bpf_stats: bool = False  # the programs' own run time, into the trailer
 
 
 class Recorder:
@@ -259,6 +260,7 @@ class Recorder:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         start = time.monotonic()
         samples = []
+        stats = bpfstats.BpfStats(self.tracer) if self.opt.bpf_stats else None
         try:
             if self.opt.command:
                 self._spawn()
@@ -303,6 +305,9 @@ class Recorder:
             lost = self.tracer.lost()
             self.writer.set_lost(lost)
             trailer = self._trailer(start, lost)
+            if stats:
+                trailer["bpf_run_times"] = {name: [ns, runs]
+                                            for name, (ns, runs) in stats.run_times().items()}
             if self.opt.status:
                 self._status(start, force_end=True)
             self.writer.close(trailer)
@@ -316,6 +321,8 @@ class Recorder:
                     pass
             raise
         finally:
+            if stats:
+                stats.close()
             for s, h in old.items():
                 signal.signal(s, h)
 

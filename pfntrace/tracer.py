@@ -233,6 +233,12 @@ class Tracer:
             out[(key.dev >> 20, key.dev & 0xFFFFF, key.ino)] = [c for c in comps if c]
         return out
 
+    def programs(self):
+        """{name: fd} of the loaded BPF programs (their fdinfo has the
+        run-time statistics, pfntrace/bpfstats.py)."""
+        return {(n.decode() if isinstance(n, bytes) else n): f.fd
+                for n, f in getattr(self.bpf, "funcs", {}).items()}
+
     def lost(self):
         """Events and faults not seen, per CPU: the ring buffer was full, a
         state map was full, a return probe never ran (see blind())."""

@@ -82,7 +82,7 @@ def _watched_file(path):
 
 
 def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=None,
-            attach="auto"):
+            attach="auto", bpf_stats=False):
     """Check everything that can be checked before compiling; return a
     Recorder with its file created and its tracer started."""
     from pfntrace import doctor, recorder, tracer
@@ -111,7 +111,7 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
     options = recorder.RecordOptions(
         output=output, command=list(command_argv), pid=pid, duration=duration,
         mounts=watched, all_files=all_files, only_file=only_file,
-        status=sys.stderr.isatty())
+        status=sys.stderr.isatty(), bpf_stats=bpf_stats)
     devs = [(m[1], m[2]) for m in watched]
     if target:
         devs = [target[:2]]
@@ -203,8 +203,13 @@ def print_plan(plan):
 @record_options
 @click.option("--plan", "show_plan", is_flag=True,
               help="Print the probe plan for this kernel and exit.")
+@click.option("--bpf-stats", is_flag=True,
+              help="Have the kernel count the BPF programs' own run time (which costs "
+                   "two clock reads a run), keep it in the trailer and print it per probe "
+                   "at the end.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
-def command(output, mounts, pid, duration, only_file, all_files, attach, show_plan, cmd):
+def command(output, mounts, pid, duration, only_file, all_files, attach, show_plan, bpf_stats,
+            cmd):
     """Record write faults of COMMAND (or -p PID, or the whole system).
 
     \b
@@ -214,10 +219,17 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, show_pl
     if show_plan:
         print_plan(build_plan(attach, all_files))
         return
-    rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach)
+    from pfntrace.bpfstats import probe_cost_line
+
+    rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach, bpf_stats)
     trailer = run(rec)
     click.echo("pfntrace: %d events, %d lost%s, written to %s"
                % (trailer["events"], trailer["lost"], lost_reasons(trailer), rec.opt.output),
                err=True)
+    if bpf_stats:
+        line = probe_cost_line({name: tuple(v) for name, v in
+                                (trailer.get("bpf_run_times") or {}).items()})
+        click.echo(line or "pfntrace: no BPF run time counted (statistics unavailable, "
+                   "or no probe ran)", err=True)
     if cmd:
         sys.exit(trailer["exit_code"])

@@ -65,7 +65,7 @@ class _Quit(Exception):
 
 def _say_probe_costs(reader):
     """At the end, on stderr: where the BPF side's time went, per program."""
-    from pfntrace.views.top import probe_cost_line
+    from pfntrace.bpfstats import probe_cost_line
 
     if not reader.stats_enabled:
         return
@@ -163,8 +163,8 @@ def run_live(state, reader, resolver, interval, count):
 @click.option("-n", "--count", type=Number(integer=True), default=None, metavar="N",
               help="Exit after N refreshes.")
 @click.option("--bpf-stats/--no-bpf-stats", default=True, show_default=True,
-              help="Turn on kernel.bpf_stats_enabled while running to show "
-                   "pfntrace's own BPF run time.")
+              help="Turn on the kernel's BPF run-time statistics while running, to show "
+                   "pfntrace's own BPF run time per probe at the end.")
 @attach_option
 def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     """Live per-file and per-process view of write faults on DAX mounts.

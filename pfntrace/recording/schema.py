@@ -217,4 +217,6 @@ TRAILER = Obj({
                         "ctime_ns": Opt(Int(*I64)), "size": Opt(Int(*U64)),
                         "dax": Opt(Bool()), "unmounted": Bool()})),
     "written": Obj({"events": Int(*U64), "event_blocks": Int(*U64)}),
+    # record --bpf-stats: program -> [run time in ns, runs] (pfntrace/bpfstats.py)
+    "bpf_run_times": MapOf(ListOf(Int(*U64))),
 })

@@ -13,7 +13,7 @@ from rich.cells import cell_len
 from rich.console import Group
 from rich.text import Text
 
-from pfntrace.aggregate import Counts, probe_costs
+from pfntrace.aggregate import Counts
 from pfntrace.views.columns import Column, lines
 
 SORTS = ("faults/s", "total", "missed", "p99", "last", "name")
@@ -52,16 +52,6 @@ def fmt_rate(r):
     if r >= 100:
         return "%d" % round(r)
     return "%.1f" % r
-
-
-def probe_cost_line(progs):
-    """One line: what each BPF program cost per run, costliest first (from
-    kernel.bpf_stats_enabled's run_time_ns/run_cnt), or None if none ran."""
-    costs = probe_costs(progs)
-    if not costs:
-        return None
-    return "pfntrace: BPF run time per probe run: " + ", ".join(
-        "%s %.1f µs x %d" % (name, ns / 1000, runs) for name, runs, ns in costs)
 
 
 def sparkline(values):

@@ -53,7 +53,8 @@ class Run:
                       % shlex.quote(self.path("g080")))
         with DaxTrace() as trace:
             self.started = time.time_ns()
-            self.proc = run(PFNTRACE + ["record", "-o", self.output, "--", "sh", "-ec",
+            self.proc = run(PFNTRACE + ["record", "--bpf-stats", "-o", self.output, "--",
+                                        "sh", "-ec",
                                         "\n".join(script)], env=attach_env(attach))
             self.kernel_counts, self.kernel_pgoffs = trace.counts()
         self.recording = Recording.open(self.output)
@@ -115,6 +116,21 @@ def test_record_succeeds_and_keeps_exit_code(rec):
     assert not rec.recording.truncated
     assert rec.recording.trailer["exit_code"] == 0
     assert rec.recording.trailer["lost"] == 0
+
+
+def test_bpf_stats_count_the_probes_that_made_the_events(rec):
+    """record --bpf-stats: the kernel counted each program's runs, and the
+    do_wp_page and handler entries ran at least once per event they made
+    (they also run for faults not traced: other tasks, anonymous memory)."""
+    times = rec.recording.trailer["bpf_run_times"]
+    by_type = rec.recording.trailer["events_by_type"]
+    wp = [n for n in ("wp_entry", "kfunc__do_wp_page") if times.get(n, [0, 0])[1]]
+    assert len(wp) == 1, times
+    assert times[wp[0]][1] >= by_type["1"] > 0, (times, by_type)
+    assert times["handler_entry"][1] >= by_type["2"] > 0, (times, by_type)
+    assert all(ns > 0 for ns, runs in times.values() if runs), times
+    line = [x for x in rec.proc.stderr.splitlines() if "BPF run time per probe run" in x]
+    assert len(line) == 1 and wp[0] in line[0], rec.proc.stderr
 
 
 def test_a_read_then_write_is_one_pfn_mkwrite_per_page(rec):

@@ -10,7 +10,7 @@ import os
 import pytest
 from rich.console import Console
 
-from pfntrace import aggregate, layout
+from pfntrace import aggregate, bpfstats, layout
 from pfntrace.aggregate import Counts, Snapshot
 from pfntrace.commands.top import plan_counts
 from pfntrace.views import top
@@ -304,14 +304,14 @@ def test_fdinfo_run_times_and_probe_costs(tmp_path):
     (tmp_path / "3").write_text("prog_type:\t2\nrun_time_ns:\t1500\nrun_cnt:\t3\n")
     (tmp_path / "4").write_text("prog_type:\t2\nrun_time_ns:\t4000\nrun_cnt:\t1\n")
     (tmp_path / "7").write_text("prog_type:\t2\nrun_time_ns:\t0\nrun_cnt:\t0\n")
-    progs = aggregate.fdinfo_run_times({"wp_return": 3, "handler_return": 4, "idle": 7,
+    progs = bpfstats.fdinfo_run_times({"wp_return": 3, "handler_return": 4, "idle": 7,
                                         "gone": 5}, proc=str(tmp_path))
     assert progs == {"wp_return": (1500, 3), "handler_return": (4000, 1), "idle": (0, 0)}
     # The costliest in total first; a program that never ran is left out.
-    assert aggregate.probe_costs(progs) == [("handler_return", 1, 4000.0),
+    assert bpfstats.probe_costs(progs) == [("handler_return", 1, 4000.0),
                                             ("wp_return", 3, 500.0)]
     (tmp_path / "6").write_text("prog_type:\t2\n")   # bpf_stats_enabled 0
-    assert aggregate.fdinfo_run_times({"x": 6}, proc=str(tmp_path)) == {}
+    assert bpfstats.fdinfo_run_times({"x": 6}, proc=str(tmp_path)) == {}
 
 
 def test_plan_counts():
@@ -415,7 +415,7 @@ def test_counts_add_invisible():
 
 
 def test_probe_cost_line():
-    from pfntrace.views.top import probe_cost_line
+    from pfntrace.bpfstats import probe_cost_line
 
     assert probe_cost_line({"wp_return": (15_000, 3), "kfunc__do_wp_page": (0, 0)}) == \
         "pfntrace: BPF run time per probe run: wp_return 5.0 µs x 3"

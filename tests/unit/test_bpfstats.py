@@ -1,0 +1,45 @@
+"""pfntrace/bpfstats.py on this machine's kernel: BPF_ENABLE_STATS gives an
+fd that holds run-time statistics on, and close() gives it back."""
+
+import os
+
+import pytest
+
+from pfntrace import bpfstats
+
+
+class _NoPrograms:
+    def programs(self):
+        return {}
+
+
+def _stats_fds():
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + fd) == "anon_inode:bpf-stats":
+                fds.add(int(fd))
+        except OSError:
+            pass
+    return fds
+
+
+def test_enable_stats_holds_an_fd_until_close():
+    if os.geteuid() != 0:
+        pytest.skip("BPF_ENABLE_STATS needs CAP_SYS_ADMIN: not root")
+    if os.uname().machine not in bpfstats.BPF_SYSCALL:
+        pytest.skip("no bpf(2) number known for %s" % os.uname().machine)
+    with open(bpfstats.SYSCTL) as f:
+        sysctl = f.read()
+    before = _stats_fds()
+    s = bpfstats.BpfStats(_NoPrograms())
+    try:
+        assert s.enabled
+        assert len(_stats_fds() - before) == 1
+        assert s.run_times() == {}
+    finally:
+        s.close()
+    assert _stats_fds() == before and not s.enabled
+    s.close()   # twice: harmless
+    with open(bpfstats.SYSCTL) as f:
+        assert f.read() == sysctl   # the sysctl was never touched
