@@ -46,6 +46,7 @@ EV_DAX_MKWRITE = C("PFT_EV_DAX_MKWRITE")
 EV_GETATTR = C("PFT_EV_GETATTR")
 F_PMD = C("PFT_F_PMD")
 F_IN_WP = C("PFT_F_IN_WP")
+F_HANDLER_FOLDED = C("PFT_F_HANDLER_FOLDED")
 FAULT_FLAG_WRITE = C("PFT_FAULT_FLAG_WRITE")
 VM_FAULT_RETRY = C("PFT_VM_FAULT_RETRY")
 ROLE_HUGE_FAULT = C("PFT_ROLE_HUGE_FAULT")
@@ -697,8 +698,12 @@ class _Engine:
                 counts[typ] += 1
             else:
                 self.other_types += 1
-            if typ == EV_WP and fs.selected and (everyone or counted(fs, pid, comm)):
-                fs.wp_entries += 1
+            if typ == EV_WP:
+                if fs.selected:
+                    if flags & F_HANDLER_FOLDED:    # its handler's event, folded in
+                        fs.handler_calls += 1
+                    if everyone or counted(fs, pid, comm):
+                        fs.wp_entries += 1
             elif typ == EV_GETATTR:
                 if not ret:
                     fs.observations += 1
@@ -743,9 +748,10 @@ class _Engine:
     def feed_block(self, payload):
         """feed() of one raw EVENTS block, with the same result, faster.
 
-        Three in four events on a DAX mount only add to their file's
-        counters: the do_wp_page that the per-VMA lock retries, the handler
-        called inside do_wp_page, the fs_dax tracepoints.  Those are tallied
+        Most events on a DAX mount only add to their file's counters: the
+        do_wp_page that the per-VMA lock retries, the fs_dax tracepoints,
+        and in recordings made before PFT_F_HANDLER_FOLDED the handler
+        called inside do_wp_page.  Those are tallied
         by (file, _lane_codes()) at C speed, without a tuple of fields each;
         only the others (write faults, handler calls of their own,
         getattrs) are decoded and go through feed(), in stream order.
@@ -926,10 +932,10 @@ class _Engine:
 
 
 # One byte per event says what feed_block() does with it: the type in the
-# low 4 bits (_LANE_TYPE: a type that does not fit, or no type of ours), and
+# low 3 bits (_LANE_TYPE: a type that does not fit, or no type of ours), and
 # one bit each for what decides between counting and judging.
-_LANE_TYPE = 15
-_LANE_RETRY, _LANE_IN_WP, _LANE_PMD, _LANE_WRITE = 16, 32, 64, 128
+_LANE_TYPE = 7
+_LANE_FOLDED, _LANE_RETRY, _LANE_IN_WP, _LANE_PMD, _LANE_WRITE = 8, 16, 32, 64, 128
 assert max(EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK, EV_DAX_MKWRITE,
            EV_GETATTR) < _LANE_TYPE
 
@@ -944,6 +950,7 @@ def _bit_lane(name, mask, lane):
 
 _LANE_BITS = (_bit_lane("ret", VM_FAULT_RETRY, _LANE_RETRY),
               _bit_lane("flags", F_IN_WP, _LANE_IN_WP),
+              _bit_lane("flags", F_HANDLER_FOLDED, _LANE_FOLDED),
               _bit_lane("flags", F_PMD, _LANE_PMD),
               _bit_lane("fault_flags", FAULT_FLAG_WRITE, _LANE_WRITE))
 _LOW_TYPE = bytes(min(i, _LANE_TYPE) for i in range(256))
@@ -971,7 +978,8 @@ def _judged(code):
     only add to counters."""
     typ = code & _LANE_TYPE
     if typ == EV_WP:
-        return not code & _LANE_RETRY
+        # A retried one only counts, unless a handler ran inside (folded).
+        return not code & _LANE_RETRY or bool(code & _LANE_FOLDED)
     if typ == EV_HANDLER:
         return not code & _LANE_IN_WP
     return typ == EV_GETATTR

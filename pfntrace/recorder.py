@@ -28,6 +28,7 @@ _I_HANDLER = decode.ROW_INDEX["handler"]
 _I_OPS = (decode.ROW_INDEX["ops_pfn_mkwrite"], decode.ROW_INDEX["ops_page_mkwrite"])
 _I_TS = decode.ROW_INDEX["ts_ns"]
 _HANDLER = layout.const("PFT_EV_HANDLER")
+_WP = layout.const("PFT_EV_WP")
 CLOCK_SAMPLE_EVERY_S = 0.25
 CLOCK_STEP_NS = 100_000  # offset changes below this are read jitter
 STATUS_EVERY_S = 0.5
@@ -175,7 +176,10 @@ class Recorder:
             self.by_type[t] = self.by_type.get(t, 0) + 1
             # Handlers are named here, where kallsyms is the live one: module
             # addresses differ from boot to boot.
-            if t == _HANDLER and row[_I_HANDLER] not in self.symbols:
+            # (A WP event carries the handler it called when it folded
+            # that handler's event in: PFT_F_HANDLER_FOLDED.)
+            if (t == _HANDLER or t == _WP) and row[_I_HANDLER] and \
+                    row[_I_HANDLER] not in self.symbols:
                 self._name(row[_I_HANDLER], new_meta)
             for i in _I_OPS:
                 if row[i] and row[i] not in self.symbols:

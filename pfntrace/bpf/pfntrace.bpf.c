@@ -10,7 +10,9 @@
  *
  * Probes:
  *   kprobe/kretprobe do_wp_page       -> PFT_EV_WP (or fentry/fexit)
- *   kprobe/kretprobe <fs handlers>    -> PFT_EV_HANDLER (outermost call only)
+ *   kprobe/kretprobe <fs handlers>    -> PFT_EV_HANDLER (outermost call only;
+ *                                        inside do_wp_page, folded into its
+ *                                        PFT_EV_WP: PFT_F_HANDLER_FOLDED)
  *   kprobe file_update_time           -> counts into the running WP/handler
  *                                        (or fentry)
  *   kprobe/kretprobe vfs_getattr_nosec -> PFT_EV_GETATTR: what stat showed whom
@@ -67,7 +69,6 @@ struct wp_state {
 	struct pft_event ev;
 	u64 inode;
 	u64 vmf;
-	struct fault_ops fops;	/* for the handler it calls (handler_entry) */
 };
 
 struct handler_state {
@@ -656,7 +657,7 @@ static __always_inline int wp_enter(u64 vmf)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st)
 		return 0;
-	fill_fault(&st->ev, &x, &st->fops);
+	fill_fault(&st->ev, &x, 0);
 	st->ev.type = PFT_EV_WP;
 	st->inode = inode;
 	st->vmf = vmf;
@@ -733,15 +734,22 @@ int handler_entry(struct pt_regs *ctx)
 	 * leaves a state with the very address the task's next fault gets. */
 	int in_wp = wp && wp->vmf == vmf && now - wp->ev.ts_ns < ONE_SECOND_NS;
 
-#ifdef PFT_NO_STREAM
-	/* The handler's event would be PFT_C_IN_WP, which top counts nowhere;
-	 * the do_wp_page is judged.  Mark it and keep no state: the return
-	 * finds none. */
+	/* The handler's own event would be PFT_C_IN_WP: the do_wp_page is the
+	 * fault that is judged, and all the handler adds is that it ran (top
+	 * counts it nowhere; a report counts it per file).  So it keeps no
+	 * state and sends no event: the do_wp_page's event says it ran
+	 * (PFT_F_HANDLER_FOLDED) and which (the outermost: ext4_dax_fault,
+	 * not the ext4_dax_huge_fault it calls).  The return finds no state. */
 	if (in_wp) {
+#ifndef PFT_NO_STREAM
+		if (!(wp->ev.flags & PFT_F_HANDLER_FOLDED)) {
+			wp->ev.flags |= PFT_F_HANDLER_FOLDED;
+			wp->ev.handler = bpf_get_func_ip(ctx);
+		}
+#endif
 		wp->ev.flags |= PFT_F_HANDLER_RAN;
 		return 0;
 	}
-#endif
 	struct handler_state *st = hstate.lookup(&tid);
 	if (st) {
 		/* ext4_dax_fault calls ext4_dax_huge_fault (6.12: a tail call,
@@ -777,31 +785,15 @@ int handler_entry(struct pt_regs *ctx)
 	struct fault_ops fops = {};
 	u64 inode = 0;
 
-	if (in_wp) {
-		/* The event is PFT_C_IN_WP, and the fault's identity is the do_wp_page's.
-		 * Copy it rather than read it again; read only what do_wp_page
-		 * may have changed on the way (wp_pfn_shared sets
-		 * FAULT_FLAG_MKWRITE). */
+	struct fault_facts x = {};
+	if (read_fault_vma(&x, vmf))
+		inode = fault_wanted(&x, c);
+	if (!inode)
+		return 0;	/* the state stays, untraced: nested calls stay quiet */
+	fill_fault(ev, &x, &fops);
+	if (wp) {	/* not the do_wp_page's own vm_fault: still inside it */
+		ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
 		wp->ev.flags |= PFT_F_HANDLER_RAN;
-		*ev = wp->ev;
-		ev->flags = (wp->ev.flags & ~PFT_F_HANDLER_RAN) | PFT_F_IN_WP;
-		ev->ftu_calls = 0;
-		ev->cpu = bpf_get_smp_processor_id();
-		READ(ev->fault_flags, vmf, VMF_FLAGS);
-		ev->ts_ns = now;
-		fops = wp->fops;
-		inode = wp->inode;
-	} else {
-		struct fault_facts x = {};
-		if (read_fault_vma(&x, vmf))
-			inode = fault_wanted(&x, c);
-		if (!inode)
-			return 0;	/* the state stays, untraced: nested calls stay quiet */
-		fill_fault(ev, &x, &fops);
-		if (wp) {	/* not the do_wp_page's own vm_fault: still inside it */
-			ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
-			wp->ev.flags |= PFT_F_HANDLER_RAN;
-		}
 	}
 	st->traced = 1;
 	st->inode = inode;

@@ -39,6 +39,9 @@
 #define PFT_F_FILE             64  /* the vma maps a file */
 #define PFT_F_PFN_PATH         128 /* wp_pfn_shared itself was probed and ran (only
                                       where it is a symbol; else the path is inferred) */
+#define PFT_F_HANDLER_FOLDED   256 /* wp (record): the traced handler this do_wp_page
+                                      called sent no event of its own (it would be
+                                      PFT_C_IN_WP); `handler` is its address */
 
 /* struct vm_fault.flags bits (include/linux/mm_types.h, stable 6.1..7.x) */
 #define PFT_FAULT_FLAG_WRITE    1
@@ -119,7 +122,8 @@ struct pft_event {
 	__u64 pgoff;            /* file page offset of the fault */
 	__u64 address;          /* faulting user address */
 	__u64 vm_flags;
-	__u64 handler;          /* HANDLER: the handler function's address */
+	__u64 handler;          /* HANDLER: the handler function's address; WP with
+	                           PFT_F_HANDLER_FOLDED: the handler it called */
 	__u64 ops_pfn_mkwrite;  /* the vma's vm_ops->pfn_mkwrite (0 if none) */
 	__u64 ops_page_mkwrite; /* the vma's vm_ops->page_mkwrite (0 if none) */
 	__s64 mtime_sec[2];     /* [0] at entry, [1] at return */

@@ -203,6 +203,25 @@ def test_handler_inside_do_wp_page_is_not_a_second_fault():
     assert an.summary()["handler_calls_in_wp"] == 1
 
 
+def test_a_folded_handler_counts_as_its_own_event_did():
+    """record folds the handler called inside do_wp_page into the
+    do_wp_page's event (PFT_F_HANDLER_FOLDED): the same fault, verdict and
+    handler_calls as the two events of a recording made before."""
+    now = T0 + 5 * NS
+    folded = C("PFT_F_HANDLER_FOLDED")
+    before = run([ev(ts=5 * NS + 100, m=(T0, now), roles=EXT4_ROLES, flags=FILE | IN_WP | DAX,
+                     fault_flags=WRITE | MKWRITE), wp(5 * NS, T0, now)])
+    after = run([wp(5 * NS, T0, now, flags=FILE | DAX | folded, handler=0xffffffffc0a01230)])
+    for an in (before, after):
+        assert [(f.kind, f.verdict) for f in an.faults] == [("pfn_mkwrite", "UPDATED")]
+        assert an.summary()["handler_calls_in_wp"] == 1
+        assert an.summary()["wp_entries"] == 1
+    # A retried do_wp_page whose handler ran: counted, not judged.
+    an = run([wp(5 * NS, T0, T0, ret=C("PFT_VM_FAULT_RETRY"), flags=FILE | DAX | folded)])
+    assert an.faults == [] and an.summary()["handler_calls_in_wp"] == 1
+    assert an.summary()["retries"] == 1
+
+
 def test_ext4_612_wp_retry_then_handler_is_one_fault():
     now = T0 + 5 * NS
     events = [

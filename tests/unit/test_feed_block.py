@@ -27,7 +27,7 @@ TYPES = [C("PFT_EV_WP"), C("PFT_EV_HANDLER"), C("PFT_EV_DAX_FAULT"),
 WIDE_TYPES = [256, 0x10001]     # a block with one of these goes to feed() whole
 # Every bit classify(), judge() and the tallies look at, and a few they don't.
 FLAG_BITS = [C("PFT_F_FILE"), C("PFT_F_INODE_DAX"), C("PFT_F_PFN_PATH"), C("PFT_F_IN_WP"),
-             C("PFT_F_PMD"), C("PFT_F_HANDLER_RAN"), 1 << 30]
+             C("PFT_F_PMD"), C("PFT_F_HANDLER_RAN"), C("PFT_F_HANDLER_FOLDED"), 1 << 30]
 RET_BITS = [C("PFT_VM_FAULT_RETRY"), C("PFT_VM_FAULT_FALLBACK"), C("PFT_VM_FAULT_NOPAGE"),
             0x1, 1 << 20]
 ROLE_BITS = [C("PFT_ROLE_FAULT"), C("PFT_ROLE_HUGE_FAULT"), C("PFT_ROLE_PAGE_MKWRITE"),
