@@ -739,8 +739,17 @@ int handler_entry(struct pt_regs *ctx)
 	 * counts it nowhere; a report counts it per file).  So it keeps no
 	 * state and sends no event: the do_wp_page's event says it ran
 	 * (PFT_F_HANDLER_FOLDED) and which (the outermost: ext4_dax_fault,
-	 * not the ext4_dax_huge_fault it calls).  The return finds no state. */
+	 * not the ext4_dax_huge_fault it calls).  The return finds no state,
+	 * unless one was left by a handler whose return probe never ran: no
+	 * handler's call can enclose a do_wp_page, so that one is counted and
+	 * dropped here, not finished by this handler's return. */
 	if (in_wp) {
+		struct handler_state *stale = hstate.lookup(&tid);
+		if (stale) {
+			if (stale->traced)
+				count_blind(PFT_BLIND_HANDLER_RETURN);
+			hstate.delete(&tid);
+		}
 #ifndef PFT_NO_STREAM
 		if (!(wp->ev.flags & PFT_F_HANDLER_FOLDED)) {
 			wp->ev.flags |= PFT_F_HANDLER_FOLDED;
