@@ -905,8 +905,24 @@ class _Engine:
         elif verdict == V_UNDECIDED:
             an._undecided_rows.append(row)
 
+    def add_file_counts(self, rows):
+        """What the kernel counted per file and process instead of sending
+        events (the recording's COUNTS, layout.FILE_COUNTERS): added as
+        not_a_fault() adds the events it stands for.  A retried attempt
+        is a do_wp_page entry too, as its event was."""
+        for row in rows:
+            fs = self.file_of(row["dev"], row["ino"])
+            if not fs.selected or (self.proc_filter
+                                   and not self.proc_ok(row["pid"], row.get("comm", "").encode())):
+                continue
+            for name in layout.FILE_COUNTERS:
+                n = row.get(name, 0)
+                setattr(fs, name, getattr(fs, name) + n)
+            fs.wp_entries += row.get("retries", 0)
+
     def finish(self, recording):
         an = self.an
+        self.add_file_counts(getattr(recording, "file_counts", None) or ())
         an.events = self.events
         # A corrupt EVENTS block is only found while reading: look now.
         an.truncated = bool(getattr(recording, "truncated", False))

@@ -56,6 +56,12 @@ EVENT_TYPES = {v: k for k, v in constants("PFT_EV_").items()}
 
 FIELDS = [name for name, _ in ffi.typeof("struct pft_event").fields]
 
+# What record counts per (file, process) in the kernel instead of sending
+# events (struct pft_file_counts): each is the name of a correlate.FileStats
+# counter.
+FILE_COUNTERS = [name for name, _ in ffi.typeof("struct pft_file_counts").fields
+                 if name != "comm"]
+
 
 def decode(buf):
     """Decode one raw event (bytes-like of EVENT_SIZE) into a plain dict:

@@ -8,27 +8,23 @@ events carry maps to wall-clock time (inode timestamps are wall-clock), and,
 at the end, what statx says of every touched file.
 """
 
+import itertools
 import os
+import resource
 import signal
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
-from pfntrace import __version__, bpfstats, decode, layout, procinfo
+from pfntrace import __version__, bpfstats, decode, procinfo
 from pfntrace.kernel import kconfig
 from pfntrace.kernel.statx import statx
 from pfntrace.recording import RecordingWriter
 
-_I_DEV = decode.ROW_INDEX["dev"]
-_I_INO = decode.ROW_INDEX["ino"]
-_I_PID = decode.ROW_INDEX["pid"]
-_I_TYPE = decode.ROW_INDEX["type"]
-_I_HANDLER = decode.ROW_INDEX["handler"]
-_I_OPS = (decode.ROW_INDEX["ops_pfn_mkwrite"], decode.ROW_INDEX["ops_page_mkwrite"])
-_I_TS = decode.ROW_INDEX["ts_ns"]
-_HANDLER = layout.const("PFT_EV_HANDLER")
-_WP = layout.const("PFT_EV_WP")
+# What _take() reads of each event.
+_TAKE_FIELDS = ("type", "handler", "ops_pfn_mkwrite", "ops_page_mkwrite", "pid", "dev", "ino")
 CLOCK_SAMPLE_EVERY_S = 0.25
 CLOCK_STEP_NS = 100_000  # offset changes below this are read jitter
 STATUS_EVERY_S = 0.5
@@ -105,6 +101,9 @@ class Recorder:
             "command": self.opt.command, "pid": self.opt.pid,
             "mounts": [m[0] for m in self.opt.mounts],
             "all_files": self.opt.all_files,
+            # Retried do_wp_page attempts and fs_dax tracepoints: counted per
+            # file in the kernel (COUNTS blocks) unless every one is an event.
+            "every_event": self.tracer.every_event,
             "file": self.opt.only_file,
             "lab": {k: v for k, v in os.environ.items() if k.startswith("PFNTRACE_LAB_")},
         }
@@ -166,25 +165,36 @@ class Recorder:
         return True
 
     def _take(self, buf):
+        """Write the events of buf, and the metadata they are the first to
+        need: handler names, handlers to probe from now on, processes, file
+        paths.  A block's columns are read in place and deduplicated at C
+        speed (decode.columns): under QEMU TCG a Python loop over every
+        event cost the recorder more than all the probes together."""
         if not buf:
             return
         self.writer.add_events(buf)
+        types, handlers, pfns, pages, pids, devs, inos = decode.columns(buf, _TAKE_FIELDS)
+        self.events += len(types)
+        for t, n in Counter(types).items():
+            self.by_type[t] = self.by_type.get(t, 0) + n
         new_meta = {}
-        for row in decode.iter_rows(buf):
-            self.events += 1
-            t = row[_I_TYPE]
-            self.by_type[t] = self.by_type.get(t, 0) + 1
-            # Handlers are named here, where kallsyms is the live one: module
-            # addresses differ from boot to boot.
-            # (A WP event carries the handler it called when it folded
-            # that handler's event in: PFT_F_HANDLER_FOLDED.)
-            if (t == _HANDLER or t == _WP) and row[_I_HANDLER] and \
-                    row[_I_HANDLER] not in self.symbols:
-                self._name(row[_I_HANDLER], new_meta)
-            for i in _I_OPS:
-                if row[i] and row[i] not in self.symbols:
-                    self._discover(row[i], row[_I_TS], new_meta)
-            pid = row[_I_PID]
+        # Handlers are named here, where kallsyms is the live one: module
+        # addresses differ from boot to boot.  (Only HANDLER and WP events
+        # carry one: a WP one when it folded its handler's event in,
+        # PFT_F_HANDLER_FOLDED.)
+        for addr in dict.fromkeys(handlers):
+            if addr and addr not in self.symbols:
+                self._name(addr, new_meta)
+        ops = dict.fromkeys(itertools.chain.from_iterable(zip(pfns, pages)))
+        new_ops = [addr for addr in ops if addr and addr not in self.symbols]
+        if new_ops:     # rare: the first fault through a vm_ops not seen yet
+            first = {}
+            for ts, pfn, page in zip(decode.columns(buf, ("ts_ns",))[0], pfns, pages):
+                first.setdefault(pfn, ts)
+                first.setdefault(page, ts)
+            for addr in new_ops:
+                self._discover(addr, first[addr], new_meta)
+        for dev, ino, pid in dict.fromkeys(zip(devs, inos, pids)):
             if pid not in self.procs:
                 info = procinfo.proc_info(pid)
                 if info and not info["cmdline"] and pid == self.child:
@@ -194,8 +204,8 @@ class Recorder:
                 self.procs[pid] = info
                 if info:
                     new_meta.setdefault("procs", {})[str(pid)] = info
-            major, minor = procinfo.split_kernel_dev(row[_I_DEV])
-            key = (major, minor, row[_I_INO])
+            major, minor = procinfo.split_kernel_dev(dev)
+            key = (major, minor, ino)
             if self.files.get(key) is None and (key, pid) not in self._looked_up:
                 # Once per file and process: a process that has exited (or
                 # unmapped the file) will not name it on a second look either.
@@ -263,6 +273,7 @@ class Recorder:
             self.open()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         start = time.monotonic()
+        cpu_start = _own_cpu_ns()
         samples = []
         stats = bpfstats.BpfStats(self.tracer) if self.opt.bpf_stats else None
         try:
@@ -286,6 +297,7 @@ class Recorder:
                     # A short block now and then: kill -9 or a crash then
                     # costs at most FLUSH_EVERY_S of events, not a 1 MiB block.
                     self.writer.set_lost(self.tracer.lost())
+                    self.writer.set_counts(self.tracer.file_counts())
                     self.writer.flush()
                     next_flush = now + FLUSH_EVERY_S
                 if self.opt.status and now >= next_status:
@@ -308,10 +320,14 @@ class Recorder:
             self._sample_clock(samples, force=True)
             lost = self.tracer.lost()
             self.writer.set_lost(lost)
+            self.writer.set_counts(self.tracer.file_counts())
             trailer = self._trailer(start, lost)
             if stats:
                 trailer["bpf_run_times"] = {name: [ns, runs]
                                             for name, (ns, runs) in stats.run_times().items()}
+            # What the recorder itself used while recording (draining,
+            # writing, naming): the share of the cost no BPF run time shows.
+            trailer["recorder_cpu_ns"] = _own_cpu_ns() - cpu_start
             if self.opt.status:
                 self._status(start, force_end=True)
             self.writer.close(trailer)
@@ -379,6 +395,13 @@ class Recorder:
             self.files.update(found)
             self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
                                             for k, p in found.items()}})
+
+
+def _own_cpu_ns():
+    """User and system CPU time of this process so far (the BPF compile
+    included: callers take differences)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return int((ru.ru_utime + ru.ru_stime) * 1e9)
 
 
 def mounted_devs(mountinfo):

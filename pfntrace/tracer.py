@@ -14,8 +14,9 @@ from pfntrace.ringbuf import RingReader
 BPF_DIR = os.path.join(os.path.dirname(__file__), "bpf")
 BPF_SOURCE = os.path.join(BPF_DIR, "pfntrace.bpf.c")
 MAX_DEVS = 8  # keep in step with MAX_DEVS in pfntrace.bpf.c
-# 64 MiB: a fault makes 3-5 events of 192 bytes, so this holds ~70k faults
-# while the consumer is busy; it drains every POLL_MS whether woken or not.
+# 64 MiB: a write fault makes one event of 192 bytes (3-5 with
+# --every-event), so this holds ~70k-350k faults while the consumer is
+# busy; it drains every POLL_MS whether woken or not.
 RINGBUF_PAGES = 16384
 POLL_MS = 50
 NAME_LEN = layout.const("PFT_NAME_LEN")
@@ -42,12 +43,14 @@ def kernel_dev(major, minor):
     return (major << 20) | minor
 
 
-def cflags(plan, aggregate=False):
+def cflags(plan, aggregate=False, every_event=False):
     """The -D/-I flags pfntrace.bpf.c is compiled with for this kernel.
 
     aggregate=True builds the in-kernel counters of `pfntrace top` instead of
     the event stream (-DPFT_AGGREGATE -DPFT_NO_STREAM), without the fs_dax
-    tracepoints, which the counters do not use."""
+    tracepoints, which the counters do not use.  Otherwise (record) what is
+    no write fault is counted per file in the kernel (-DPFT_COUNT_IN_KERNEL),
+    unless every_event asks for each as an event."""
     offsets = plan.get("offsets")
     if not offsets:
         raise TracerError("cannot compute struct offsets: %s"
@@ -55,6 +58,8 @@ def cflags(plan, aggregate=False):
     flags = ["-I" + BPF_DIR, "-DRINGBUF_PAGES=%d" % (1 if aggregate else RINGBUF_PAGES)]
     if aggregate:
         flags += ["-DPFT_AGGREGATE", "-DPFT_NO_STREAM"]
+    elif not every_event:
+        flags.append("-DPFT_COUNT_IN_KERNEL")
     flags += ["-D%s=%d" % (k, v) for k, v in sorted(offsets.items())]
     for hook in ([] if aggregate else plan["hooks"]):
         if hook["kind"] == "tracepoint" and hook["status"] == "attach":
@@ -81,9 +86,12 @@ class Tracer:
     descendants; False traces every task.
     """
 
-    def __init__(self, plan, follow=False, devs=(), ino=0, all_files=False, aggregate=False):
+    def __init__(self, plan, follow=False, devs=(), ino=0, all_files=False, aggregate=False,
+                 every_event=False):
         self.plan = plan
         self.aggregate = aggregate  # counters in maps (pfntrace/aggregate.py), no events
+        # record: retried attempts and fs_dax tracepoints as events, not counted
+        self.every_event = every_event
         self.follow = follow
         self.devs = list(devs)
         self.ino = ino
@@ -122,7 +130,8 @@ class Tracer:
     def _load(self, BPF):
         try:
             return BPF(src_file=BPF_SOURCE.encode(),
-                       cflags=cflags(self.plan, aggregate=self.aggregate))
+                       cflags=cflags(self.plan, aggregate=self.aggregate,
+                                     every_event=self.every_event))
         except Exception as e:  # bcc raises bare Exception on compile errors
             raise TracerError("bcc could not compile the BPF program: %s"
                               % str(e).splitlines()[0]) from None
@@ -238,6 +247,20 @@ class Tracer:
         run-time statistics, pfntrace/bpfstats.py)."""
         return {(n.decode() if isinstance(n, bytes) else n): f.fd
                 for n, f in getattr(self.bpf, "funcs", {}).items()}
+
+    def file_counts(self):
+        """[{"dev", "ino", "pid", "comm", <layout.FILE_COUNTERS>...}] of what
+        the kernel counted per file and process instead of sending events
+        (cumulative); [] when it sends them all (every_event, top)."""
+        if self.aggregate or self.every_event:
+            return []
+        out = []
+        for key, value in self.bpf["filecounts"].items():
+            row = {"dev": int(key.dev), "ino": int(key.ino), "pid": int(key.pid),
+                   "comm": bytes(value.comm).split(b"\0", 1)[0].decode("utf-8", "replace")}
+            row.update((name, int(getattr(value, name))) for name in layout.FILE_COUNTERS)
+            out.append(row)
+        return out
 
     def lost(self):
         """Events and faults not seen, per CPU: the ring buffer was full, a

@@ -19,7 +19,9 @@
  *                                        (every stat, statx, fstat reaches it;
  *                                        vfs_getattr is inlined on Debian's kernels)
  *                                        (or fentry/fexit)
- *   fs_dax tracepoints                -> PFT_EV_DAX_*
+ *   fs_dax tracepoints                -> counted per file and process
+ *                                        (filecounts), or with --every-event
+ *                                        PFT_EV_DAX_*
  *   sched:sched_process_fork          -> follows a command's descendants
  */
 #include <uapi/linux/ptrace.h>
@@ -54,13 +56,6 @@ struct pft_config {
 				   from the moment bcc loads the program) the
 				   zeroed config would mean "every task, every
 				   device": every probe stays quiet */
-};
-
-/* The vma's fault handlers (vm_operations_struct), for a handler probe to
- * say which slot it was called through. */
-struct fault_ops {
-	u64 fault;
-	u64 huge_fault;
 };
 
 /* Per-thread state between a probe's entry and its return: the event being
@@ -126,6 +121,36 @@ static __always_inline void count_blind(u32 reason)
 	if (b)
 		*b += 1;
 }
+
+#ifdef PFT_COUNT_IN_KERNEL
+/* record: what is no write fault, counted per (file, process) instead of
+ * sent (pfntrace.h, struct pft_file_counts).  User space reads the whole
+ * map at each flush of the recording; the counts only grow. */
+BPF_HASH(filecounts, struct pft_count_key, struct pft_file_counts, 10240);
+BPF_PERCPU_ARRAY(countseed, struct pft_file_counts, 1);	/* zero counts; comm set per use */
+
+static __always_inline struct pft_file_counts *counts_of(u32 dev, u64 ino)
+{
+	struct pft_count_key key = {};
+	u32 zero = 0;
+	key.ino = ino;
+	key.dev = dev;
+	key.pid = bpf_get_current_pid_tgid() >> 32;
+	struct pft_file_counts *n = filecounts.lookup(&key);
+	if (n)
+		return n;
+	struct pft_file_counts *seed = countseed.lookup(&zero);
+	if (!seed)
+		return 0;
+	bpf_get_current_comm(&seed->comm, sizeof(seed->comm));
+	n = filecounts.lookup_or_try_init(&key, seed);
+	if (!n)
+		count_blind(PFT_BLIND_COUNTERS);
+	return n;
+}
+
+#define COUNT_ADD(n, field, v) __sync_fetch_and_add(&(n)->field, (v))
+#endif
 
 #ifdef PFT_AGGREGATE
 /* ---- In-kernel aggregation (pfntrace top) -----------------------------------
@@ -534,17 +559,12 @@ static __always_inline u64 fault_wanted(struct fault_facts *x, struct pft_config
  * Fill the event of a wanted fault (fault_wanted) from its facts, and what
  * only its first probe reads: the task, the clock, the file's name (record).
  */
-static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts *x,
-				       struct fault_ops *fops)
+static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts *x)
 {
 	read_ops(x);
 	ev->vm_flags = x->vm_flags;
 	ev->ops_pfn_mkwrite = x->pfn_mkwrite;
 	ev->ops_page_mkwrite = x->page_mkwrite;
-	if (fops) {
-		fops->fault = x->fault;
-		fops->huge_fault = x->huge_fault;
-	}
 	ev->flags = PFT_F_FILE;
 	if (x->i_flags & S_DAX)
 		ev->flags |= PFT_F_INODE_DAX;
@@ -579,17 +599,18 @@ static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts 
  * when it loads them; tracer.py attaches the kprobes.
  */
 
-#if defined(PFT_NO_STREAM) && VMF_FLAG_VMA_LOCK
+#if (defined(PFT_NO_STREAM) || defined(PFT_COUNT_IN_KERNEL)) && VMF_FLAG_VMA_LOCK
 /*
- * top only: will this do_wp_page give up with VM_FAULT_RETRY before calling
- * anything?  Under the per-VMA lock (6.4+) a shared mapping's do_wp_page may
- * not call ->page_mkwrite or ->pfn_mkwrite unless the vm_ops have
- * ->map_pages (vmf_can_call_fault()): it returns VM_FAULT_RETRY, and the
- * fault is done again under mmap_lock.  That first attempt is PFT_C_RETRY,
- * which top counts nowhere, so top keeps no state for it: it is half of the
- * do_wp_page calls on a DAX file.  The outcome is certain only when the
- * vm_ops have both handlers, whichever of wp_page_shared and wp_pfn_shared
- * the page takes.  The return checks the guess (retry_guess_check).
+ * top, and record without --every-event: will this do_wp_page give up with
+ * VM_FAULT_RETRY before calling anything?  Under the per-VMA lock (6.4+) a
+ * shared mapping's do_wp_page may not call ->page_mkwrite or ->pfn_mkwrite
+ * unless the vm_ops have ->map_pages (vmf_can_call_fault()): it returns
+ * VM_FAULT_RETRY, and the fault is done again under mmap_lock.  That first
+ * attempt is PFT_C_RETRY, which top counts nowhere and record only counts
+ * (per file), so neither keeps state for it: it is half of the do_wp_page
+ * calls on a DAX file.  The outcome is certain only when the vm_ops have
+ * both handlers, whichever of wp_page_shared and wp_pfn_shared the page
+ * takes.  The return checks the guess (retry_guess_check).
  */
 #define WP_GUESS_RETRY 1
 BPF_PERCPU_ARRAY(retryguess, u32, 1);	/* the tid whose do_wp_page was guessed */
@@ -602,8 +623,17 @@ static __always_inline int wp_will_retry(struct fault_facts *x)
 	return x->ops_read && !x->map_pages && x->page_mkwrite && x->pfn_mkwrite;
 }
 
+static __always_inline void guess_retry(u32 tid)
+{
+	u32 zero = 0;
+	u32 *g = retryguess.lookup(&zero);
+	if (g)
+		*g = tid;
+}
+
 /* The guessed retry's return: a do_wp_page that did more than give up would
- * be a write fault top never counted, so it is counted as one not seen.
+ * be a write fault top (or record) never saw, so it is counted as one not
+ * seen.  (record has counted it as a retry.)
  * Checked on the CPU it began on (a migrated one goes unchecked). */
 static __always_inline void retry_guess_check(u32 tid, u32 ret)
 {
@@ -636,17 +666,24 @@ static __always_inline int wp_enter(u64 vmf)
 	struct fault_facts x = {};
 	if (!read_fault_vma(&x, vmf))
 		return 0;
-#ifdef WP_GUESS_RETRY
-	if (wp_will_retry(&x)) {
-		u32 *g = retryguess.lookup(&zero);
-		if (g)
-			*g = tid;
+#if defined(WP_GUESS_RETRY) && defined(PFT_NO_STREAM)
+	if (wp_will_retry(&x)) {	/* top counts it nowhere: no need to know the file */
+		guess_retry(tid);
 		return 0;
 	}
 #endif
 	u64 inode = fault_wanted(&x, c);
 	if (!inode)
 		return 0;
+#if defined(WP_GUESS_RETRY) && defined(PFT_COUNT_IN_KERNEL)
+	if (wp_will_retry(&x)) {	/* record counts it for its file */
+		struct pft_file_counts *n = counts_of(x.dev, x.ino);
+		if (n)
+			COUNT_ADD(n, retries, 1);
+		guess_retry(tid);
+		return 0;
+	}
+#endif
 	struct wp_state *seed = wpseed.lookup(&zero);
 	if (!seed)
 		return 0;
@@ -657,7 +694,7 @@ static __always_inline int wp_enter(u64 vmf)
 	struct wp_state *st = wpstate.lookup(&tid);
 	if (!st)
 		return 0;
-	fill_fault(&st->ev, &x, 0);
+	fill_fault(&st->ev, &x);
 	st->ev.type = PFT_EV_WP;
 	st->inode = inode;
 	st->vmf = vmf;
@@ -791,7 +828,6 @@ int handler_entry(struct pt_regs *ctx)
 	st->vmf = vmf;
 	st->start = now;
 	struct pft_event *ev = &st->ev;
-	struct fault_ops fops = {};
 	u64 inode = 0;
 
 	struct fault_facts x = {};
@@ -799,7 +835,7 @@ int handler_entry(struct pt_regs *ctx)
 		inode = fault_wanted(&x, c);
 	if (!inode)
 		return 0;	/* the state stays, untraced: nested calls stay quiet */
-	fill_fault(ev, &x, &fops);
+	fill_fault(ev, &x);
 	if (wp) {	/* not the do_wp_page's own vm_fault: still inside it */
 		ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
 		wp->ev.flags |= PFT_F_HANDLER_RAN;
@@ -810,9 +846,10 @@ int handler_entry(struct pt_regs *ctx)
 	ev->handler = bpf_get_func_ip(ctx);
 	ev->arg = PT_REGS_PARM2(ctx);	/* huge_fault's size; unused by the others */
 
-	if (ev->handler == fops.fault)
+	/* Which vm_ops slots this handler fills: x has them all (read_ops). */
+	if (ev->handler == x.fault)
 		ev->roles |= PFT_ROLE_FAULT;
-	if (ev->handler == fops.huge_fault)
+	if (ev->handler == x.huge_fault)
 		ev->roles |= PFT_ROLE_HUGE_FAULT;
 	if (ev->handler == ev->ops_page_mkwrite)
 		ev->roles |= PFT_ROLE_PAGE_MKWRITE;
@@ -980,14 +1017,44 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	return 0;
 }
 
-/* fs_dax tracepoints: the kernel's own account of DAX faults. */
-static __always_inline struct pft_event *tp_event(u32 type, u32 dev, u64 ino)
+/* fs_dax tracepoints: the kernel's own account of DAX faults.  Each is
+ * counted for its file (record; pfntrace.h, struct pft_file_counts) or,
+ * with --every-event (no PFT_COUNT_IN_KERNEL), sent as an event. */
+static __always_inline int tp_wanted(u32 dev, u64 ino)
 {
 	struct pft_config *c = cfg();
-	u32 zero = 0;
 	if (!c || !task_wanted(c) || !dev_wanted(c, dev))
 		return 0;
-	if (c->ino && c->ino != ino)
+	return !c->ino || c->ino == ino;
+}
+
+#ifdef PFT_COUNT_IN_KERNEL
+static __always_inline struct pft_file_counts *tp_counts(u32 dev, u64 ino)
+{
+	if (!tp_wanted(dev, ino))
+		return 0;
+	return counts_of(dev, ino);
+}
+
+/* dax_pte_fault_done, dax_pmd_fault_done: flags is their vm_fault flags. */
+static __always_inline void count_dax_fault(u32 dev, u64 ino, u32 flags, int pmd)
+{
+	struct pft_file_counts *n = tp_counts(dev, ino);
+	if (!n)
+		return;
+	if (pmd)
+		COUNT_ADD(n, dax_pmd_faults, 1);
+	else
+		COUNT_ADD(n, dax_pte_faults, 1);
+	if (flags & PFT_FAULT_FLAG_WRITE)
+		COUNT_ADD(n, dax_write_faults, 1);
+}
+#endif
+
+static __always_inline struct pft_event *tp_event(u32 type, u32 dev, u64 ino)
+{
+	u32 zero = 0;
+	if (!tp_wanted(dev, ino))
 		return 0;
 	struct pft_event *ev = blank.lookup(&zero);
 	if (!ev)
@@ -1026,11 +1093,15 @@ static __always_inline void tp_done(struct pft_event *ev)
 #ifdef HAVE_TP_DAX_PTE_FAULT_DONE
 TRACEPOINT_PROBE(fs_dax, dax_pte_fault_done)
 {
+#ifdef PFT_COUNT_IN_KERNEL
+	count_dax_fault(args->dev, args->ino, args->flags, 0);
+#else
 	struct pft_event *ev = tp_event(PFT_EV_DAX_FAULT, args->dev, args->ino);
 	if (!ev)
 		return 0;
 	COPY_FAULT_FIELDS(ev, args);
 	tp_done(ev);
+#endif
 	return 0;
 }
 #endif
@@ -1038,12 +1109,16 @@ TRACEPOINT_PROBE(fs_dax, dax_pte_fault_done)
 #ifdef HAVE_TP_DAX_PMD_FAULT_DONE
 TRACEPOINT_PROBE(fs_dax, dax_pmd_fault_done)
 {
+#ifdef PFT_COUNT_IN_KERNEL
+	count_dax_fault(args->dev, args->ino, args->flags, 1);
+#else
 	struct pft_event *ev = tp_event(PFT_EV_DAX_FAULT, args->dev, args->ino);
 	if (!ev)
 		return 0;
 	COPY_FAULT_FIELDS(ev, args);
 	ev->flags |= PFT_F_PMD;
 	tp_done(ev);
+#endif
 	return 0;
 }
 #endif
@@ -1051,11 +1126,17 @@ TRACEPOINT_PROBE(fs_dax, dax_pmd_fault_done)
 #ifdef HAVE_TP_DAX_INSERT_PFN_MKWRITE
 TRACEPOINT_PROBE(fs_dax, dax_insert_pfn_mkwrite)
 {
+#ifdef PFT_COUNT_IN_KERNEL
+	struct pft_file_counts *n = tp_counts(args->dev, args->ino);
+	if (n)
+		COUNT_ADD(n, map_sync, 1);
+#else
 	struct pft_event *ev = tp_event(PFT_EV_DAX_MKWRITE, args->dev, args->ino);
 	if (!ev)
 		return 0;
 	COPY_FAULT_FIELDS(ev, args);
 	tp_done(ev);
+#endif
 	return 0;
 }
 #endif
@@ -1063,12 +1144,20 @@ TRACEPOINT_PROBE(fs_dax, dax_insert_pfn_mkwrite)
 #ifdef HAVE_TP_DAX_WRITEBACK_ONE
 TRACEPOINT_PROBE(fs_dax, dax_writeback_one)
 {
+#ifdef PFT_COUNT_IN_KERNEL
+	struct pft_file_counts *n = tp_counts(args->dev, args->ino);
+	if (n) {
+		COUNT_ADD(n, reprotects, 1);
+		COUNT_ADD(n, reprotect_pages, args->pglen);
+	}
+#else
 	struct pft_event *ev = tp_event(PFT_EV_DAX_WRITEBACK, args->dev, args->ino);
 	if (!ev)
 		return 0;
 	ev->pgoff = args->pgoff;
 	ev->arg = args->pglen;
 	tp_done(ev);
+#endif
 	return 0;
 }
 #endif

@@ -100,7 +100,8 @@
 #define PFT_BLIND_STATE          1  /* a per-thread state map was full */
 #define PFT_BLIND_WP_RETURN      2  /* a do_wp_page whose return probe never ran */
 #define PFT_BLIND_HANDLER_RETURN 3  /* a handler whose return probe never ran */
-#define PFT_BLIND_COUNTERS       4  /* an in-kernel counter map was full (top) */
+#define PFT_BLIND_COUNTERS       4  /* an in-kernel counter map was full (top's, or
+                                       record's per-file counts) */
 #define PFT_BLIND_GETATTR_RETURN 5  /* a getattr whose return probe never ran: an
                                        observation not seen */
 #define PFT_BLIND_RETRY_GUESS    6  /* top took a do_wp_page for the per-VMA lock's
@@ -172,6 +173,32 @@ struct pft_name {
 	 * bcc 0.26 sizes two-dimensional map values wrongly in Python, and
 	 * the kernel then writes past the buffer it was given. */
 	char comp[288];
+};
+
+/* ---- What record counts in the kernel instead of sending ----
+ * Events that are no write fault only add to counters of their file and
+ * process: the do_wp_page attempt the per-VMA lock gives up on
+ * (VM_FAULT_RETRY, 6.4+; the fault comes again) and the fs_dax
+ * tracepoints.  record keeps them per (file, process) in a BPF hash
+ * (pft_count_key -> pft_file_counts) and writes its contents into the
+ * recording (COUNTS blocks), so a write fault costs one event; `record
+ * --every-event` sends them as events instead.  Each counter's name is the
+ * report's (correlate.FileStats). */
+struct pft_count_key {
+	__u64 ino;
+	__u32 dev;              /* kernel dev_t */
+	__u32 pid;              /* thread group id */
+};
+
+struct pft_file_counts {
+	__u64 retries;          /* do_wp_page returned VM_FAULT_RETRY (PFT_C_RETRY) */
+	__u64 dax_pte_faults;   /* fs_dax:dax_pte_fault_done */
+	__u64 dax_pmd_faults;   /* fs_dax:dax_pmd_fault_done */
+	__u64 dax_write_faults; /* either, with FAULT_FLAG_WRITE */
+	__u64 reprotects;       /* fs_dax:dax_writeback_one */
+	__u64 reprotect_pages;  /* the pages those wrote back (pglen) */
+	__u64 map_sync;         /* fs_dax:dax_insert_pfn_mkwrite */
+	char comm[16];          /* the process's name when first counted */
 };
 
 /* ---- In-kernel aggregation (pfntrace top; compiled with -DPFT_AGGREGATE) ----

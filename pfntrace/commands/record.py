@@ -82,7 +82,7 @@ def _watched_file(path):
 
 
 def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=None,
-            attach="auto", bpf_stats=False):
+            attach="auto", bpf_stats=False, every_event=False):
     """Check everything that can be checked before compiling; return a
     Recorder with its file created and its tracer started."""
     from pfntrace import doctor, recorder, tracer
@@ -117,7 +117,8 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
         devs = [target[:2]]
     tr = tracer.Tracer(plan, follow=bool(command_argv or pid),
                        devs=[tracer.kernel_dev(*d) for d in devs],
-                       ino=target[2] if target else 0, all_files=all_files)
+                       ino=target[2] if target else 0, all_files=all_files,
+                       every_event=every_event)
     rec = recorder.Recorder(tr, plan, options)
     from pfntrace.recording import RecordingError
 
@@ -207,9 +208,13 @@ def print_plan(plan):
               help="Have the kernel count the BPF programs' own run time (which costs "
                    "two clock reads a run), keep it in the trailer and print it per probe "
                    "at the end.")
+@click.option("--every-event", is_flag=True,
+              help="Send each retried do_wp_page attempt and each fs_dax tracepoint as an "
+                   "event of its own, as they happen, instead of counting them per file "
+                   "and process in the kernel (about three times the events).")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def command(output, mounts, pid, duration, only_file, all_files, attach, show_plan, bpf_stats,
-            cmd):
+            every_event, cmd):
     """Record write faults of COMMAND (or -p PID, or the whole system).
 
     \b
@@ -221,15 +226,17 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, show_pl
         return
     from pfntrace.bpfstats import probe_cost_line
 
-    rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach, bpf_stats)
+    rec = prepare(output, mounts, pid, duration, all_files, cmd, only_file, attach, bpf_stats,
+                  every_event)
     trailer = run(rec)
     click.echo("pfntrace: %d events, %d lost%s, written to %s"
                % (trailer["events"], trailer["lost"], lost_reasons(trailer), rec.opt.output),
                err=True)
     if bpf_stats:
-        line = probe_cost_line({name: tuple(v) for name, v in
-                                (trailer.get("bpf_run_times") or {}).items()})
+        line = probe_cost_line(trailer.get("bpf_run_times") or {})
         click.echo(line or "pfntrace: no BPF run time counted (statistics unavailable, "
                    "or no probe ran)", err=True)
+        click.echo("pfntrace: recorder CPU time %.3f s for %d events"
+                   % (trailer["recorder_cpu_ns"] / 1e9, trailer["events"]), err=True)
     if cmd:
         sys.exit(trailer["exit_code"])

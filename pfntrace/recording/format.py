@@ -15,8 +15,8 @@ A recording is FILE_MAGIC followed by self-delimiting blocks::
 
 Framing integers are little-endian whatever the machine; the EVENTS payload is
 raw ``struct pft_event`` records in the recording machine's byte order, which
-the HEADER block names ("byte_order").  HEADER, META, LOST and TRAILER payloads
-are UTF-8 JSON objects.
+the HEADER block names ("byte_order").  HEADER, META, LOST, COUNTS and TRAILER
+payloads are UTF-8 JSON objects.
 
 Each block goes to disk with one positional write of header + payload, so a
 file cut short (kill -9, full disk) ends in at most one torn block, which the
@@ -42,6 +42,8 @@ BLOCK_EVENTS = 2    # a whole number of raw struct pft_event records
 BLOCK_META = 3      # JSON, merged into earlier META (later wins)
 BLOCK_LOST = 4      # JSON {"per_cpu": [...]}, cumulative; the last one counts
 BLOCK_TRAILER = 5   # JSON, always the last block of a finished recording
+BLOCK_COUNTS = 6    # JSON {"files": [...]}: what the kernel counted per file and
+                    # process instead of sending events; cumulative, the last one counts
 
 KIND_NAMES = {
     BLOCK_HEADER: "HEADER",
@@ -49,6 +51,7 @@ KIND_NAMES = {
     BLOCK_META: "META",
     BLOCK_LOST: "LOST",
     BLOCK_TRAILER: "TRAILER",
+    BLOCK_COUNTS: "COUNTS",
 }
 
 _BLOCK = struct.Struct("<4sHHIIQI4x")

@@ -28,8 +28,8 @@ def _not_regular(path, mode):
 class Recording:
     """An open recording.
 
-    open() makes one quick pass over the block headers: HEADER, META, LOST
-    and TRAILER payloads are read and CRC-checked there, EVENTS payloads are
+    open() makes one quick pass over the block headers: HEADER, META, LOST,
+    COUNTS and TRAILER payloads are read and CRC-checked there, EVENTS payloads are
     only located (their CRC is checked when they are read, by
     iter_event_blocks() or verify()).  Reading stops at the first incomplete
     or corrupt block; everything before it is usable and ``truncated`` says
@@ -41,7 +41,7 @@ class Recording:
     the file size nor on any length field.
 
     Attributes: path, size, header, meta (merged), lost (per-CPU list),
-    trailer (dict or None), truncated, truncation_reason, ignored_bytes,
+    file_counts (the last COUNTS block's list), trailer (dict or None), truncated, truncation_reason, ignored_bytes,
     warnings (list of str), event_count, event_blocks, format_version.
     """
 
@@ -52,6 +52,7 @@ class Recording:
         self.header = {}
         self.meta = {}
         self.lost = []
+        self.file_counts = []       # the last COUNTS block's "files"
         self.trailer = None
         self.truncated = False
         self.truncation_reason = None
@@ -215,7 +216,8 @@ class Recording:
                                          "offset %d: its events are counted twice"
                                          % (off, first))
                 self._event_blocks.append((start, bh.length, bh.crc, bh.seq))
-            elif bh.kind in (fmt.BLOCK_META, fmt.BLOCK_LOST, fmt.BLOCK_TRAILER):
+            elif bh.kind in (fmt.BLOCK_META, fmt.BLOCK_LOST, fmt.BLOCK_TRAILER,
+                             fmt.BLOCK_COUNTS):
                 if bh.length > fmt.MAX_JSON_PAYLOAD:
                     self._stop(off, "corrupt %s block at offset %d (length %d)"
                                % (bh.kind_name, off, bh.length))
@@ -237,6 +239,8 @@ class Recording:
                     fmt.merge_meta(self.meta, obj)
                 elif bh.kind == fmt.BLOCK_LOST:
                     self.lost = obj["per_cpu"]
+                elif bh.kind == fmt.BLOCK_COUNTS:
+                    self.file_counts = obj["files"]
                 else:
                     self.trailer = obj
             elif bh.kind == fmt.BLOCK_HEADER:
@@ -257,7 +261,7 @@ class Recording:
 
     def _json_block(self, bh, payload, off):
         shape = {fmt.BLOCK_META: schema.META, fmt.BLOCK_LOST: schema.LOST,
-                 fmt.BLOCK_TRAILER: schema.TRAILER}[bh.kind]
+                 fmt.BLOCK_TRAILER: schema.TRAILER, fmt.BLOCK_COUNTS: schema.COUNTS}[bh.kind]
         try:
             obj = fmt.decode_json(payload)
             schema.validate(obj, shape)

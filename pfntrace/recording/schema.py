@@ -5,7 +5,7 @@ pfntrace, nor by this version of it: report, check and the exports read
 these dicts with plain item access and arithmetic, so a wrong type found
 there would surface as a traceback far from the file, and a wrong value
 (a negative lost count) as a wrong number.  The reader checks every HEADER,
-META, LOST and TRAILER payload here first and refuses the recording with
+META, LOST, COUNTS and TRAILER payload here first and refuses the recording with
 one line saying which key is wrong.
 
 Only the keys pfntrace reads are described; others are allowed (a newer
@@ -13,6 +13,8 @@ writer may add some) but, like everything, are bounded in depth.
 """
 
 import math
+
+from pfntrace import layout
 
 # Deeper than anything pfntrace writes (about 5), shallow enough that no
 # recursive walk of the data (merging META, rendering) can run out of stack.
@@ -177,6 +179,7 @@ HEADER = Obj({
     "pid": Opt(Int(0)),
     "mounts": ListOf(Str()),
     "file": Opt(Str()),
+    "every_event": Bool(),
     # Not optional: without it faults are judged as on an older kernel.
     "plan": _PLAN,
     "clock": Obj({
@@ -202,6 +205,13 @@ _COUNTS = ListOf(Int(*U64))
 
 LOST = Obj({"per_cpu": _COUNTS}, required=("per_cpu",))
 
+# Per file and process, what the kernel counted instead of sending events
+# (pfntrace.h, struct pft_file_counts; layout.FILE_COUNTERS names the rest).
+COUNTS = Obj({"files": ListOf(Obj(
+    dict({"dev": Int(0, (1 << 32) - 1), "ino": Int(*U64), "pid": Int(0, (1 << 32) - 1),
+          "comm": Str()}, **{name: Int(*U64) for name in layout.FILE_COUNTERS}),
+    required=("dev", "ino", "pid")))}, required=("files",))
+
 TRAILER = Obj({
     "duration_ns": Opt(Int(*U64)),
     "ended_wall_ns": Int(*I64),
@@ -219,4 +229,6 @@ TRAILER = Obj({
     "written": Obj({"events": Int(*U64), "event_blocks": Int(*U64)}),
     # record --bpf-stats: program -> [run time in ns, runs] (pfntrace/bpfstats.py)
     "bpf_run_times": MapOf(ListOf(Int(*U64))),
+    # the recorder's own CPU time while recording, ns
+    "recorder_cpu_ns": Int(*U64),
 })

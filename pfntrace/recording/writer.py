@@ -35,6 +35,8 @@ class RecordingWriter:
         self._block_bytes = max(1, block_size // layout.EVENT_SIZE) * layout.EVENT_SIZE
         self._lost = None
         self._lost_written = None
+        self._counts = None
+        self._counts_written = None
         self.failed = None          # the RecordingError that stopped writing
         self.closed = False
         self.events_written = 0
@@ -109,11 +111,18 @@ class RecordingWriter:
         with the next flush of events (or flush()/close()) if they changed."""
         self._lost = [int(x) for x in per_cpu]
 
+    def set_counts(self, files):
+        """Record what the kernel counted per file and process instead of
+        sending events (a list of dicts, schema.COUNTS), cumulative; written
+        as a COUNTS block with the next flush if it changed."""
+        self._counts = list(files)
+
     def flush(self, sync=False):
-        """Write buffered events (a possibly short block) and changed lost counts."""
+        """Write buffered events (a possibly short block), changed lost counts
+        and changed file counts."""
         self._check_open()
         self._flush_events()
-        self._flush_lost()
+        self._flush_cumulative()
         if sync:
             self._fsync()
 
@@ -128,7 +137,7 @@ class RecordingWriter:
         try:
             if self.failed is None:
                 self._flush_events()
-                self._flush_lost()
+                self._flush_cumulative()
                 full = dict(trailer or {})
                 if self._lost is not None:
                     full.setdefault("lost_per_cpu", self._lost)
@@ -163,7 +172,7 @@ class RecordingWriter:
             try:
                 if self.failed is None:
                     self._flush_events()
-                    self._flush_lost()
+                    self._flush_cumulative()
             except RecordingError:
                 pass
             finally:
@@ -217,7 +226,15 @@ class RecordingWriter:
                 self.event_blocks_written += 1
         finally:
             view.release()
+        self._flush_cumulative()
+
+    def _flush_cumulative(self):
+        """The LOST and COUNTS blocks, where their totals changed."""
         self._flush_lost()
+        if self._counts is not None and self._counts != self._counts_written:
+            counts = list(self._counts)
+            self._write_block(fmt.BLOCK_COUNTS, fmt.encode_json({"files": counts}))
+            self._counts_written = counts
 
     def _flush_lost(self):
         if self._lost is not None and self._lost != self._lost_written:

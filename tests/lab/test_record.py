@@ -5,6 +5,9 @@ One recording covers every workload (one bcc compile per target), each on a
 file of its own; the tests then look at one file each.  There are two such
 recordings per target, one per attach mode (guest.ATTACH_MODES): every
 count must come out the same whether the hooks are kprobes or trampolines.
+The kprobe one is also made with --every-event, so that each count the
+kernel otherwise keeps per file (retried attempts, fs_dax tracepoints) is
+checked as events too.
 """
 
 import os
@@ -37,7 +40,7 @@ WORKLOADS = [
 class Run:
     """A finished recording of all workloads, and the kernel's own counts."""
 
-    def __init__(self, workdir, attach):
+    def __init__(self, workdir, attach, every_event):
         from pfntrace.correlate import analyse
         from pfntrace.recording import Recording
 
@@ -48,14 +51,18 @@ class Run:
             script.append(" ".join(shlex.quote(a) for a in
                                    WORKLOAD + [workload, self.path(name), str(pages)]))
         # generic/080: mmap-read then mmap-write one page with xfs_io.
-        self.prepare_080()
+        # generic/080: an hour-old file, so its one fault must move mtime;
+        # rtw's too, so its first fault must (a file made just before could
+        # still be in the same clock tick as that fault: CURRENT).
+        self.prepare_old("g080", 1)
+        self.prepare_old("rtw", N)
         script.append("xfs_io -c 'mmap 0 4k' -c 'mread 0 4k' -c 'mwrite 0 4k' %s"
                       % shlex.quote(self.path("g080")))
         with DaxTrace() as trace:
             self.started = time.time_ns()
-            self.proc = run(PFNTRACE + ["record", "--bpf-stats", "-o", self.output, "--",
-                                        "sh", "-ec",
-                                        "\n".join(script)], env=attach_env(attach))
+            self.proc = run(PFNTRACE + ["record", "--bpf-stats", "-o", self.output]
+                            + (["--every-event"] if every_event else [])
+                            + ["--", "sh", "-ec", "\n".join(script)], env=attach_env(attach))
             self.kernel_counts, self.kernel_pgoffs = trace.counts()
         self.recording = Recording.open(self.output)
         self.analysis = analyse(self.recording, keep_faults=True)
@@ -66,12 +73,14 @@ class Run:
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def prepare_080(self):
-        with open(self.path("g080"), "wb") as f:
-            f.write(b"\0" * 4096)
+    def prepare_old(self, name, pages):
+        """A file of pages allocated pages, its timestamps an hour old (the
+        workloads use a file of the right size as it is)."""
+        with open(self.path(name), "wb") as f:
+            f.write(b"\0" * 4096 * pages)
             os.fsync(f.fileno())
         past = time.time_ns() - 3600 * 10**9
-        os.utime(self.path("g080"), ns=(past, past))
+        os.utime(self.path(name), ns=(past, past))
 
     def file(self, name):
         ino = self.ino[name]
@@ -97,8 +106,9 @@ def rec(request):
     workdir = os.path.join(MOUNT, "record")
     run(["rm", "-rf", workdir])
     os.makedirs(workdir)
-    r = Run(workdir, request.param)
+    r = Run(workdir, request.param, every_event=request.param == "kprobe")
     r.attach = request.param
+    r.every_event = request.param == "kprobe"
     return r
 
 
@@ -116,6 +126,10 @@ def test_record_succeeds_and_keeps_exit_code(rec):
     assert not rec.recording.truncated
     assert rec.recording.trailer["exit_code"] == 0
     assert rec.recording.trailer["lost"] == 0
+    # The recorder's own CPU time while recording: something, and less than
+    # the whole run took on its CPUs.
+    cpu = rec.recording.trailer["recorder_cpu_ns"]
+    assert 0 < cpu < rec.recording.trailer["duration_ns"] * os.cpu_count()
 
 
 def test_bpf_stats_count_the_probes_that_made_the_events(rec):
@@ -156,8 +170,8 @@ def test_a_read_then_write_is_one_pfn_mkwrite_per_page(rec):
     for f in faults:
         assert f.mtime_before > 0 and f.mtime_after >= f.mtime_before
         assert f.verdict in ("UPDATED", "CURRENT"), f.detail
-    # The first write fault after a read must move mtime: it was set at
-    # creation, before the reads, and time has passed since.
+    # The first write fault after a read must move mtime: it was set an
+    # hour before (prepare_old).
     first = min(faults, key=lambda f: f.ts)
     assert first.verdict == "UPDATED"
 
@@ -243,3 +257,42 @@ def test_no_missed_timestamps_in_any_workload(rec):
     assert verdicts.get("NO_NOTIFIER", 0) == 0
     # Every fault carried readable timestamps (the BTF offsets are right).
     assert verdicts.get("UNDECIDED", 0) == 0
+
+
+def test_the_kernel_counts_what_is_no_write_fault_and_sends_one_event_a_fault(rec):
+    """Without --every-event, what only adds to a file's counters is counted
+    in the kernel (COUNTS): no fs_dax event and no retried do_wp_page in
+    the stream.  Either way every count equals the kernel's tracepoints."""
+    from pfntrace import layout
+
+    types = {e["type"] for e in rec.events}
+    dax_types = {layout.const(n) for n in ("PFT_EV_DAX_FAULT", "PFT_EV_DAX_WRITEBACK",
+                                           "PFT_EV_DAX_MKWRITE")}
+    # The fs_dax events these workloads make, by the kernel's own count.
+    made = {layout.const("PFT_EV_DAX_FAULT"), layout.const("PFT_EV_DAX_WRITEBACK")}
+    if rec.kernel("sync", "map_sync"):
+        made.add(layout.const("PFT_EV_DAX_MKWRITE"))
+    retried = [e for e in rec.events if e["type"] == layout.const("PFT_EV_WP")
+               and e["ret"] & layout.const("PFT_VM_FAULT_RETRY")]
+    assert rec.recording.header["every_event"] is rec.every_event
+    if rec.every_event:
+        assert types & dax_types == made and not rec.recording.file_counts
+    else:
+        assert not types & dax_types and not retried
+        assert {c["ino"] for c in rec.recording.file_counts} >= {
+            rec.ino[name] for name in ("rtw", "wsw", "first", "huge", "sync", "random")}
+    for name, _, _ in WORKLOADS:
+        f = rec.file(name)
+        k = lambda what: rec.kernel(name, what)  # noqa: E731
+        pte = k("pte_read") + k("pte_write") + k("pte_mkwrite")
+        pmd = k("pmd_read") + k("pmd_write") + k("pmd_fallback")
+        assert (f.dax_pte_faults if f else 0) == pte, name
+        assert (f.dax_pmd_faults if f else 0) == pmd, name
+    # The per-VMA lock (6.4+) gives up once on each write-protect fault
+    # whose vm_ops have no ->map_pages (mm/memory.c vmf_can_call_fault()):
+    # ext4's DAX vm_ops have none, xfs's (one for DAX and page cache) do.
+    # One retried attempt per ->pfn_mkwrite fault, or none.
+    per_vma_lock = bool(rec.recording.header["plan"]["offsets"].get("VMF_FLAG_VMA_LOCK"))
+    assert rec.file("rtw").retries == (N if per_vma_lock and FS == "ext4" else 0)
+    assert rec.file("rtw").wp_entries == N + rec.file("rtw").retries
+    assert rec.file("rtw").reprotects == 0

@@ -29,7 +29,7 @@ class FakeRecording:
     """The attributes analyse() uses from pfntrace.recording.Recording."""
 
     def __init__(self, events, header=None, meta=None, trailer=None, lost=None,
-                 truncated=False, reason=None):
+                 truncated=False, reason=None, file_counts=None):
         self._events = [layout.decode(e) for e in events]
         self.header = {"kernel": "6.12.117", "plan": {"huge_fault_arg_is_order": True},
                        "clock": {"realtime_minus_monotonic_ns": T0, "tick_ns": TICK}}
@@ -39,6 +39,7 @@ class FakeRecording:
         self.lost = lost or [0, 0]
         self.truncated = truncated
         self.truncation_reason = reason
+        self.file_counts = file_counts or []
 
     def iter_events(self):
         return iter(self._events)
@@ -380,6 +381,75 @@ def test_lost_events_summed():
     blind = {"ring_full": 7, "wp_return_missed": 0, "unfinished": 2}
     an = run([], lost=[3, 4], trailer={"blind": blind})
     assert an.summary()["lost"] == 9 and an.summary()["lost_by_reason"] == blind
+
+
+def _only_counted(e):
+    """Whether record counts the event e in the kernel (COUNTS) instead of
+    sending it: a retried do_wp_page attempt, an fs_dax tracepoint."""
+    d = layout.decode(e)
+    if d["type"] == WP:
+        return bool(d["ret"] & C("PFT_VM_FAULT_RETRY"))
+    return d["type"] in (C("PFT_EV_DAX_FAULT"), C("PFT_EV_DAX_WRITEBACK"),
+                         C("PFT_EV_DAX_MKWRITE"))
+
+
+def _counted(events):
+    """The COUNTS rows record's kernel side makes of what _only_counted()."""
+    rows = {}
+    for d in map(layout.decode, filter(_only_counted, events)):
+        row = rows.setdefault((d["dev"], d["ino"], d["pid"]), dict(
+            {"dev": d["dev"], "ino": d["ino"], "pid": d["pid"], "comm": d["comm"]},
+            **dict.fromkeys(layout.FILE_COUNTERS, 0)))
+        if d["type"] == WP:
+            row["retries"] += 1
+        elif d["type"] == C("PFT_EV_DAX_FAULT"):
+            row["dax_pmd_faults" if d["flags"] & C("PFT_F_PMD") else "dax_pte_faults"] += 1
+            row["dax_write_faults"] += bool(d["fault_flags"] & WRITE)
+        elif d["type"] == C("PFT_EV_DAX_WRITEBACK"):
+            row["reprotects"] += 1
+            row["reprotect_pages"] += d["arg"]
+        else:
+            row["map_sync"] += 1
+    return list(rows.values())
+
+
+@pytest.mark.parametrize("selection", [
+    None, dict(pid=200), dict(comm="a"), dict(pid=300), dict(file="/g"), dict(file="/f")])
+def test_counts_kept_in_the_kernel_read_as_their_events_did(selection):
+    """record counts a retried do_wp_page and the fs_dax tracepoints per
+    (file, process) in the kernel: a report of the COUNTS gives each file
+    and the summary what the same events gave, under every selection."""
+    now = T0 + 5 * NS
+    events = []
+    for pid, comm, ino, t in ((100, "a", 12, 5), (200, "b", 12, 6), (200, "b", 13, 7)):
+        who = dict(pid=pid, comm=comm, ino=ino)
+        events += [
+            wp(t * NS, T0, T0, ret=C("PFT_VM_FAULT_RETRY"), **who),
+            ev(ts=t * NS + 500, m=(T0, now), roles=EXT4_ROLES, flags=FILE | IN_WP | DAX,
+               fault_flags=WRITE | MKWRITE, **who),
+            wp(t * NS + 400, T0, now, flags=FILE | DAX | C("PFT_F_HANDLER_RAN"), **who),
+            ev(type=C("PFT_EV_DAX_FAULT"), fault_flags=WRITE | MKWRITE, ts=t * NS + 450, **who),
+            ev(type=C("PFT_EV_DAX_FAULT"), fault_flags=WRITE, flags=C("PFT_F_PMD"), **who),
+            ev(type=C("PFT_EV_DAX_WRITEBACK"), arg=pid // 100, **who),
+            ev(type=C("PFT_EV_DAX_MKWRITE"), **who),
+        ]
+    meta = {"files": {KEY: {"path": "/mnt/dax/f"}, "259:3:13": {"path": "/mnt/dax/g"}}}
+    sel = correlate.Selection(**selection) if selection else None
+    as_events = correlate.analyse(FakeRecording(events, meta=meta), selection=sel)
+    counted = correlate.analyse(FakeRecording(
+        [e for e in events if not _only_counted(e)], meta=meta,
+        file_counts=_counted(events)), selection=sel)
+    fields = layout.FILE_COUNTERS + ["wp_entries", "write_faults", "handler_calls"]
+    per_file = [[(f.path, name, getattr(f, name)) for name in fields] for f in as_events.files]
+    assert per_file == [[(f.path, name, getattr(f, name)) for name in fields]
+                        for f in counted.files]
+    # Only the events themselves differ.
+    stream = ("events", "event_counts")
+    assert as_events.summary() == dict(counted.summary(),
+                                       **{k: as_events.summary()[k] for k in stream})
+    if selection is None:
+        assert [f.retries for f in counted.files] == [2, 1]
+        assert [f.reprotect_pages for f in counted.files] == [3, 2]
 
 
 # -- selection, keep_faults, fast path ---------------------------------------

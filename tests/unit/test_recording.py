@@ -164,6 +164,53 @@ def test_lost_written_only_when_changed(tmp_path):
     assert rec.lost == [1, 5]
 
 
+def _counts(ino, **n):
+    row = {"dev": (259 << 20) | 1, "ino": ino, "pid": 100, "comm": "dd"}
+    row.update(dict.fromkeys(layout.FILE_COUNTERS, 0), **n)
+    return row
+
+
+def test_file_counts_the_last_counts_block_counts(tmp_path):
+    """COUNTS blocks are cumulative like LOST: written only when they
+    changed, and a reader keeps the last one, also from a file cut short
+    after it (kill -9)."""
+    path = tmp_path / "counts.pft"
+    w = RecordingWriter.create(path, {})
+    w.set_counts([_counts(12, retries=3)])
+    w.flush()
+    blocks = w.blocks_written
+    w.set_counts([_counts(12, retries=3)])
+    w.flush()
+    assert w.blocks_written == blocks
+    w.set_counts([_counts(12, retries=5), _counts(13, reprotect_pages=7)])
+    w.add_events(events(0, 2))
+    w.flush()
+    size = os.path.getsize(path)
+    w.set_counts([_counts(12, retries=9)])
+    w.close({})
+    rec = Recording.open(path)
+    assert rec.file_counts == [_counts(12, retries=9)]
+    os.truncate(path, size)
+    cut = Recording.open(path)
+    assert cut.truncated
+    assert cut.file_counts == [_counts(12, retries=5), _counts(13, reprotect_pages=7)]
+    assert Recording.open(tmp_path / "counts.pft").event_count == 2
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"files": [dict(_counts(12), retries=-1)]}, "files[0].retries: -1 is below"),
+    ({"files": [{"ino": 12, "pid": 1}]}, "files[0]: dev is missing"),
+    ({"files": {"12": 1}}, "files: expected a list"),
+    ({}, "files is missing"),
+])
+def test_a_bad_counts_block_is_refused_in_one_line(tmp_path, bad, why):
+    path = tmp_path / "bad.pft"
+    raw_file(path, good_header(), [(fmt.BLOCK_COUNTS, fmt.encode_json(bad))])
+    with pytest.raises(RecordingError) as e:
+        Recording.open(path)
+    assert "invalid COUNTS block" in one_line(e.value) and why in str(e.value)
+
+
 def test_header_must_be_json(tmp_path):
     path = tmp_path / "j.pft"
     with pytest.raises(TypeError):
