@@ -21,6 +21,9 @@ Modes:
   top, record     `pfntrace top` / `pfntrace record --bpf-stats` (default
                   attach); both report each BPF program's own run time per run
   top-kprobe, record-kprobe   the same with `--attach kprobe`
+  record-every    record --every-event: each retried do_wp_page attempt and
+                  fs_dax tracepoint an event, as before they were counted in
+                  the kernel
   top-nostats     top without the kernel's BPF run-time statistics
   top-quiet       top refreshing once a minute: its user-space side idle while
                   the storm runs (attaching takes a minute longer)
@@ -44,6 +47,7 @@ PFNTRACE = [sys.executable, "-m", "pfntrace"]
 LINE = re.compile(r"(\w+)=([0-9.]+)")
 LOST = re.compile(r"pfntrace: (\d+) events, (\d+) lost")
 PROBE_COSTS = re.compile(r"pfntrace: BPF run time per probe run: (.*)")
+RECORDER_CPU = re.compile(r"pfntrace: recorder CPU time ([0-9.]+) s")
 ATTACH_TIMEOUT = 180
 
 # Empty programs: each only counts its runs in a per-CPU slot, so the floor
@@ -150,11 +154,11 @@ def hooked(storm, hooks):
     return res, {"programs_run": runs}
 
 
-def record(storm, tmp, attach=None):
+def record(storm, tmp, attach=None, every_event=False):
     out = os.path.join(tmp, "storm.pft")
     # --bpf-stats, as top has them on: the programs' own time per probe run
     argv = PFNTRACE + ["record", "--bpf-stats", "-o", out] + \
-        (["--attach", attach] if attach else [])
+        (["--attach", attach] if attach else []) + (["--every-event"] if every_event else [])
     p = subprocess.run(argv + ["--"] + storm, capture_output=True, text=True, cwd=REPO)
     if p.returncode != 0:
         raise SystemExit("record failed (%d): %s" % (p.returncode, p.stderr[-2000:]))
@@ -163,6 +167,9 @@ def record(storm, tmp, attach=None):
     costs = PROBE_COSTS.search(p.stderr)
     if costs:
         extra["probes"] = costs.group(1)
+    cpu = RECORDER_CPU.search(p.stderr)
+    if cpu:
+        extra["recorder_cpu_s"] = float(cpu.group(1))
     os.unlink(out)
     return parse(p.stdout), extra
 
@@ -217,6 +224,8 @@ def runner(mode, storm, tmp, mount):
         return lambda: hooked(storm, hooks)
     if mode in ("record", "record-kprobe"):
         return lambda: record(storm, tmp, "kprobe" if mode.endswith("-kprobe") else None)
+    if mode == "record-every":
+        return lambda: record(storm, tmp, every_event=True)
     if mode in ("top", "top-kprobe"):
         return lambda: top(storm, tmp, mount,
                            attach="kprobe" if mode.endswith("-kprobe") else None)
@@ -289,6 +298,11 @@ def main():
         probes = [r[1]["probes"] for r in rs if "probes" in r[1]]
         if probes:  # the last run's: the programs' own time, hooks not included
             print("%s, BPF run time per probe run (last run): %s" % (m, probes[-1]))
+        cpu = [r[1]["recorder_cpu_s"] for r in rs if "recorder_cpu_s" in r[1]]
+        if cpu:     # the recorder's own CPU time: draining, writing, naming
+            print("%s, recorder CPU time (median): %.2f s, %.1f µs per write-protect fault"
+                  % (m, statistics.median(cpu),
+                     statistics.median(cpu) * 1e6 / (args.pages * args.rounds)))
     print("floor: floor-kprobe for the -kprobe modes; floor-top(-kprobe) for top's when run")
 
 
