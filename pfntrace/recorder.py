@@ -249,8 +249,10 @@ class Recorder:
         from pfntrace.kernel.kallsyms import Kallsyms, KallsymsError
 
         try:
-            if self.kallsyms is None:
-                self.kallsyms = Kallsyms.load()
+            # Loaded again only when a module came or went since (a handler
+            # of a module loaded after the recording began has an address
+            # the older table would give to another symbol).
+            self.kallsyms = Kallsyms.load()
             return self.kallsyms.resolve(addr)
         except KallsymsError:
             return "0x%x" % addr

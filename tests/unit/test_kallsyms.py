@@ -64,3 +64,30 @@ def test_host_kallsyms_loads():
     kallsyms = Kallsyms.load()
     assert len(kallsyms) > 1000
     assert "do_wp_page" in kallsyms
+
+
+def test_the_running_kernels_table_is_read_again_only_when_modules_change(tmp_path, monkeypatch):
+    """Kallsyms.load() of the running kernel returns the table it read while
+    /proc/modules reads the same, and reads it again once a module came or
+    went (its handlers' addresses are new); an explicit path is always read."""
+    from pfntrace.kernel import kallsyms as ks
+
+    table, modules = tmp_path / "kallsyms", tmp_path / "modules"
+    table.write_text("ffffffff81000100 T do_wp_page\n")
+    modules.write_text("ext4 1000 1 - Live 0xffffffffc0000000\n")
+    monkeypatch.setattr(ks, "PROC_KALLSYMS", str(table))
+    monkeypatch.setattr(ks, "PROC_MODULES", str(modules))
+    monkeypatch.setattr(ks, "_LOADED", {})
+    first = Kallsyms.load()
+    table.write_text("ffffffff81000100 T do_wp_page\n"
+                     "ffffffffc0b00010 t noop_pfn_mkwrite\t[pftbug]\n")
+    assert Kallsyms.load() is first and "noop_pfn_mkwrite" not in first
+    modules.write_text("ext4 1000 1 - Live 0xffffffffc0000000\n"
+                       "pftbug 2000 0 - Live 0xffffffffc0b00000 (OE)\n")
+    again = Kallsyms.load()
+    assert again is not first and again.resolve(0xFFFFFFFFC0B00010) == "noop_pfn_mkwrite"
+    assert Kallsyms.load() is again
+    assert Kallsyms.load(str(table)) is not again
+    # Without a readable /proc/modules nothing is kept.
+    modules.unlink()
+    assert Kallsyms.load() is not Kallsyms.load()
