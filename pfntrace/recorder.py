@@ -178,22 +178,9 @@ class Recorder:
         for t, n in Counter(types).items():
             self.by_type[t] = self.by_type.get(t, 0) + n
         new_meta = {}
-        # Handlers are named here, where kallsyms is the live one: module
-        # addresses differ from boot to boot.  (Only HANDLER and WP events
-        # carry one: a WP one when it folded its handler's event in,
-        # PFT_F_HANDLER_FOLDED.)
-        for addr in dict.fromkeys(handlers):
-            if addr and addr not in self.symbols:
-                self._name(addr, new_meta)
-        ops = dict.fromkeys(itertools.chain.from_iterable(zip(pfns, pages)))
-        new_ops = [addr for addr in ops if addr and addr not in self.symbols]
-        if new_ops:     # rare: the first fault through a vm_ops not seen yet
-            first = {}
-            for ts, pfn, page in zip(decode.columns(buf, ("ts_ns",))[0], pfns, pages):
-                first.setdefault(pfn, ts)
-                first.setdefault(page, ts)
-            for addr in new_ops:
-                self._discover(addr, first[addr], new_meta)
+        # Processes and paths first: a process exits, unmaps, or its mount
+        # goes (umount -l), and /proc/PID/maps then names the file no more
+        # or by another path; naming a handler may read kallsyms again.
         for dev, ino, pid in dict.fromkeys(zip(devs, inos, pids)):
             if pid not in self.procs:
                 info = procinfo.proc_info(pid)
@@ -214,6 +201,22 @@ class Recorder:
                 self.files[key] = path
                 if path:
                     new_meta.setdefault("files", {})[procinfo.file_key(*key)] = {"path": path}
+        # Handlers are named here, where kallsyms is the live one: module
+        # addresses differ from boot to boot.  (Only HANDLER and WP events
+        # carry one: a WP one when it folded its handler's event in,
+        # PFT_F_HANDLER_FOLDED.)
+        for addr in dict.fromkeys(handlers):
+            if addr and addr not in self.symbols:
+                self._name(addr, new_meta)
+        ops = dict.fromkeys(itertools.chain.from_iterable(zip(pfns, pages)))
+        new_ops = [addr for addr in ops if addr and addr not in self.symbols]
+        if new_ops:     # rare: the first fault through a vm_ops not seen yet
+            first = {}
+            for ts, pfn, page in zip(decode.columns(buf, ("ts_ns",))[0], pfns, pages):
+                first.setdefault(pfn, ts)
+                first.setdefault(page, ts)
+            for addr in new_ops:
+                self._discover(addr, first[addr], new_meta)
         if new_meta:
             self.writer.add_meta(new_meta)
 

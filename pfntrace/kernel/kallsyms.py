@@ -18,16 +18,21 @@ class KallsymsError(Exception):
 
 PROC_KALLSYMS = "/proc/kallsyms"
 PROC_MODULES = "/proc/modules"
-_LOADED = {}    # path -> (/proc/modules text when loaded, Kallsyms)
+_LOADED = {}    # path -> (_modules_key() when loaded, Kallsyms)
 
 
-def _read_text(path):
-    """path's text, or None when it cannot be read (then nothing is cached)."""
+def _modules_key(path):
+    """What of /proc/modules says where module text is: each module's name,
+    size, state and address (not its reference count, which moves with
+    every mount and probe); None when unreadable (then nothing is cached)."""
     try:
         with open(path) as f:
-            return f.read()
+            lines = f.read().splitlines()
     except OSError:
         return None
+    # name size refcount users state address [taints]
+    return tuple((w[0], w[1], w[4], w[5]) if len(w) >= 6 else tuple(w)
+                 for w in map(str.split, lines))
 
 
 # address, type, name, optional "\t[module]"
@@ -53,18 +58,18 @@ class Kallsyms:
 
     @classmethod
     def load(cls, path=None):
-        """The table at path, by default the running kernel's.  That one changes
-        only when a module comes or goes, so while /proc/modules reads as it
-        did at the last load that table is returned again: parsing ~120k
-        lines took 3 s and more under QEMU TCG, paid by doctor, the probe
-        plan and the recorder each, the recorder's while the traced workload
-        ran."""
+        """The table at path, by default the running kernel's.  That one
+        changes only when a module comes or goes, so while /proc/modules
+        lists the same modules at the same addresses as at the last load,
+        that table is returned again: parsing ~120k lines took 3 s and more
+        under QEMU TCG, paid by doctor, the probe plan and the recorder
+        each, the recorder's while the traced workload ran."""
         # /proc/modules first: a module loaded between the two reads is
         # then in the table but not in the key, and the next load reads
         # the table again (the other order would keep a table without it).
         live = path is None
         path = PROC_KALLSYMS if live else path
-        modules = _read_text(PROC_MODULES) if live else None
+        modules = _modules_key(PROC_MODULES) if live else None
         cached = _LOADED.get(path)
         if modules is not None and cached is not None and cached[0] == modules:
             return cached[1]
