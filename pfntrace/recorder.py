@@ -248,6 +248,18 @@ class Recorder:
         self.late.append({"hook": name, "attached": attached, "first_seen_ns": ts})
         new_meta["late_handlers"] = self.late
 
+    def _index_symbols(self):
+        """Index kallsyms by address before the workload starts: the first
+        handler named otherwise pays for it while the workload runs."""
+        from pfntrace.kernel.kallsyms import Kallsyms, KallsymsError
+
+        try:
+            self.kallsyms = Kallsyms.load()
+            if not self.kallsyms.addresses_hidden:
+                self.kallsyms.index_text()
+        except KallsymsError:
+            pass    # said when a handler cannot be named (_symbol)
+
     def _symbol(self, addr):
         from pfntrace.kernel.kallsyms import Kallsyms, KallsymsError
 
@@ -276,6 +288,7 @@ class Recorder:
         """
         if self.writer is None:
             self.open()
+        self._index_symbols()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         start = time.monotonic()
         cpu_start = _own_cpu_ns()

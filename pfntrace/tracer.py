@@ -14,12 +14,17 @@ from pfntrace.ringbuf import RingReader
 BPF_DIR = os.path.join(os.path.dirname(__file__), "bpf")
 BPF_SOURCE = os.path.join(BPF_DIR, "pfntrace.bpf.c")
 MAX_DEVS = 8  # keep in step with MAX_DEVS in pfntrace.bpf.c
-# 64 MiB: a write fault makes one event of 192 bytes (3-5 with
-# --every-event), so this holds ~70k-350k faults while the consumer is
-# busy; it drains every POLL_MS whether woken or not.
+# 64 MiB: a write fault makes one event of 200 bytes (3-5 with
+# --every-event), so this holds ~65k-320k faults while the consumer is
+# busy.  The consumer drains every POLL_MS, and is woken sooner only when
+# an eighth of the ring waits (emit() in the BPF C): woken per few events,
+# it spent its CPU on them while the workload ran, and under QEMU TCG,
+# where all vCPUs share one host thread, that CPU was the workload's.
 RINGBUF_PAGES = 16384
+RING_WAKEUP_BYTES = RINGBUF_PAGES * mmap.PAGESIZE // 8
 POLL_MS = 50
 NAME_LEN = layout.const("PFT_NAME_LEN")
+RING_TAKEN = layout.const("PFT_RING_TAKEN")
 # The `blind` counters' slots (PFT_BLIND_*), by the name reports use.
 BLIND_REASONS = {
     "ring_full": layout.const("PFT_BLIND_RING"),
@@ -55,7 +60,8 @@ def cflags(plan, aggregate=False, every_event=False):
     if not offsets:
         raise TracerError("cannot compute struct offsets: %s"
                           % plan.get("offsets_error", "no kernel BTF"))
-    flags = ["-I" + BPF_DIR, "-DRINGBUF_PAGES=%d" % (1 if aggregate else RINGBUF_PAGES)]
+    flags = ["-I" + BPF_DIR, "-DRINGBUF_PAGES=%d" % (1 if aggregate else RINGBUF_PAGES),
+             "-DRING_WAKEUP_BYTES=%d" % RING_WAKEUP_BYTES]
     if aggregate:
         flags += ["-DPFT_AGGREGATE", "-DPFT_NO_STREAM"]
     elif not every_event:
@@ -222,12 +228,14 @@ class Tracer:
     def poll(self, timeout_ms=POLL_MS):
         """Raw events that arrived, as one bytes object (whole events).
 
-        Waits up to timeout_ms only when the ring is empty: events are sent
-        without a wakeup most of the time (see emit() in the BPF C)."""
-        data = self.ring.drain()
-        if not data and timeout_ms:
+        Waits timeout_ms first, or less when the kernel wakes the consumer
+        because much waits (emit() in the BPF C): the events of a storm are
+        taken in batches, not as they come.  timeout_ms=0 drains at once."""
+        if timeout_ms:
             self.ring.wait(timeout_ms)
-            data = self.ring.drain()
+        data = self.ring.drain()
+        # The BPF side counts what waits from this position (PFT_RING_TAKEN).
+        self.bpf["ringfill"][ctypes.c_int(RING_TAKEN)] = ctypes.c_uint64(self.ring.position)
         return data
 
     def names(self):

@@ -38,8 +38,10 @@ typedef unsigned long vm_flags_t;
 
 #define S_DAX 8192		/* include/linux/fs.h, CONFIG_FS_DAX */
 #define MAX_DEVS 8
-#define WAKEUP_EVERY 64		/* events per CPU between consumer wakeups */
 #define ONE_SECOND_NS 1000000000ULL
+/* A ring buffer record: an 8-byte header, the data rounded up to 8 bytes. */
+#define RING_RECORD_BYTES ((sizeof(struct pft_event) + 8 + 7) & ~7UL)
+/* RING_WAKEUP_BYTES: -D by tracer.py, a share of the ring's size. */
 
 struct pft_config {
 	u32 follow;		/* 1: only tasks in the traced map */
@@ -104,7 +106,8 @@ BPF_PERCPU_ARRAY(gaseed, struct getattr_state, 1);
 BPF_PERCPU_ARRAY(nameseed, struct pft_name, 1);
 BPF_PERCPU_ARRAY(lost, u64, 1);			/* everything not seen, [0] */
 BPF_PERCPU_ARRAY(blind, u64, PFT_BLIND_SLOTS);	/* the same, by PFT_BLIND_* reason */
-BPF_PERCPU_ARRAY(pending, u32, 1);		/* events since the last wakeup */
+/* How much waits in the ring for the consumer (PFT_RING_SENT, PFT_RING_TAKEN). */
+BPF_ARRAY(ringfill, u64, 2);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
 BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */
@@ -322,22 +325,21 @@ static __always_inline void emit(struct pft_event *ev)
 	agg_account(ev);
 #endif
 #ifndef PFT_NO_STREAM
-	u32 zero = 0;
+	u32 sent_i = PFT_RING_SENT, taken_i = PFT_RING_TAKEN;
+	u64 *sent = ringfill.lookup(&sent_i), *taken = ringfill.lookup(&taken_i);
 	u64 flags = BPF_RB_NO_WAKEUP;
-	u32 *n = pending.lookup(&zero);
 
-	/* A wakeup per event costs the faulting task more than the probe
-	 * itself: wake the consumer once per WAKEUP_EVERY events; it also
-	 * polls on a short timeout for the rest. */
-	if (n) {
-		*n += 1;
-		if (*n >= WAKEUP_EVERY) {
-			*n = 0;
-			flags = 0;
-		}
-	}
+	/* A wakeup costs the faulting task more than the probe itself, and a
+	 * consumer woken for every few events spends its CPU on them while the
+	 * workload runs: it drains every POLL_MS (tracer.py) and is woken
+	 * sooner only when RING_WAKEUP_BYTES are waiting (the kernel's
+	 * BPF_RB_AVAIL_DATA, counted here: bcc 0.26 has no ringbuf_query). */
+	if (sent && taken && (s64)(*sent - *taken) >= RING_WAKEUP_BYTES)
+		flags = BPF_RB_FORCE_WAKEUP;
 	if (events.ringbuf_output(ev, sizeof(*ev), flags) != 0)
 		count_blind(PFT_BLIND_RING);
+	else if (sent)
+		__sync_fetch_and_add(sent, RING_RECORD_BYTES);
 #endif /* PFT_NO_STREAM */
 }
 

@@ -94,6 +94,12 @@
  * ctime, so the next change must get a fine-grained, distinct stamp. */
 #define PFT_I_CTIME_QUERIED 2147483648
 
+/* The `ringfill` slots: bytes the BPF side has sent into the ring, and the
+ * ring's consumer position as the consumer wrote it back.  Their difference
+ * is what waits to be read (the kernel's BPF_RB_AVAIL_DATA). */
+#define PFT_RING_SENT  0
+#define PFT_RING_TAKEN 1
+
 /* Why an event or a fault was not seen (the `blind` per-CPU counters; each
  * also counts into `lost`).  Nothing may go unseen silently. */
 #define PFT_BLIND_RING           0  /* the ring buffer was full */

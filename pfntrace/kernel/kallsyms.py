@@ -99,11 +99,26 @@ class Kallsyms:
         row = self._rows.get(name)
         return row[3] or None if row else None
 
-    def _sorted_text(self):
-        # Only resolve() needs addresses in order; most runs never call it.
+    def index_text(self):
+        """Build the address-ordered index resolve() needs, now.
+
+        The recorder calls this before its probes are armed: under QEMU TCG
+        the first resolve() took 1-2 s of CPU, and when it came at the first
+        event it was taken from the traced workload (the lab runs all vCPUs
+        in one host thread)."""
         if self._text_index is None:
-            syms = sorted((int(a, 16), n) for a, t, n, _ in self._all_rows if t in _TEXT_TYPES)
-            self._text_index = ([a for a, _ in syms], [n for _, n in syms])
+            text = [(a, n) for a, t, n, _ in self._all_rows if t in _TEXT_TYPES]
+            # /proc/kallsyms prints every address in lower case at one width
+            # (%px), so the hex strings sort as the numbers do without
+            # converting ~120k of them; any other table is converted.
+            addrs = [a for a, _ in text]
+            widths = set(map(len, addrs))
+            width = widths.pop() if len(widths) == 1 else None
+            if width is None or any(c in "ABCDEF" for c in set("".join(addrs))):
+                width = max(16, width or 0, *widths)
+                text = [("%0*x" % (width, int(a, 16)), n) for a, n in text]
+            text.sort()
+            self._text_index = (width, [a for a, _ in text], [n for _, n in text])
         return self._text_index
 
     def resolve(self, addr):
@@ -112,11 +127,15 @@ class Kallsyms:
         if self.addresses_hidden:
             raise KallsymsError("%s shows zero addresses (not root, or kptr_restrict): "
                                 "cannot resolve 0x%x" % (self.source, addr))
-        addrs, names = self._sorted_text()
-        i = bisect_right(addrs, addr) - 1
+        width, addrs, names = self.index_text()
+        key = "%0*x" % (width, addr)
+        if len(key) > width:
+            i = len(addrs) - 1     # above every address the table can show
+        else:
+            i = bisect_right(addrs, key) - 1
         if i < 0:
             return "0x%x" % addr
-        offset = addr - addrs[i]
+        offset = addr - int(addrs[i], 16)
         name = names[i]
         return name if offset == 0 else "%s+0x%x" % (name, offset)
 

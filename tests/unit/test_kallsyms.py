@@ -33,6 +33,23 @@ def test_resolve(kallsyms):
     assert kallsyms.resolve(0x1000) == "0x1000"
 
 
+def test_resolve_orders_addresses_as_numbers(kallsyms):
+    # The index sorts the table's hex strings: it must agree with sorting
+    # the numbers on the captured table, and on tables whose addresses are
+    # not all printed alike (upper case, another width).
+    width, addrs, names = kallsyms.index_text()
+    numbers = [int(a, 16) for a in addrs]
+    assert numbers == sorted(numbers) and len(numbers) > 20
+    for text in ("FFFFFFFF81000200 t upper\nffffffff81000100 t lower\n",
+                 "ffffffff81000200 t upper\n81000100 t short\n"):
+        table = Kallsyms(text)
+        assert table.resolve(0xFFFFFFFF81000208) == "upper+0x8"
+        low = table.index_text()[2][0]
+        assert table.resolve(0xFFFFFFFF81000100 if low == "lower" else 0x81000104) == \
+            ("lower" if low == "lower" else "short+0x4")
+    assert Kallsyms("81000100 t a\n").resolve(0xFFFFFFFF81000000) == "a+0xfffffffeffffff00"
+
+
 def test_first_of_repeated_static_names_wins():
     text = ("ffffffff81000100 t helper\nffffffff81000200 t helper\n"
             "ffffffffc0001000 t ext4_dax_fault\t[ext4]\n")

@@ -112,3 +112,30 @@ def test_records_are_copied_before_their_space_is_given_back(ring, monkeypatch):
 
     monkeypatch.setattr(ringbuf, "_U64", KernelRefills)
     assert reader.drain() == rec(1) + rec(2)
+
+
+def test_committed_records_are_read_as_one_batch_across_the_end(ring, monkeypatch):
+    """All committed and ours: one pass at C speed, no loop per record."""
+    fake, reader = ring
+    fake.prod = DATA - 5 * 32
+    fake.f.seek(0)
+    fake.f.write(struct.pack("<Q", fake.prod))
+    for n in range(20):
+        fake.put(rec(n))
+
+    def each(*_):
+        raise AssertionError("read one record at a time")
+
+    monkeypatch.setattr(reader, "_drain_each", each)
+    assert reader.drain() == b"".join(rec(n) for n in range(20))
+    assert fake.consumer() == DATA + 15 * 32
+
+
+@pytest.mark.parametrize("flags", [BUSY, DISCARD])
+def test_a_busy_or_discarded_record_in_a_batch_is_read_one_at_a_time(ring, flags):
+    fake, reader = ring
+    for n in range(5):
+        fake.put(rec(n), flags=flags if n == 3 else 0)
+    want = b"".join(rec(n) for n in range(3 if flags == BUSY else 5) if n != 3)
+    assert reader.drain() == want
+    assert fake.consumer() == (3 if flags == BUSY else 5) * 32
