@@ -168,8 +168,9 @@ class Recorder:
         """Write the events of buf, and the metadata they are the first to
         need: handler names, handlers to probe from now on, processes, file
         paths.  A block's columns are read in place and deduplicated at C
-        speed (decode.columns): under QEMU TCG a Python loop over every
-        event cost the recorder more than all the probes together."""
+        speed (decode.columns), not in a Python loop per event: what the
+        recorder spends while the workload runs, the workload loses where
+        CPUs are few (the lab's QEMU runs all vCPUs in one host thread)."""
         if not buf:
             return
         self.writer.add_events(buf)
