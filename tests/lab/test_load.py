@@ -26,7 +26,7 @@ import time
 import pytest
 
 from daxtrace import DaxHist, DaxTrace
-from guest import FS, IN_GUEST, MOUNT, PFNTRACE, figures, guest_fixture, run, wait_for
+from guest import FS, IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, figures, guest_fixture, run, wait_for
 
 THREADS = 8
 PAGES = 384          # 1.5 MiB a file: always PTEs, never a PMD
@@ -159,6 +159,50 @@ def test_eight_threads_storm_counts_equal_the_kernel(dax_dir, big_dir, storm, la
     figures("storm_" + layout, planned=planned, events=doc["summary"]["events"],
             record_s=round(recorded_s, 1), report_s=round(report_s, 1),
             recording_mb=round(os.path.getsize(out) / 2**20), **got)
+
+
+def test_the_consumer_is_woken_by_how_much_waits_not_per_event(dax_dir, storm):
+    """record's consumer drains every POLL_MS in batches, and the kernel
+    wakes it sooner only when RING_WAKEUP_BYTES wait (emit() in the BPF C).
+    A few events do not wake a consumer waiting 3 s: the wait runs out.  A
+    storm of twice that many bytes wakes one waiting two minutes, with at
+    least that much to take, and nothing is lost."""
+    from pfntrace import layout, tracer
+    from pfntrace.commands.record import build_plan
+
+    record_bytes = (layout.EVENT_SIZE + 8 + 7) & ~7     # with its ring header
+    wake_events = tracer.RING_WAKEUP_BYTES // record_bytes
+    st = os.stat(dax_dir)
+    tr = tracer.Tracer(build_plan(), devs=[tracer.kernel_dev(os.major(st.st_dev),
+                                                             os.minor(st.st_dev))])
+    tr.start()
+    try:
+        tr.poll(1)      # the consumer waits from here on
+        small = os.path.join(dax_dir, "small")
+        p = run(WORKLOAD + ["read-then-write", small, "23"])
+        assert p.returncode == 0, p.stderr
+        started = time.monotonic()
+        few = len(tr.poll(3000)) // layout.EVENT_SIZE
+        small_wait = time.monotonic() - started
+        assert 23 <= few < wake_events and small_wait >= 2.9, (few, small_wait)
+
+        path = os.path.join(dax_dir, "f")
+        rounds = -(-2 * wake_events // PAGES)
+        proc = subprocess.Popen([storm, path, str(PAGES), str(rounds)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        woken = len(tr.poll(120000)) // layout.EVENT_SIZE
+        waited = time.monotonic() - started
+        out, err = proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 0, err
+        # Records still being written when the consumer read: one a CPU.
+        assert woken >= wake_events - os.cpu_count() and waited < 119, (woken, waited)
+        rest = len(tr.poll(0)) // layout.EVENT_SIZE
+        assert woken + rest >= PAGES * rounds and sum(tr.lost()) == 0
+        figures("ring_wakeup", wake_events=wake_events, woken_with=woken,
+                woken_after_s=round(waited, 2), small_wait_s=round(small_wait, 2), rest=rest)
+    finally:
+        tr.close()
 
 
 def test_fork_exec_storm_is_followed_exactly(dax_dir, storm):
