@@ -176,13 +176,14 @@ class Recorder:
         self.writer.add_events(buf)
         types, handlers, pfns, pages, pids, devs, inos = decode.columns(buf, _TAKE_FIELDS)
         self.events += len(types)
-        for t, n in Counter(types).items():
+        kind = _one_value(types)
+        for t, n in ({kind: len(types)} if kind is not None else Counter(types)).items():
             self.by_type[t] = self.by_type.get(t, 0) + n
         new_meta = {}
         # Processes and paths first: a process exits, unmaps, or its mount
         # goes (umount -l), and /proc/PID/maps then names the file no more
         # or by another path; naming a handler may read kallsyms again.
-        for dev, ino, pid in dict.fromkeys(zip(devs, inos, pids)):
+        for dev, ino, pid in _distinct(devs, inos, pids):
             if pid not in self.procs:
                 info = procinfo.proc_info(pid)
                 if info and not info["cmdline"] and pid == self.child:
@@ -206,10 +207,10 @@ class Recorder:
         # addresses differ from boot to boot.  (Only HANDLER and WP events
         # carry one: a WP one when it folded its handler's event in,
         # PFT_F_HANDLER_FOLDED.)
-        for addr in dict.fromkeys(handlers):
+        for (addr,) in _distinct(handlers):
             if addr and addr not in self.symbols:
                 self._name(addr, new_meta)
-        ops = dict.fromkeys(itertools.chain.from_iterable(zip(pfns, pages)))
+        ops = dict.fromkeys(itertools.chain.from_iterable(_distinct(pfns, pages)))
         new_ops = [addr for addr in ops if addr and addr not in self.symbols]
         if new_ops:     # rare: the first fault through a vm_ops not seen yet
             first = {}
@@ -414,6 +415,25 @@ class Recorder:
             self.files.update(found)
             self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
                                             for k, p in found.items()}})
+
+
+def _one_value(column):
+    """The value every item of a column (a memoryview) has, or None: one
+    memcmp over the column's bytes."""
+    if len(column) and column.tobytes() == column[:1].tobytes() * len(column):
+        return column[0]
+    return None
+
+
+def _distinct(*columns):
+    """The distinct rows of these columns (tuples), first seen first.  A
+    batch of events is mostly one process faulting on one file: then each
+    column is one value, found by a memcmp each instead of a tuple made and
+    hashed per event (CPU the traced workload pays under QEMU TCG)."""
+    values = tuple(map(_one_value, columns))
+    if None not in values:
+        return [values]
+    return list(dict.fromkeys(zip(*columns)))
 
 
 def _own_cpu_ns():

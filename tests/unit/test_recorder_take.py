@@ -62,3 +62,25 @@ def test_take_asks_once_per_handler_process_and_file(monkeypatch):
     assert rec.events == 12 and rec.by_type[WP] == 8
     assert (len(asked["proc"]), len(asked["maps"]), len(asked["discover"])) == (2, 2, 1)
     assert len(rec.writer.meta) == 1
+
+
+def test_distinct_rows_are_those_of_a_dict_whatever_the_batch():
+    """The memcmp path (every event alike) and the general one give the
+    rows dict.fromkeys gives, in the same order; 0 is a value like any."""
+    import array
+
+    def col(code, values):
+        return memoryview(array.array(code, values))
+
+    cases = [
+        ([7] * 5, [0] * 5, [100] * 5),              # one process, one file
+        ([7] * 5, [12, 12, 13, 12, 13], [100] * 5),  # two files
+        ([7, 8, 7, 8, 7], [0] * 5, [1, 1, 2, 2, 1]),
+        ([], [], []),
+    ]
+    for devs, inos, pids in cases:
+        columns = (col("I", devs), col("Q", inos), col("I", pids))
+        assert recorder._distinct(*columns) == list(dict.fromkeys(zip(devs, inos, pids)))
+    assert recorder._one_value(col("Q", [0, 0, 0])) == 0
+    assert recorder._one_value(col("Q", [0, 1 << 40, 0])) is None
+    assert recorder._one_value(col("Q", [])) is None
