@@ -64,6 +64,7 @@ static __always_inline int count(void)
 	return 0;
 }
 int count_kprobe(struct pt_regs *ctx) { return count(); }
+int count_tracing(u64 *ctx) { return count(); }
 """
 # bcc 0.26 names fentry/fexit programs after the function and attaches
 # them when it loads the source.
@@ -93,21 +94,32 @@ def untraced(storm):
 
 
 class Hooks:
-    """Counting programs on a list of (function, mechanism) hooks."""
+    """Counting programs on a list of (function, mechanism) hooks, and on
+    the handlers the plan puts on trampolines pfntrace loads itself
+    (name -> {"module", "btf_id"} in handlers)."""
 
-    def __init__(self, hooks):
+    def __init__(self, hooks, handlers=None):
         from bcc import BPF
 
+        from pfntrace.kernel.trampoline import Trampolines
+
+        handlers = handlers or {}
         src = COUNT_SRC
-        kprobes = []
+        kprobes, trampolines = [], []
         for name, mech in hooks:
-            if mech == "fentry":
+            if mech in ("fentry", "fexit") and name in handlers:
+                trampolines.append((name, mech))
+            elif mech == "fentry":
                 src += FENTRY_SRC % name
             elif mech == "fexit":
                 src += FEXIT_SRC % name
             else:
                 kprobes.append((name, mech))
         self.bpf = BPF(text=src.encode(), cflags=["-w"])
+        self.trampolines = Trampolines()
+        for name, mech in trampolines:
+            self.trampolines.attach(self.bpf.dump_func(b"count_tracing"), "count_tracing", mech,
+                                    name, handlers[name]["btf_id"], handlers[name]["module"])
         for name, mech in kprobes:
             if mech == "kprobe":
                 self.bpf.attach_kprobe(event=name.encode(), fn_name=b"count_kprobe")
@@ -120,13 +132,15 @@ class Hooks:
         return sum(int(v) for v in self.bpf["runs"][0])
 
     def close(self):
+        self.trampolines.close()
         self.bpf.cleanup()
 
 
 def plan_hooks(attach, counting=False):
     """The function hooks pfntrace would attach here (top's with counting),
     with the mechanism the plan gives each (kprobe/kretprobe when the plan
-    predates --attach)."""
+    predates --attach), and the BTF ids of the handlers it would put on
+    trampolines."""
     from pfntrace.commands.record import build_plan
 
     plan = build_plan(counting=counting)
@@ -141,11 +155,11 @@ def plan_hooks(attach, counting=False):
     for h in plan["hooks"]:
         if h["status"] == "attach" and h["kind"] != "tracepoint":
             out.append((h["hook"], h.get("mechanism") or h["kind"]))
-    return out
+    return out, (plan.get("fentry") or {}).get("handlers") or {}
 
 
-def hooked(storm, hooks):
-    h = Hooks(hooks)
+def hooked(storm, hooks, handlers=None):
+    h = Hooks(hooks, handlers)
     try:
         res = run_storm(storm)
         runs = h.runs()
@@ -217,11 +231,11 @@ def runner(mode, storm, tmp, mount):
     if mode == "minimal":
         return lambda: hooked(storm, [("do_wp_page", "kprobe")])
     if mode in ("floor", "floor-kprobe", "floor-top", "floor-top-kprobe"):
-        hooks = plan_hooks("kprobe" if mode.endswith("-kprobe") else "auto",
-                           counting=mode.startswith("floor-top"))
+        hooks, handlers = plan_hooks("kprobe" if mode.endswith("-kprobe") else "auto",
+                                     counting=mode.startswith("floor-top"))
         print("%s hooks: %s" % (mode, ", ".join("%s %s" % (m, n) for n, m in hooks)),
               flush=True)
-        return lambda: hooked(storm, hooks)
+        return lambda: hooked(storm, hooks, handlers)
     if mode in ("record", "record-kprobe"):
         return lambda: record(storm, tmp, "kprobe" if mode.endswith("-kprobe") else None)
     if mode == "record-every":

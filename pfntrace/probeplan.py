@@ -243,17 +243,46 @@ def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None, fstypes=False
 ATTACH_MODES = ("auto", "kprobe", "fentry")
 # The plan's role of a hook -> the trampoline that does the same.
 FENTRY_OF = {"kprobe": "fentry", "kretprobe": "fexit"}
-# The hooks pfntrace.bpf.c has fentry/fexit shims for (PFT_FENTRY_<NAME>).
+# The hooks pfntrace.bpf.c has fentry/fexit shims for (PFT_FENTRY_<NAME>),
+# which bcc attaches as it loads them.
 FENTRY_HOOKS = ("do_wp_page", "wp_pfn_shared", "file_update_time", GETATTR_HOOK)
 FENTRY_ARCHES = ("x86_64",)
-MODULE_NO_FENTRY = ("in module [%s]: bcc 0.26 attaches fentry only to functions in vmlinux's "
-                    "BTF (module BTF needs bcc 0.28)")
+BTF_DIR = "/sys/kernel/btf"
+# The vm_ops handlers share two programs (handler_fentry, handler_fexit)
+# that pfntrace loads itself, once per handler, against the function's BTF
+# id: bcc 0.26 attaches fentry only in vmlinux (pfntrace/kernel/trampoline.py).
+HANDLER_TRAMPOLINE = "BPF trampoline, loaded by pfntrace (bcc 0.26 has no module fentry)"
+MODULE_NO_BTF = "in module [%s], whose BTF (%s/%s) does not have it"
 
 
-def fentry_plan(kallsyms, btf, machine=None):
+def handler_btf_ids(kallsyms, btf, btf_dir=BTF_DIR):
+    """{handler: {"module", "btf_id"}} of the FS_HANDLERS in kallsyms whose
+    BTF (their module's split BTF, or vmlinux's) has the function: what a
+    trampoline program is loaded against."""
+    from pfntrace.kernel.btf import Btf, BtfError
+
+    found, modules = {}, {}
+    for name in FS_HANDLERS:
+        if name not in kallsyms:
+            continue
+        module = kallsyms.module(name)
+        if module and module not in modules:
+            try:
+                modules[module] = Btf.load(os.path.join(btf_dir, module), base=btf)
+            except BtfError:
+                modules[module] = None  # no module BTF (CONFIG_DEBUG_INFO_BTF_MODULES off)
+        source = modules[module] if module else btf
+        btf_id = source.func_id(name) if source is not None else None
+        if btf_id:
+            found[name] = {"module": module, "btf_id": btf_id}
+    return found
+
+
+def fentry_plan(kallsyms, btf, machine=None, btf_dir=BTF_DIR):
     """Whether this kernel can run fentry/fexit programs at all: BTF for the
     programs' attach points, and BPF trampolines (what bcc itself checks:
-    bpf_trampoline_link_prog in kallsyms, x86_64 only)."""
+    bpf_trampoline_link_prog in kallsyms, x86_64 only); and the BTF ids of
+    the handlers there."""
     machine = machine or os.uname().machine
     if machine not in FENTRY_ARCHES:
         return {"ok": False, "why": "no BPF trampolines for %s in bcc 0.26" % machine}
@@ -263,7 +292,8 @@ def fentry_plan(kallsyms, btf, machine=None):
         return {"ok": False, "why": "no BPF trampolines (bpf_trampoline_link_prog is not in "
                                     "/proc/kallsyms)"}
     return {"ok": True, "why": "kernel BTF and BPF trampolines", "btf_funcs": sorted(
-        name for name in FENTRY_HOOKS if btf.has_func(name))}
+        name for name in FENTRY_HOOKS if btf.has_func(name)),
+        "handlers": handler_btf_ids(kallsyms, btf, btf_dir)}
 
 
 def _fentry_refusal(plan, hook):
@@ -272,8 +302,10 @@ def _fentry_refusal(plan, hook):
     name = hook["hook"]
     if not fentry["ok"]:
         return fentry["why"]
+    if name in fentry.get("handlers", {}):
+        return None
     if hook.get("module"):
-        return MODULE_NO_FENTRY % hook["module"]
+        return MODULE_NO_BTF % (hook["module"], BTF_DIR, hook["module"])
     if name not in FENTRY_HOOKS:
         return "pfntrace has no fentry program for it"
     if name not in fentry.get("btf_funcs", ()):
@@ -301,7 +333,8 @@ def apply_attach(plan, mode="auto"):
             hook["mechanism"], hook["attach_why"] = hook["kind"], "--attach kprobe"
         elif refusal is None:
             hook["mechanism"] = FENTRY_OF[hook["kind"]]
-            hook["attach_why"] = "BPF trampoline"
+            hook["attach_why"] = ("BPF trampoline" if hook["hook"] in FENTRY_HOOKS
+                                  else HANDLER_TRAMPOLINE)
         elif mode == "fentry":
             raise ValueError("--attach fentry: %s cannot be %s: %s"
                              % (hook["hook"], FENTRY_OF[hook["kind"]], refusal))
@@ -353,3 +386,12 @@ def fentry_hooks(plan):
     """The names of the functions the plan attaches with fentry/fexit."""
     return sorted({h["hook"] for h in plan["hooks"]
                    if h.get("mechanism") in FENTRY_OF.values()})
+
+
+def trampoline_handlers(plan):
+    """[(hook, mechanism, {"module", "btf_id"})] of the handlers the plan
+    puts on trampolines pfntrace loads itself (not bcc's KFUNC_PROBEs)."""
+    ids = (plan.get("fentry") or {}).get("handlers") or {}
+    return [(h["hook"], h["mechanism"], ids[h["hook"]]) for h in plan["hooks"]
+            if h.get("mechanism") in FENTRY_OF.values() and h["hook"] not in FENTRY_HOOKS
+            and h["hook"] in ids]

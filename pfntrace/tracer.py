@@ -77,12 +77,18 @@ def cflags(plan, aggregate=False, every_event=False):
 
 
 def fentry_flags(plan):
-    """-DPFT_FENTRY_<FUNCTION> for each hook the plan attaches with
+    """-DPFT_FENTRY_<FUNCTION> for each vmlinux hook the plan attaches with
     fentry/fexit: pfntrace.bpf.c then defines bcc's KFUNC_PROBE/
-    KRETFUNC_PROBE shims, which bcc attaches as it loads the program."""
-    from pfntrace.probeplan import fentry_hooks
+    KRETFUNC_PROBE shims, which bcc attaches as it loads the program; and
+    -DPFT_FENTRY_HANDLERS when handlers go on trampolines (the programs
+    Tracer loads itself)."""
+    from pfntrace.probeplan import FENTRY_HOOKS, fentry_hooks, trampoline_handlers
 
-    return ["-DPFT_FENTRY_%s" % name.upper() for name in fentry_hooks(plan)]
+    flags = ["-DPFT_FENTRY_%s" % name.upper() for name in fentry_hooks(plan)
+             if name in FENTRY_HOOKS]
+    if trampoline_handlers(plan):
+        flags.append("-DPFT_FENTRY_HANDLERS")
+    return flags
 
 
 class Tracer:
@@ -103,6 +109,7 @@ class Tracer:
         self.ino = ino
         self.all_files = all_files
         self.bpf = None
+        self.trampolines = None     # the handlers' fentry/fexit (kernel/trampoline.py)
         self.attached = []
         self.ring = None
         if len(self.devs) > MAX_DEVS:
@@ -119,12 +126,15 @@ class Tracer:
 
         try:
             self.bpf = self._load(BPF)
+            self._attach_trampolines()
         except TracerError as e:
-            # fentry programs are loaded and attached by BPF() itself: a
-            # kernel that refuses them (no trampoline for this function, a
-            # verifier that wants more) gets the kprobe plan under auto.
+            # fentry programs are loaded and attached by BPF() itself (and
+            # the handlers' by _attach_trampolines): a kernel that refuses
+            # them (no trampoline for this function, a verifier that wants
+            # more) gets the kprobe plan under auto.
             if not fentry_hooks(self.plan) or self.plan.get("attach") == "fentry":
                 raise
+            self._unload()
             fall_back_to_kprobes(self.plan, str(e))
             self.bpf = self._load(BPF)
         self._configure()
@@ -141,6 +151,22 @@ class Tracer:
         except Exception as e:  # bcc raises bare Exception on compile errors
             raise TracerError("bcc could not compile the BPF program: %s"
                               % str(e).splitlines()[0]) from None
+
+    def _attach_trampolines(self):
+        """The handlers the plan puts on BPF trampolines: bcc compiled their
+        programs (handler_fentry/handler_fexit) but cannot load them against
+        a module's function, so they are loaded here, once per handler."""
+        from pfntrace.kernel.trampoline import Trampolines, TrampolineError
+        from pfntrace.probeplan import trampoline_handlers
+
+        self.trampolines = Trampolines()
+        for name, mechanism, target in trampoline_handlers(self.plan):
+            prog = "handler_" + mechanism
+            try:
+                self.trampolines.attach(self.bpf.dump_func(prog.encode()), prog, mechanism,
+                                        name, target["btf_id"], target["module"])
+            except TrampolineError as e:
+                raise TracerError("could not put %s on a trampoline: %s" % (name, e)) from None
 
     def _configure(self):
         conf = self.bpf["config"]
@@ -168,7 +194,8 @@ class Tracer:
                 continue  # tracepoints attach themselves (TRACEPOINT_PROBE)
             name = hook["hook"]
             if hook.get("mechanism") in ("fentry", "fexit"):
-                # attached by BPF() as it loaded the KFUNC_PROBE shims
+                # attached by BPF() as it loaded the KFUNC_PROBE shims, or
+                # (handlers) by _attach_trampolines
                 self.attached.append((hook["kind"], name))
                 continue
             if name == "do_wp_page":
@@ -205,7 +232,7 @@ class Tracer:
         if ("kprobe", name) in self.attached:
             return True
         if self.plan.get("attach") == "fentry":
-            return False    # a handler is a module function: never fentry in bcc 0.26
+            return False    # its BTF id is not in the plan: no trampoline for it
         try:
             self.bpf.attach_kprobe(event=name.encode(), fn_name=b"handler_entry")
             self.bpf.attach_kretprobe(event=name.encode(), fn_name=b"handler_return",
@@ -253,8 +280,10 @@ class Tracer:
     def programs(self):
         """{name: fd} of the loaded BPF programs (their fdinfo has the
         run-time statistics, pfntrace/bpfstats.py)."""
-        return {(n.decode() if isinstance(n, bytes) else n): f.fd
-                for n, f in getattr(self.bpf, "funcs", {}).items()}
+        progs = {(n.decode() if isinstance(n, bytes) else n): f.fd
+                 for n, f in getattr(self.bpf, "funcs", {}).items()}
+        progs.update(self.trampolines.programs if self.trampolines else {})
+        return progs
 
     def file_counts(self):
         """[{"dev", "ino", "pid", "comm", <layout.FILE_COUNTERS>...}] of what
@@ -286,11 +315,17 @@ class Tracer:
                              + sum(1 for _, st in self.bpf["hstate"].items() if st.traced))
         return out
 
+    def _unload(self):
+        if self.trampolines is not None:
+            self.trampolines.close()
+            self.trampolines = None
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
     def close(self):
         if self.ring is not None:
             self.ring.close()
             self.ring = None
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
+        self._unload()
 

@@ -13,6 +13,7 @@
  *   kprobe/kretprobe <fs handlers>    -> PFT_EV_HANDLER (outermost call only;
  *                                        inside do_wp_page, folded into its
  *                                        PFT_EV_WP: PFT_F_HANDLER_FOLDED)
+ *                                        (or fentry/fexit, loaded by tracer.py)
  *   kprobe file_update_time           -> counts into the running WP/handler
  *                                        (or fentry)
  *   kprobe/kretprobe vfs_getattr_nosec -> PFT_EV_GETATTR: what stat showed whom
@@ -757,13 +758,17 @@ int wp_pfn_entry(struct pt_regs *ctx) { return wp_pfn_mark(); }
 KFUNC_PROBE(wp_pfn_shared) { return wp_pfn_mark(); }
 #endif
 
-int handler_entry(struct pt_regs *ctx)
+/*
+ * A vm_ops handler's entry: ip is the handler's address, vmf its struct
+ * vm_fault, arg its second argument (->huge_fault's size; 0 or unused for
+ * the others), sp the stack pointer where the mechanism has one (a kprobe;
+ * 0 on a trampoline, whose return program always runs).
+ */
+static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 {
 	struct pft_config *c = cfg();
 	u32 zero = 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	u64 sp = PT_REGS_SP(ctx);
-	u64 vmf = PT_REGS_PARM1(ctx);
 	u64 now = bpf_ktime_get_ns();
 	struct wp_state *wp = wpstate.lookup(&tid);
 	/* Called by the traced do_wp_page of this very fault (->pfn_mkwrite,
@@ -792,7 +797,7 @@ int handler_entry(struct pt_regs *ctx)
 #ifndef PFT_NO_STREAM
 		if (!(wp->ev.flags & PFT_F_HANDLER_FOLDED)) {
 			wp->ev.flags |= PFT_F_HANDLER_FOLDED;
-			wp->ev.handler = bpf_get_func_ip(ctx);
+			wp->ev.handler = ip;
 		}
 #endif
 		wp->ev.flags |= PFT_F_HANDLER_RAN;
@@ -806,7 +811,7 @@ int handler_entry(struct pt_regs *ctx)
 		 * vm_fault, no higher in the stack, while the outer one runs
 		 * (a second at most); anything else is a new fault after a
 		 * return probe that never ran. */
-		if (vmf == st->vmf && sp <= st->sp && now - st->start < ONE_SECOND_NS) {
+		if (vmf == st->vmf && (!sp || sp <= st->sp) && now - st->start < ONE_SECOND_NS) {
 			st->depth += 1;
 			return 0;
 		}
@@ -845,8 +850,8 @@ int handler_entry(struct pt_regs *ctx)
 	st->traced = 1;
 	st->inode = inode;
 	ev->type = PFT_EV_HANDLER;
-	ev->handler = bpf_get_func_ip(ctx);
-	ev->arg = PT_REGS_PARM2(ctx);	/* huge_fault's size; unused by the others */
+	ev->handler = ip;
+	ev->arg = arg;	/* huge_fault's size; unused by the others */
 
 	/* Which vm_ops slots this handler fills: x has them all (read_ops). */
 	if (ev->handler == x.fault)
@@ -861,7 +866,7 @@ int handler_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-int handler_return(struct pt_regs *ctx)
+static __always_inline int handler_exit(u64 ret)
 {
 	struct pft_config *c = cfg();
 	u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -876,13 +881,42 @@ int handler_return(struct pt_regs *ctx)
 		struct pft_event *ev = &st->ev;
 		read_times(ev, st->inode, 1, c);
 		READ(ev->address, st->vmf, VMF_ADDRESS);	/* set by the handler */
-		ev->ret = PT_REGS_RC(ctx);
+		ev->ret = ret;
 		ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
 		emit(ev);
 	}
 	hstate.delete(&tid);
 	return 0;
 }
+
+int handler_entry(struct pt_regs *ctx)
+{
+	return handler_enter(bpf_get_func_ip(ctx), PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx),
+			     PT_REGS_SP(ctx));
+}
+int handler_return(struct pt_regs *ctx) { return handler_exit(PT_REGS_RC(ctx)); }
+#ifdef PFT_FENTRY_HANDLERS
+/*
+ * The handlers on BPF trampolines.  They live in modules (ext4.ko, xfs.ko),
+ * where bcc 0.26 attaches no fentry, so these are plain functions that
+ * tracer.py loads itself, once per handler and kind, each against its
+ * function's BTF id (pfntrace/kernel/trampoline.py).  Every handler takes
+ * its struct vm_fault first; bpf_get_func_arg() reads a second argument
+ * only where the function has one (->huge_fault's size).
+ */
+int handler_fentry(u64 *ctx)
+{
+	u64 arg = 0;
+	bpf_get_func_arg(ctx, 1, &arg);
+	return handler_enter(bpf_get_func_ip(ctx), ctx[0], arg, 0);
+}
+int handler_fexit(u64 *ctx)
+{
+	u64 ret = 0;
+	bpf_get_func_ret(ctx, &ret);
+	return handler_exit(ret);
+}
+#endif
 
 static __always_inline int ftu_count(void)
 {

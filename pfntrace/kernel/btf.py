@@ -8,7 +8,8 @@ Names are looked up by finding the string's offset first and then the type
 whose name_off is that offset; members are decoded only when asked for.
 
 Accepts /sys/kernel/btf/vmlinux, a raw .BTF section (objcopy --only-section),
-or an uncompressed vmlinux ELF carrying a .BTF section.
+or an uncompressed vmlinux ELF carrying a .BTF section; and a module's split
+BTF (/sys/kernel/btf/<module>) on top of vmlinux's, for func_id() alone.
 """
 
 import struct
@@ -40,8 +41,13 @@ class BtfError(Exception):
 
 
 class Btf:
-    def __init__(self, data, source="<bytes>"):
+    def __init__(self, data, source="<bytes>", base=None):
         self.source = source
+        # Split BTF (a module's): its type ids follow the base's, and a name
+        # offset past the base's strings is one of its own.
+        self._base = base
+        self._id_base = base.type_count if base else 0
+        self._str_base = len(base._strings) if base else 0
         data = memoryview(_btf_section(bytes(data), source))
         if len(data) < 24:
             raise BtfError("%s: too short for a BTF header" % source)
@@ -64,13 +70,13 @@ class Btf:
         self._starts = self._index_types(words, source)
 
     @classmethod
-    def load(cls, path="/sys/kernel/btf/vmlinux"):
+    def load(cls, path="/sys/kernel/btf/vmlinux", base=None):
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
             raise BtfError("cannot read BTF from %s: %s" % (path, e.strerror)) from None
-        return cls(data, source=path)
+        return cls(data, source=path, base=base)
 
     @staticmethod
     def _index_types(words, source):
@@ -106,10 +112,29 @@ class Btf:
         return -1 if at < 0 else at + 1
 
     def _find_type(self, name, kinds):
-        """The id of the first type named `name` whose kind is in `kinds`."""
-        name_off = self._name_offset(name)
-        if name_off < 0:
-            return None
+        """The id of the first type named `name` whose kind is in `kinds`
+        (local to this BTF: split BTF ids start again at 1 here)."""
+        for name_off in self._name_offsets(name):
+            found = self._find_named(name_off, kinds)
+            if found is not None:
+                return found
+        return None
+
+    def _name_offsets(self, name):
+        """Where a type's name_off may point for `name`: this BTF's own
+        string, and for split BTF also the base's (strings are
+        deduplicated against the base)."""
+        offs = []
+        own = self._name_offset(name)
+        if own >= 0:
+            offs.append(own + self._str_base)
+        if self._base is not None:
+            inherited = self._base._name_offset(name)
+            if inherited >= 0:
+                offs.append(inherited)
+        return offs
+
+    def _find_named(self, name_off, kinds):
         # Search the type section's bytes for the name offset and keep only
         # hits that are the first word of a record: far faster than walking
         # all records in Python, and exact because record starts are known.
@@ -202,6 +227,13 @@ class Btf:
         """A FUNC record exists: a real, non-inlined function the kernel
         kept BTF for."""
         return self._find_type(name, (FUNC,)) is not None
+
+    def func_id(self, name):
+        """The kernel's type id of the FUNC `name` (what a BPF trampoline
+        program is loaded against), None when there is none.  For split
+        BTF the id counts on from the base's."""
+        local = self._find_type(name, (FUNC,))
+        return None if local is None else local + self._id_base
 
     def has_enum(self, name):
         return self._find_type(name, (ENUM, ENUM64)) is not None

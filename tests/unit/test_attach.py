@@ -2,15 +2,21 @@
 allow, kprobes elsewhere (--attach auto|kprobe|fentry)."""
 
 import json
+import os
+import tempfile
 
 import pytest
 
 from pfntrace import tracer
+from pfntrace.kernel.btf import Btf
 from pfntrace.kernel.kallsyms import Kallsyms
 from pfntrace.kernel.offsets import OffsetError
-from pfntrace.probeplan import (apply_attach, apply_counting, apply_scope, build_plan,
-                                 fall_back_to_kprobes, fentry_plan)
+from pfntrace.probeplan import (HANDLER_TRAMPOLINE, apply_attach, apply_counting, apply_scope,
+                                 build_plan, fall_back_to_kprobes, fentry_plan,
+                                 trampoline_handlers)
 from pfntrace.views import plan as plan_view
+
+from test_btf import BtfBuilder
 
 # A Debian-like kernel: the fault path in vmlinux, the filesystems' handlers
 # in their modules, BPF trampolines present.
@@ -32,16 +38,42 @@ class FakeBtf:
     def has_func(self, name):
         return name in self.funcs
 
+    def func_id(self, name):
+        return 1000 + sorted(self.funcs).index(name) if name in self.funcs else None
+
     def member_offset(self, struct, member):    # offsets: not what these tests are about
         raise OffsetError("no structs in a fake BTF")
 
 
-def plan(kallsyms_text=KALLSYMS, funcs=("do_wp_page", "file_update_time", "vfs_getattr_nosec"),
-         btf=True):
+VMLINUX_FUNCS = ("do_wp_page", "file_update_time", "vfs_getattr_nosec")
+# ext4's module BTF has its handlers; xfs's module has no BTF at all
+# (a kernel built without CONFIG_DEBUG_INFO_BTF_MODULES).
+MODULE_FUNCS = {"ext4": ("ext4_dax_fault", "ext4_dax_huge_fault")}
+
+
+def btf_dir(funcs, modules):
+    """A /sys/kernel/btf of vmlinux with funcs and each module's split BTF
+    with its functions; (vmlinux Btf, the folder)."""
+    folder = tempfile.mkdtemp(prefix="pfntrace-btf-")
+    base = BtfBuilder()
+    for name in funcs:
+        base.func(name)
+    vmlinux = Btf(base.build())
+    for module, names in modules.items():
+        split = BtfBuilder(base=base)
+        for name in names:
+            split.func(name)
+        with open(os.path.join(folder, module), "wb") as f:
+            f.write(split.build())
+    return vmlinux, folder
+
+
+def plan(kallsyms_text=KALLSYMS, funcs=VMLINUX_FUNCS, btf=True, modules=MODULE_FUNCS):
     ks = Kallsyms(kallsyms_text)
     p = build_plan(ks, FakeBtf(funcs) if btf else None, None, kprobes=(True, "ok"),
                    release="6.12.117+deb12-amd64", fstypes={"ext4", "xfs"})
-    p["fentry"] = fentry_plan(ks, FakeBtf(funcs) if btf else None, machine="x86_64")
+    vmlinux, folder = btf_dir(funcs, modules)
+    p["fentry"] = fentry_plan(ks, vmlinux if btf else None, machine="x86_64", btf_dir=folder)
     return p
 
 
@@ -50,7 +82,10 @@ def mech(p, name, kind):
     return h.get("mechanism"), h.get("attach_why")
 
 
-def test_auto_uses_trampolines_for_vmlinux_functions_and_kprobes_for_modules():
+def test_auto_uses_trampolines_wherever_btf_has_the_function():
+    """vmlinux's hooks go on bcc's KFUNC_PROBEs; a module's handler goes on
+    a trampoline pfntrace loads itself when the module's BTF has it (ext4
+    here), and stays a kprobe when it has no BTF (xfs here)."""
     p = apply_attach(plan(), "auto")
     assert p["attach"] == "auto"
     assert mech(p, "do_wp_page", "kprobe") == ("fentry", "BPF trampoline")
@@ -59,14 +94,27 @@ def test_auto_uses_trampolines_for_vmlinux_functions_and_kprobes_for_modules():
     # The stat probe (invisible writes) is in vmlinux too.
     assert mech(p, "vfs_getattr_nosec", "kprobe") == ("fentry", "BPF trampoline")
     assert mech(p, "vfs_getattr_nosec", "kretprobe") == ("fexit", "BPF trampoline")
-    m, why = mech(p, "ext4_dax_fault", "kretprobe")
-    assert m == "kretprobe" and "in module [ext4]" in why and "bcc 0.28" in why
-    assert mech(p, "xfs_filemap_pfn_mkwrite", "kprobe")[0] == "kprobe"
+    assert mech(p, "ext4_dax_fault", "kprobe") == ("fentry", HANDLER_TRAMPOLINE)
+    assert mech(p, "ext4_dax_huge_fault", "kretprobe") == ("fexit", HANDLER_TRAMPOLINE)
+    m, why = mech(p, "xfs_filemap_pfn_mkwrite", "kretprobe")
+    assert m == "kretprobe" and why == "in module [xfs], whose BTF (/sys/kernel/btf/xfs) " \
+                                       "does not have it"
     # Hooks the plan does not attach get no mechanism.
     assert mech(p, "fuse_dax_fault", "kprobe") == (None, None)
+    # The ids are the functions' in the split BTF: after vmlinux's 6 types
+    # (3 functions and their prototypes), each handler after its prototype.
+    assert p["fentry"]["handlers"] == {
+        "ext4_dax_fault": {"module": "ext4", "btf_id": 8},
+        "ext4_dax_huge_fault": {"module": "ext4", "btf_id": 10}}
+    assert trampoline_handlers(p) == [
+        ("ext4_dax_fault", "fentry", {"module": "ext4", "btf_id": 8}),
+        ("ext4_dax_fault", "fexit", {"module": "ext4", "btf_id": 8}),
+        ("ext4_dax_huge_fault", "fentry", {"module": "ext4", "btf_id": 10}),
+        ("ext4_dax_huge_fault", "fexit", {"module": "ext4", "btf_id": 10})]
     assert tracer.fentry_flags(p) == ["-DPFT_FENTRY_DO_WP_PAGE",
                                       "-DPFT_FENTRY_FILE_UPDATE_TIME",
-                                      "-DPFT_FENTRY_VFS_GETATTR_NOSEC"]
+                                      "-DPFT_FENTRY_VFS_GETATTR_NOSEC",
+                                      "-DPFT_FENTRY_HANDLERS"]
     json.dumps(p)
 
 
@@ -86,12 +134,13 @@ def test_reapplying_a_mode_replaces_the_last():
     assert mech(p, "do_wp_page", "kprobe")[0] == "fentry"
 
 
-def test_fentry_mode_fails_in_one_line_on_a_module_function():
+def test_fentry_mode_fails_in_one_line_on_a_module_function_without_btf():
     with pytest.raises(ValueError) as e:
         apply_attach(plan(), "fentry")
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith("--attach fentry: ext4_dax_fault cannot be fentry: in module [ext4]")
+    assert msg == ("--attach fentry: xfs_filemap_pfn_mkwrite cannot be fentry: in module [xfs], "
+                   "whose BTF (/sys/kernel/btf/xfs) does not have it")
 
 
 def test_fentry_mode_without_module_handlers_attaches_everything_by_trampoline():
@@ -137,8 +186,10 @@ def test_plan_table_shows_the_mechanism_and_why():
     rows = {r[0]: r for _s, _t, _st, rs in plan_view.grouped(p["hooks"]) for r in rs}
     assert rows["do_wp_page"][1] == "fentry+fexit"
     assert rows["do_wp_page"][2] == "in /proc/kallsyms; fentry: BPF trampoline"
-    assert rows["ext4_dax_fault"][1] == "kprobe+kretprobe"
-    assert "kprobe: in module [ext4]" in rows["ext4_dax_fault"][2]
+    assert rows["ext4_dax_fault"][1] == "fentry+fexit"
+    assert rows["ext4_dax_fault"][2].endswith("fentry: " + HANDLER_TRAMPOLINE)
+    assert rows["xfs_filemap_pfn_mkwrite"][1] == "kprobe+kretprobe"
+    assert "kprobe: in module [xfs], whose BTF" in rows["xfs_filemap_pfn_mkwrite"][2]
     assert plan_view.attach_row(p) == (
         "attach", "auto", "fentry/fexit where possible (kernel BTF and BPF trampolines), "
         "kprobes elsewhere")
@@ -160,9 +211,11 @@ def test_the_trailer_names_the_mechanism_each_attached_hook_got():
     p = apply_attach(plan(), "auto")
     tr = tracer.Tracer(p)
     tr.attached = [("kprobe", "do_wp_page"), ("kretprobe", "do_wp_page"),
-                   ("kprobe", "ext4_dax_fault"), ("kprobe", "late_handler")]
+                   ("kprobe", "ext4_dax_fault"), ("kprobe", "xfs_filemap_pfn_mkwrite"),
+                   ("kprobe", "late_handler")]
     assert tr.mechanisms() == ["fentry do_wp_page", "fexit do_wp_page",
-                               "kprobe ext4_dax_fault", "kprobe late_handler"]
+                               "fentry ext4_dax_fault", "kprobe xfs_filemap_pfn_mkwrite",
+                               "kprobe late_handler"]
     fall_back_to_kprobes(p, "refused")
     assert tr.mechanisms()[:2] == ["kprobe do_wp_page", "kretprobe do_wp_page"]
 
@@ -185,7 +238,8 @@ def test_page_cache_handlers_only_with_all_files():
                     assert h["status"] == "n/a" and "only with --all-files" in h["why"], h
                     assert "mechanism" not in h
         # The DAX handlers stay, whatever the scope.
-        assert mech(p, "ext4_dax_fault", "kprobe")[0] == "kprobe"
+        assert mech(p, "ext4_dax_fault", "kprobe")[0] == "fentry"
+        assert mech(p, "xfs_filemap_pfn_mkwrite", "kprobe")[0] == "kprobe"
 
 
 def test_top_leaves_out_file_update_time_and_nothing_else():
@@ -201,5 +255,6 @@ def test_top_leaves_out_file_update_time_and_nothing_else():
         rest = [h for h in top["hooks"] if h["hook"] != "file_update_time"]
         assert rest == [h for h in record["hooks"] if h["hook"] != "file_update_time"]
         assert mech(top, "do_wp_page", "kretprobe")[0] in ("fexit", "kretprobe")
-        assert mech(top, "ext4_dax_fault", "kretprobe")[0] == "kretprobe"
+        assert mech(top, "ext4_dax_fault", "kretprobe")[0] == \
+            ("kretprobe" if attach == "kprobe" else "fexit")
         assert "-DPFT_FENTRY_FILE_UPDATE_TIME" not in tracer.fentry_flags(top)

@@ -18,22 +18,29 @@ HOST_BTF = "/sys/kernel/btf/vmlinux"
 
 
 class BtfBuilder:
-    def __init__(self):
+    """base: another builder, whose BTF this one is split BTF on top of (a
+    module's): type ids count on from the base's, and names the base has
+    point at the base's strings."""
+
+    def __init__(self, base=None):
         self._strings = bytearray(b"\0")
         self._offsets = {"": 0}
         self._types = []
+        self._base = base
 
     def _str(self, name):
+        if self._base is not None and name in self._base._offsets:
+            return self._base._offsets[name]
         if name not in self._offsets:
             self._offsets[name] = len(self._strings)
             self._strings += name.encode() + b"\0"
-        return self._offsets[name]
+        return self._offsets[name] + (len(self._base._strings) if self._base else 0)
 
     def _add(self, name, kind, vlen, size_or_type, extra=(), kind_flag=0):
         info = (kind_flag << 31) | (kind << 24) | vlen
         self._types.append(struct.pack("<III", self._str(name), info, size_or_type)
                            + b"".join(struct.pack("<I", w) for w in extra))
-        return len(self._types)
+        return len(self._types) + (len(self._base._types) if self._base else 0)
 
     def int(self, name, size, signed=False):
         return self._add(name, INT, 0, size, [(1 if signed else 0) << 24 | size * 8])
@@ -237,3 +244,26 @@ def test_host_btf_layout():
     assert btf.has_func("do_wp_page")
     assert not btf.has_func("wp_pfn_shared")
     assert not btf.has_enum("page_entry_size")
+
+
+def test_a_modules_split_btf_gives_func_ids_counting_on_from_vmlinux():
+    """A module's BTF (/sys/kernel/btf/ext4) is split BTF: its type ids
+    follow vmlinux's and its names are its own strings or, deduplicated,
+    vmlinux's.  func_id() gives the id a BPF trampoline program is loaded
+    against."""
+    base = BtfBuilder()
+    base.int("int", 4)
+    base.func("do_wp_page")         # ids 2 (proto), 3
+    base.func("filemap_fault")      # 4, 5: a name the module also uses
+    vmlinux = Btf(base.build())
+    mod = BtfBuilder(base=base)
+    mod.int("unsigned int", 4)      # 6
+    mod.func("ext4_dax_fault")      # 7, 8
+    mod.func("filemap_fault")       # 9, 10: its name is vmlinux's string
+    ext4 = Btf(mod.build(), source="ext4", base=vmlinux)
+    assert vmlinux.func_id("do_wp_page") == 3
+    assert ext4.func_id("ext4_dax_fault") == 8
+    assert ext4.func_id("filemap_fault") == 10
+    assert ext4.func_id("do_wp_page") is None       # vmlinux's, not the module's
+    assert vmlinux.func_id("ext4_dax_fault") is None
+    assert ext4.func_id("no_such_function") is None
