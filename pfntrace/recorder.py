@@ -430,10 +430,13 @@ def _distinct(*columns):
     batch of events is mostly one process faulting on one file: then each
     column is one value, found by a memcmp each instead of a tuple made and
     hashed per event (CPU the traced workload pays under QEMU TCG)."""
-    values = tuple(map(_one_value, columns))
-    if None not in values:
-        return [values]
-    return list(dict.fromkeys(zip(*columns)))
+    values = []
+    for column in columns:
+        value = _one_value(column)
+        if value is None:   # a mixed batch: the rest need not be looked at alone
+            return list(dict.fromkeys(zip(*columns)))
+        values.append(value)
+    return [tuple(values)]
 
 
 def _own_cpu_ns():

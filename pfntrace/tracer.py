@@ -260,9 +260,12 @@ class Tracer:
         taken in batches, not as they come.  timeout_ms=0 drains at once."""
         if timeout_ms:
             self.ring.wait(timeout_ms)
+        before = self.ring.position
         data = self.ring.drain()
         # The BPF side counts what waits from this position (PFT_RING_TAKEN).
-        self.bpf["ringfill"][ctypes.c_int(RING_TAKEN)] = ctypes.c_uint64(self.ring.position)
+        # It moves past discarded records too, which return no data.
+        if self.ring.position != before:
+            self.bpf["ringfill"][ctypes.c_int(RING_TAKEN)] = ctypes.c_uint64(self.ring.position)
         return data
 
     def names(self):

@@ -113,9 +113,11 @@ class Kallsyms:
             # converting ~120k of them; any other table is converted.
             addrs = [a for a, _ in text]
             widths = set(map(len, addrs))
-            width = widths.pop() if len(widths) == 1 else None
-            if width is None or any(c in "ABCDEF" for c in set("".join(addrs))):
-                width = max(16, width or 0, *widths)
+            as_printed = len(widths) == 1 and not set("".join(addrs)) & set("ABCDEF")
+            if as_printed:
+                width = widths.pop()
+            else:
+                width = max(16, *widths)
                 text = [("%0*x" % (width, int(a, 16)), n) for a, n in text]
             text.sort()
             self._text_index = (width, [a for a, _ in text], [n for _, n in text])
