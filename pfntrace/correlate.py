@@ -466,7 +466,7 @@ class Analysis:
     @property
     def lost_total(self):
         """Events and faults not seen: the kernel's per-CPU count (ring full,
-        state maps full, return probes that never ran) plus faults whose
+        per-thread states not made, return probes that never ran) plus faults whose
         return was still awaited at the end."""
         return sum(self.lost or []) + int(self.blind.get("unfinished") or 0)
 

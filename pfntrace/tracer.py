@@ -304,7 +304,8 @@ class Tracer:
 
     def lost(self):
         """Events and faults not seen, per CPU: the ring buffer was full, a
-        state map was full, a return probe never ran (see blind())."""
+        per-thread state could not be made, a return probe never ran (see
+        blind())."""
         return [int(v) for v in self.bpf["lost"][0]]
 
     def blind(self):
@@ -314,8 +315,8 @@ class Tracer:
         table = self.bpf["blind"]
         out = {name: sum(int(v) for v in table[slot])
                for name, slot in BLIND_REASONS.items()}
-        out["unfinished"] = (sum(1 for _ in self.bpf["wpstate"].keys())
-                             + sum(1 for _, st in self.bpf["hstate"].items() if st.traced))
+        # Counted by the BPF side: task storage cannot be listed from here.
+        out["unfinished"] = int(self.bpf["inflight"][0].value)
         return out
 
     def _unload(self):

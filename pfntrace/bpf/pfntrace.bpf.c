@@ -61,12 +61,19 @@ struct pft_config {
 				   device": every probe stays quiet */
 };
 
-/* Per-thread state between a probe's entry and its return: the event being
- * built, and what the return needs that the event does not carry. */
+/*
+ * Per-thread state between a probe's entry and its return: the event being
+ * built, and what the return needs that the event does not carry.  It lives
+ * in the task's own storage (BPF_TASK_STORAGE): found through the task
+ * instead of by hashing a tid, made once for a thread and reused for each of
+ * its faults, freed with the thread, never full.  `active` says a state is
+ * in use (before, a hash entry's presence did).
+ */
 struct wp_state {
 	struct pft_event ev;
 	u64 inode;
 	u64 vmf;
+	u32 active;
 };
 
 struct handler_state {
@@ -77,6 +84,7 @@ struct handler_state {
 	u64 start;		/* CLOCK_MONOTONIC at the outermost entry */
 	u32 depth;		/* nested handler calls (ext4_dax_fault -> ext4_dax_huge_fault) */
 	u32 traced;		/* 0: a fault we do not trace (its nested calls stay quiet) */
+	u32 active;
 };
 
 /* Between vfs_getattr_nosec's entry and return: the event being built, and
@@ -84,26 +92,27 @@ struct handler_state {
 struct getattr_state {
 	struct pft_event ev;
 	u64 stat;
+	u32 active;
 };
 
 BPF_ARRAY(config, struct pft_config, 1);
 BPF_HASH(traced, u32, u8, 65536);		/* tgids being followed */
-BPF_HASH(wpstate, u32, struct wp_state, 4096);	/* per tid: inside do_wp_page */
-BPF_HASH(hstate, u32, struct handler_state, 4096);	/* per tid: inside a handler */
+BPF_TASK_STORAGE(wpstate, struct wp_state);	/* inside do_wp_page */
+BPF_TASK_STORAGE(hstate, struct handler_state);	/* inside a handler */
+BPF_TASK_STORAGE(gastate, struct getattr_state);	/* inside a getattr */
+/* Traced states in use: faults whose return is awaited ([0], atomic). */
+BPF_ARRAY(inflight, s64, 1);
 /*
  * Per-CPU scratch is safe only where the program cannot be preempted:
  * tracepoint and kprobe programs run with preemption off, but fentry/fexit
  * programs only with migration off, and a kernel with CONFIG_PREEMPT_LAZY
  * (Debian's 7.x) preempts them; a program of another task on the same CPU
  * would then write into the scratch half-way through.  So what an fentry
- * program builds lives in per-thread state (hashes keyed by tid); the
- * per-CPU arrays below are only read (all-zero seeds), written by
- * tracepoints (blank), or counted atomically.
+ * program builds lives in per-thread state (the task storage above, a hash
+ * keyed by tid for names); the per-CPU arrays below are only read (all-zero
+ * seeds), written by tracepoints (blank), or counted atomically.
  */
 BPF_PERCPU_ARRAY(blank, struct pft_event, 1);	/* scratch for tracepoint events */
-BPF_PERCPU_ARRAY(wpseed, struct wp_state, 1);	/* all-zero, to seed the hashes */
-BPF_PERCPU_ARRAY(hseed, struct handler_state, 1);
-BPF_PERCPU_ARRAY(gaseed, struct getattr_state, 1);
 BPF_PERCPU_ARRAY(nameseed, struct pft_name, 1);
 BPF_PERCPU_ARRAY(lost, u64, 1);			/* everything not seen, [0] */
 BPF_PERCPU_ARRAY(blind, u64, PFT_BLIND_SLOTS);	/* the same, by PFT_BLIND_* reason */
@@ -112,7 +121,6 @@ BPF_ARRAY(ringfill, u64, 2);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
 BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */
-BPF_HASH(gastate, u32, struct getattr_state, 4096);	/* per tid: inside a getattr */
 
 /* Something was not seen: count it, by reason and in the total. */
 static __always_inline void count_blind(u32 reason)
@@ -124,6 +132,73 @@ static __always_inline void count_blind(u32 reason)
 	u64 *b = blind.lookup(&reason);
 	if (b)
 		*b += 1;
+}
+
+static __always_inline void inflight_add(s64 n)
+{
+	u32 zero = 0;
+	s64 *f = inflight.lookup(&zero);
+	if (f)
+		__sync_fetch_and_add(f, n);
+}
+
+/*
+ * This thread's state of each kind: *_state(0) finds it (0 when the thread
+ * never had one), *_state(BPF_LOCAL_STORAGE_GET_F_CREATE) makes it too;
+ * *_active() is the state only while in use.  Made only for what is
+ * traced: the machine's other faults cost one lookup.
+ */
+static __always_inline struct wp_state *wp_state(u64 flags)
+{
+	return wpstate.task_storage_get(bpf_get_current_task_btf(), 0, flags);
+}
+
+static __always_inline struct handler_state *h_state(u64 flags)
+{
+	return hstate.task_storage_get(bpf_get_current_task_btf(), 0, flags);
+}
+
+static __always_inline struct getattr_state *ga_state(u64 flags)
+{
+	return gastate.task_storage_get(bpf_get_current_task_btf(), 0, flags);
+}
+
+/* (bcc allows no map function inside a macro: the lookups stay above.) */
+#define TASK_STATE(name, type)							\
+static __always_inline type *name##_active(void)				\
+{										\
+	type *st = name##_state(0);						\
+	return st && st->active ? st : 0;					\
+}										\
+/* Begin using st (made when 0): all fields zero, active. */			\
+static __always_inline type *name##_begin(type *st)				\
+{										\
+	if (!st)								\
+		st = name##_state(BPF_LOCAL_STORAGE_GET_F_CREATE);		\
+	if (!st) {								\
+		count_blind(PFT_BLIND_STATE);					\
+		return 0;							\
+	}									\
+	__builtin_memset(st, 0, sizeof(*st));					\
+	st->active = 1;								\
+	return st;								\
+}
+TASK_STATE(wp, struct wp_state)
+TASK_STATE(h, struct handler_state)
+TASK_STATE(ga, struct getattr_state)
+
+/* A wp state is always a traced fault; a handler's only when traced. */
+static __always_inline void wp_end(struct wp_state *st)
+{
+	st->active = 0;
+	inflight_add(-1);
+}
+
+static __always_inline void h_end(struct handler_state *st)
+{
+	if (st->traced)
+		inflight_add(-1);
+	st->active = 0;
 }
 
 #ifdef PFT_COUNT_IN_KERNEL
@@ -658,13 +733,13 @@ static __always_inline void retry_guess_check(u32 tid, u32 ret)
 static __always_inline int wp_enter(u64 vmf)
 {
 	struct pft_config *c = cfg();
-	u32 zero = 0;
 	if (!c || !task_wanted(c))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	if (wpstate.lookup(&tid)) {
+	struct wp_state *st = wp_state(0);
+	if (st && st->active) {
 		count_blind(PFT_BLIND_WP_RETURN);
-		wpstate.delete(&tid);
+		wp_end(st);
 	}
 	struct fault_facts x = {};
 	if (!read_fault_vma(&x, vmf))
@@ -687,16 +762,10 @@ static __always_inline int wp_enter(u64 vmf)
 		return 0;
 	}
 #endif
-	struct wp_state *seed = wpseed.lookup(&zero);
-	if (!seed)
-		return 0;
-	if (wpstate.update(&tid, seed) != 0) {
-		count_blind(PFT_BLIND_STATE);
-		return 0;
-	}
-	struct wp_state *st = wpstate.lookup(&tid);
+	st = wp_begin(st);
 	if (!st)
 		return 0;
+	inflight_add(1);
 	fill_fault(&st->ev, &x);
 	st->ev.type = PFT_EV_WP;
 	st->inode = inode;
@@ -708,11 +777,10 @@ static __always_inline int wp_enter(u64 vmf)
 static __always_inline int wp_exit(u32 ret)
 {
 	struct pft_config *c = cfg();
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct wp_state *st = wpstate.lookup(&tid);
+	struct wp_state *st = wp_active();
 	if (!st || !c) {
 #ifdef WP_GUESS_RETRY
-		retry_guess_check(tid, ret);
+		retry_guess_check((u32)bpf_get_current_pid_tgid(), ret);
 #endif
 		return 0;
 	}
@@ -721,7 +789,7 @@ static __always_inline int wp_exit(u32 ret)
 	 * fault, 6.4+) is PFT_C_RETRY, which top counts nowhere: the fault is
 	 * the retry that follows. */
 	if (ret & PFT_VM_FAULT_RETRY) {
-		wpstate.delete(&tid);
+		wp_end(st);
 		return 0;
 	}
 #endif
@@ -729,7 +797,7 @@ static __always_inline int wp_exit(u32 ret)
 	st->ev.ret = ret;
 	st->ev.duration_ns = bpf_ktime_get_ns() - st->ev.ts_ns;
 	emit(&st->ev);
-	wpstate.delete(&tid);
+	wp_end(st);
 	return 0;
 }
 
@@ -746,8 +814,7 @@ KRETFUNC_PROBE(do_wp_page, u64 vmf, u64 ret) { return wp_exit(ret); }
  * where it is inlined): mark the running do_wp_page as taking the pfn path. */
 static __always_inline int wp_pfn_mark(void)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct wp_state *wp = wpstate.lookup(&tid);
+	struct wp_state *wp = wp_active();
 	if (wp)
 		wp->ev.flags |= PFT_F_PFN_PATH;
 	return 0;
@@ -767,10 +834,8 @@ KFUNC_PROBE(wp_pfn_shared) { return wp_pfn_mark(); }
 static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 {
 	struct pft_config *c = cfg();
-	u32 zero = 0;
-	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 now = bpf_ktime_get_ns();
-	struct wp_state *wp = wpstate.lookup(&tid);
+	struct wp_state *wp = wp_active();
 	/* Called by the traced do_wp_page of this very fault (->pfn_mkwrite,
 	 * ->page_mkwrite, and what those call in turn)?  Same vm_fault, and
 	 * that do_wp_page began less than a second ago: vm_fault lives on the
@@ -788,11 +853,11 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 	 * handler's call can enclose a do_wp_page, so that one is counted and
 	 * dropped here, not finished by this handler's return. */
 	if (in_wp) {
-		struct handler_state *stale = hstate.lookup(&tid);
+		struct handler_state *stale = h_active();
 		if (stale) {
 			if (stale->traced)
 				count_blind(PFT_BLIND_HANDLER_RETURN);
-			hstate.delete(&tid);
+			h_end(stale);
 		}
 #ifndef PFT_NO_STREAM
 		if (!(wp->ev.flags & PFT_F_HANDLER_FOLDED)) {
@@ -803,8 +868,8 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 		wp->ev.flags |= PFT_F_HANDLER_RAN;
 		return 0;
 	}
-	struct handler_state *st = hstate.lookup(&tid);
-	if (st) {
+	struct handler_state *st = h_state(0);
+	if (st && st->active) {
 		/* ext4_dax_fault calls ext4_dax_huge_fault (6.12: a tail call,
 		 * at the same stack pointer): report the outermost handler
 		 * only, count the nesting depth.  A nested call gets the same
@@ -817,18 +882,11 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 		}
 		if (st->traced)
 			count_blind(PFT_BLIND_HANDLER_RETURN);
-		hstate.delete(&tid);
+		h_end(st);
 	}
 	if (!c || !task_wanted(c))
 		return 0;
-	struct handler_state *seed = hseed.lookup(&zero);
-	if (!seed)
-		return 0;
-	if (hstate.update(&tid, seed) != 0) {
-		count_blind(PFT_BLIND_STATE);
-		return 0;
-	}
-	st = hstate.lookup(&tid);
+	st = h_begin(st);
 	if (!st)
 		return 0;
 	st->sp = sp;
@@ -848,6 +906,7 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 		wp->ev.flags |= PFT_F_HANDLER_RAN;
 	}
 	st->traced = 1;
+	inflight_add(1);
 	st->inode = inode;
 	ev->type = PFT_EV_HANDLER;
 	ev->handler = ip;
@@ -869,8 +928,7 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 static __always_inline int handler_exit(u64 ret)
 {
 	struct pft_config *c = cfg();
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct handler_state *st = hstate.lookup(&tid);
+	struct handler_state *st = h_active();
 	if (!st || !c)
 		return 0;
 	if (st->depth) {
@@ -885,7 +943,7 @@ static __always_inline int handler_exit(u64 ret)
 		ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
 		emit(ev);
 	}
-	hstate.delete(&tid);
+	h_end(st);
 	return 0;
 }
 
@@ -920,11 +978,10 @@ int handler_fexit(u64 *ctx)
 
 static __always_inline int ftu_count(void)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct handler_state *h = hstate.lookup(&tid);
+	struct handler_state *h = h_active();
 	if (h)
 		h->ev.ftu_calls += 1;
-	struct wp_state *wp = wpstate.lookup(&tid);
+	struct wp_state *wp = wp_active();
 	if (wp)
 		wp->ev.ftu_calls += 1;
 	return 0;
@@ -946,14 +1003,15 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 {
 	struct pft_config *c = cfg();
 	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id, zero = 0, dev = 0;
+	u32 dev = 0;
 	u64 dentry = 0, inode = 0, sb = 0, ino = 0;
 	u32 i_flags = 0;
 	SPAN_BUF(in, INODE_LO, INODE_HI);
 
-	if (gastate.lookup(&tid)) {
+	struct getattr_state *st = ga_state(0);
+	if (st && st->active) {
 		count_blind(PFT_BLIND_GETATTR_RETURN);
-		gastate.delete(&tid);
+		st->active = 0;
 	}
 	if (!c || (id >> 32) == c->self_tgid)
 		return 0;
@@ -974,14 +1032,7 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 	SPAN_GET(ino, in, INODE_LO, INODE_I_INO);
 	if (c->ino && c->ino != ino)
 		return 0;
-	struct getattr_state *seed = gaseed.lookup(&zero);
-	if (!seed)
-		return 0;
-	if (gastate.update(&tid, seed) != 0) {
-		count_blind(PFT_BLIND_STATE);
-		return 0;
-	}
-	struct getattr_state *st = gastate.lookup(&tid);
+	st = ga_begin(st);
 	if (!st)
 		return 0;
 	st->stat = stat;
@@ -997,14 +1048,14 @@ static __always_inline int getattr_exit(u32 ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
-	struct getattr_state *st = gastate.lookup(&tid);
+	struct getattr_state *st = ga_active();
 	if (!st)
 		return 0;
 	struct pft_event *ev = &st->ev;
 	u64 stat = st->stat;
 	ev->ret = ret;
 	if (ret) {
-		gastate.delete(&tid);	/* an error: nothing was shown */
+		st->active = 0;		/* an error: nothing was shown */
 		return 0;
 	}
 	SPAN_BUF(k, KSTAT_LO, KSTAT_HI);
@@ -1025,7 +1076,7 @@ static __always_inline int getattr_exit(u32 ret)
 	observed.update(&key, ev);
 #endif
 	emit(ev);
-	gastate.delete(&tid);
+	st->active = 0;
 	return 0;
 }
 

@@ -103,7 +103,7 @@
 /* Why an event or a fault was not seen (the `blind` per-CPU counters; each
  * also counts into `lost`).  Nothing may go unseen silently. */
 #define PFT_BLIND_RING           0  /* the ring buffer was full */
-#define PFT_BLIND_STATE          1  /* a per-thread state map was full */
+#define PFT_BLIND_STATE          1  /* no per-thread state could be made (task storage) */
 #define PFT_BLIND_WP_RETURN      2  /* a do_wp_page whose return probe never ran */
 #define PFT_BLIND_HANDLER_RETURN 3  /* a handler whose return probe never ran */
 #define PFT_BLIND_COUNTERS       4  /* an in-kernel counter map was full (top's, or

@@ -9,7 +9,7 @@ them, so it can sit in a CI script:
   1  findings: a MISSED or NO_NOTIFIER fault (with --strict, UNDECIDED too;
      with --invisible, a write the last stat before it cannot see)
   2  pfntrace could not run, or did not see everything: events lost, a
-     return probe missed, a state map full, the recording not intact
+     return probe missed, a per-thread state not made, the recording not intact
   3  COMMAND failed and there was no finding: no verdict
   4  no write fault was seen at all (--allow-empty makes that 0)
 """
