@@ -122,16 +122,20 @@ def check_kprobes(config, pmu_dir=KPROBE_PMU):
     return Check("kprobes", ok, why, fix, True)
 
 
+FENTRY_OPTIONAL = "optional: without it, --attach auto uses kprobes"
+
+
 def check_fentry(config):
-    # Reported for completeness: pfntrace attaches kprobes, not fentry.
+    # Optional: fentry/fexit are the cheaper hooks (--attach auto), and
+    # without them pfntrace attaches the kprobe plan.
     if config is None:
-        return Check("fentry", False, "unknown (no kernel config)", "not needed by pfntrace")
+        return Check("fentry", False, "unknown (no kernel config)", FENTRY_OPTIONAL)
     tracer = config.enabled("CONFIG_FUNCTION_TRACER")
     btf = config.enabled("CONFIG_DEBUG_INFO_BTF")
     detail = "CONFIG_FUNCTION_TRACER %s, CONFIG_DEBUG_INFO_BTF %s" % (
         "y" if tracer else "not set", "y" if btf else "not set")
     return Check("fentry", tracer and btf, detail,
-                 "" if tracer and btf else "not needed by pfntrace")
+                 "" if tracer and btf else FENTRY_OPTIONAL)
 
 
 def check_btf(path=BTF_PATH):
