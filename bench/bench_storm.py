@@ -96,20 +96,17 @@ def untraced(storm):
 class Hooks:
     """Counting programs on a list of (function, mechanism) hooks, and on
     the handlers the plan puts on trampolines pfntrace loads itself
-    (name -> {"module", "btf_id"} in handlers)."""
+    ((function, mechanism, {"module", "btf_id"}): probeplan.trampoline_handlers)."""
 
-    def __init__(self, hooks, handlers=None):
+    def __init__(self, hooks, trampolines=()):
         from bcc import BPF
 
         from pfntrace.kernel.trampoline import Trampolines
 
-        handlers = handlers or {}
         src = COUNT_SRC
-        kprobes, trampolines = [], []
+        kprobes = []
         for name, mech in hooks:
-            if mech in ("fentry", "fexit") and name in handlers:
-                trampolines.append((name, mech))
-            elif mech == "fentry":
+            if mech == "fentry":
                 src += FENTRY_SRC % name
             elif mech == "fexit":
                 src += FEXIT_SRC % name
@@ -117,9 +114,9 @@ class Hooks:
                 kprobes.append((name, mech))
         self.bpf = BPF(text=src.encode(), cflags=["-w"])
         self.trampolines = Trampolines()
-        for name, mech in trampolines:
+        for name, mech, where in trampolines:
             self.trampolines.attach(self.bpf.dump_func(b"count_tracing"), "count_tracing", mech,
-                                    name, handlers[name]["btf_id"], handlers[name]["module"])
+                                    name, where["btf_id"], where["module"])
         for name, mech in kprobes:
             if mech == "kprobe":
                 self.bpf.attach_kprobe(event=name.encode(), fn_name=b"count_kprobe")
@@ -137,29 +134,26 @@ class Hooks:
 
 
 def plan_hooks(attach, counting=False):
-    """The function hooks pfntrace would attach here (top's with counting),
-    with the mechanism the plan gives each (kprobe/kretprobe when the plan
-    predates --attach), and the BTF ids of the handlers it would put on
-    trampolines."""
+    """The function hooks pfntrace would attach here (top's with counting)
+    as (function, mechanism): those bcc attaches, and apart from them the
+    handlers on trampolines pfntrace loads itself (trampoline_handlers)."""
     from pfntrace.commands.record import build_plan
+    from pfntrace.probeplan import apply_attach, trampoline_handlers
 
     plan = build_plan(counting=counting)
     try:
-        from pfntrace import probeplan
-        apply = getattr(probeplan, "apply_attach", None)
-        if apply is not None:
-            apply(plan, attach)
+        apply_attach(plan, attach)
     except ValueError as e:
         raise SystemExit("floor: %s" % e)
-    out = []
-    for h in plan["hooks"]:
-        if h["status"] == "attach" and h["kind"] != "tracepoint":
-            out.append((h["hook"], h.get("mechanism") or h["kind"]))
-    return out, (plan.get("fentry") or {}).get("handlers") or {}
+    trampolines = trampoline_handlers(plan)
+    on_trampolines = {(name, mech) for name, mech, _ in trampolines}
+    hooks = [(h["hook"], h.get("mechanism") or h["kind"]) for h in plan["hooks"]
+             if h["status"] == "attach" and h["kind"] != "tracepoint"]
+    return [hk for hk in hooks if hk not in on_trampolines], trampolines
 
 
-def hooked(storm, hooks, handlers=None):
-    h = Hooks(hooks, handlers)
+def hooked(storm, hooks, trampolines=()):
+    h = Hooks(hooks, trampolines)
     try:
         res = run_storm(storm)
         runs = h.runs()
@@ -231,11 +225,12 @@ def runner(mode, storm, tmp, mount):
     if mode == "minimal":
         return lambda: hooked(storm, [("do_wp_page", "kprobe")])
     if mode in ("floor", "floor-kprobe", "floor-top", "floor-top-kprobe"):
-        hooks, handlers = plan_hooks("kprobe" if mode.endswith("-kprobe") else "auto",
-                                     counting=mode.startswith("floor-top"))
-        print("%s hooks: %s" % (mode, ", ".join("%s %s" % (m, n) for n, m in hooks)),
-              flush=True)
-        return lambda: hooked(storm, hooks, handlers)
+        hooks, trampolines = plan_hooks("kprobe" if mode.endswith("-kprobe") else "auto",
+                                        counting=mode.startswith("floor-top"))
+        print("%s hooks: %s" % (mode, ", ".join(
+            ["%s %s" % (m, n) for n, m in hooks]
+            + ["%s %s (trampoline)" % (m, n) for n, m, _ in trampolines])), flush=True)
+        return lambda: hooked(storm, hooks, trampolines)
     if mode in ("record", "record-kprobe"):
         return lambda: record(storm, tmp, "kprobe" if mode.endswith("-kprobe") else None)
     if mode == "record-every":

@@ -23,6 +23,29 @@
 #define READ(dst, base, off) \
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
+/*
+ * Direct loads, for fentry/fexit programs only.  There a hook's arguments
+ * are pointers whose type the verifier knows from BTF, and so is a pointer
+ * loaded from one of their fields: each field is one load instruction,
+ * which the JIT guards (a bad address reads 0).  Measured in one boot on
+ * do_wp_page's fentry (6.12/ext4, TCG), 16 fields cost 3.85 us a call
+ * through bpf_probe_read_kernel() and 1.19 us as loads, 0.50 us of it the
+ * empty program.  Inline assembly, because bcc's rewriter would turn a C
+ * dereference back into a helper call.  The verifier checks each load
+ * against the member's BTF type: pointers are loaded whole, and a load of
+ * a narrower integer must stay within it (LOAD32 for the u32s).  A
+ * timestamp's nanoseconds are loaded as u32 on every layout: before 6.11
+ * they were a long (tv_nsec) below 10^9, its low half on x86-64.
+ */
+#define LOAD_AS(width, dst, base, off) do {					\
+	u64 _v;									\
+	asm volatile("%[v] = *(" width " *)(%[b] + %[o])"			\
+		     : [v] "=r"(_v) : [b] "r"(base), [o] "i"(off));		\
+	(dst) = _v;								\
+} while (0)
+#define LOAD64(dst, base, off) LOAD_AS("u64", dst, base, off)
+#define LOAD32(dst, base, off) LOAD_AS("u32", dst, base, off)
+
 #define SPAN_MAX 192
 #define KR_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KR_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -88,7 +88,8 @@ struct handler_state {
 };
 
 /* Between vfs_getattr_nosec's entry and return: the event being built, and
- * where the kernel writes what it shows (struct kstat). */
+ * where the kernel writes what it shows (struct kstat), for a return probe
+ * without the arguments (kretprobe). */
 struct getattr_state {
 	struct pft_event ev;
 	u64 stat;
@@ -163,8 +164,11 @@ static __always_inline struct getattr_state *ga_state(u64 flags)
 	return gastate.task_storage_get(bpf_get_current_task_btf(), 0, flags);
 }
 
-/* (bcc allows no map function inside a macro: the lookups stay above.) */
-#define TASK_STATE(name, type)							\
+/* (bcc allows no map function inside a macro: the lookups stay above.)
+ * in_flight: a state of this kind is a traced fault from its beginning, so
+ * beginning one counts it in flight (wp); a handler's is counted only once
+ * known to be traced, a getattr's never. */
+#define TASK_STATE(name, type, in_flight)					\
 static __always_inline type *name##_active(void)				\
 {										\
 	type *st = name##_state(0);						\
@@ -181,11 +185,13 @@ static __always_inline type *name##_begin(type *st)				\
 	}									\
 	__builtin_memset(st, 0, sizeof(*st));					\
 	st->active = 1;								\
+	if (in_flight)								\
+		inflight_add(1);						\
 	return st;								\
 }
-TASK_STATE(wp, struct wp_state)
-TASK_STATE(h, struct handler_state)
-TASK_STATE(ga, struct getattr_state)
+TASK_STATE(wp, struct wp_state, 1)
+TASK_STATE(h, struct handler_state, 0)
+TASK_STATE(ga, struct getattr_state, 0)
 
 /* A wp state is always a traced fault; a handler's only when traced. */
 static __always_inline void wp_end(struct wp_state *st)
@@ -198,6 +204,12 @@ static __always_inline void h_end(struct handler_state *st)
 {
 	if (st->traced)
 		inflight_add(-1);
+	st->active = 0;
+}
+
+/* A getattr's state is no fault: it is never counted in flight. */
+static __always_inline void ga_end(struct getattr_state *st)
+{
 	st->active = 0;
 }
 
@@ -426,11 +438,13 @@ static __always_inline struct pft_config *cfg(void)
 	return c && c->armed ? c : 0;
 }
 
-static __always_inline int task_wanted(struct pft_config *c)
+/* id: bpf_get_current_pid_tgid(), read once by each program that needs it
+ * (a helper call is ~0.1 us under TCG). */
+static __always_inline int task_wanted(struct pft_config *c, u64 id)
 {
 	if (!c->follow)
 		return 1;
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u32 tgid = id >> 32;
 	return traced.lookup(&tgid) != 0;
 }
 
@@ -487,26 +501,33 @@ static __always_inline s64 kernel_clock(struct pft_config *c)
 	return now;
 }
 
-/* Timestamps and the clock, at entry (i = 0) or return (i = 1). */
+/* Timestamps and the clock, at entry (i = 0) or return (i = 1).
+ * direct: inode is a BTF-typed pointer (kread.h, LOAD64). */
 static __always_inline void read_times(struct pft_event *ev, u64 inode, int i,
-				       struct pft_config *c)
+				       struct pft_config *c, int direct)
 {
 	SPAN_BUF(t, ITIMES_LO, ITIMES_HI);
 
-	SPAN_READ(t, inode, ITIMES_LO, ITIMES_HI);
-	SPAN_GET(ev->mtime_sec[i], t, ITIMES_LO, INODE_MTIME_SEC);
-	SPAN_GET(ev->mtime_nsec[i], t, ITIMES_LO, INODE_MTIME_NSEC);
-	SPAN_GET(ev->ctime_sec[i], t, ITIMES_LO, INODE_CTIME_SEC);
-	SPAN_GET(ev->ctime_nsec[i], t, ITIMES_LO, INODE_CTIME_NSEC);
+	if (direct) {
+		LOAD64(ev->mtime_sec[i], inode, INODE_MTIME_SEC);
+		LOAD32(ev->mtime_nsec[i], inode, INODE_MTIME_NSEC);
+		LOAD64(ev->ctime_sec[i], inode, INODE_CTIME_SEC);
+		LOAD32(ev->ctime_nsec[i], inode, INODE_CTIME_NSEC);
+	} else {
+		SPAN_READ(t, inode, ITIMES_LO, ITIMES_HI);
+		SPAN_GET(ev->mtime_sec[i], t, ITIMES_LO, INODE_MTIME_SEC);
+		SPAN_GET(ev->mtime_nsec[i], t, ITIMES_LO, INODE_MTIME_NSEC);
+		SPAN_GET(ev->ctime_sec[i], t, ITIMES_LO, INODE_CTIME_SEC);
+		SPAN_GET(ev->ctime_nsec[i], t, ITIMES_LO, INODE_CTIME_NSEC);
+	}
 	ev->clock_ns[i] = kernel_clock(c);
 }
 
 /* Name a file once, in the kernel (see struct pft_name). */
-static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
+static __always_inline void remember_name(u64 file, u32 dev, u64 ino, u32 tid)
 {
 	struct pft_file_key key = {};
 	u32 zero = 0;
-	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 d = 0, parent = 0, name = 0;
 
 	key.ino = ino;
@@ -539,11 +560,13 @@ static __always_inline void remember_name(u64 file, u32 dev, u64 ino)
 
 /*
  * What a fault's probes need from struct vm_fault, its vma, the vma's vm_ops
- * and the file's inode: each read as one span (kread.h) once, picked apart
- * into these fields, and judged here on the stack, so that a fault pfntrace
- * does not trace (anonymous copy-on-write, page cache, another device) costs
- * those reads and no per-thread state.  The spans themselves do not outlive
- * their reading: the BPF stack is 512 bytes.
+ * and the file's inode, read once into these fields and judged here on the
+ * stack, so that a fault pfntrace does not trace (anonymous copy-on-write,
+ * page cache, another device) costs those reads and no per-thread state.
+ * A kprobe reads each struct as one span (kread.h), which does not outlive
+ * its reading (the BPF stack is 512 bytes); an fentry/fexit program
+ * (direct) loads each field (kread.h, LOAD64), and the pointers here stay
+ * BTF-typed for the loads that follow.
  */
 struct fault_facts {
 	u64 pgoff;
@@ -565,29 +588,49 @@ struct fault_facts {
 	u32 ops_read;
 };
 
-static __always_inline void read_ops(struct fault_facts *x)
+static __always_inline void read_ops(struct fault_facts *x, int direct)
 {
 	SPAN_BUF(o, VMOPS_LO, VMOPS_HI);
 
 	if (!x->ops || x->ops_read)
 		return;
+	x->ops_read = 1;
+	if (direct) {
+		LOAD64(x->fault, x->ops, VMOPS_FAULT);
+		LOAD64(x->huge_fault, x->ops, VMOPS_HUGE_FAULT);
+		LOAD64(x->map_pages, x->ops, VMOPS_MAP_PAGES);
+		LOAD64(x->page_mkwrite, x->ops, VMOPS_PAGE_MKWRITE);
+		LOAD64(x->pfn_mkwrite, x->ops, VMOPS_PFN_MKWRITE);
+		return;
+	}
 	SPAN_READ(o, x->ops, VMOPS_LO, VMOPS_HI);
 	SPAN_GET(x->fault, o, VMOPS_LO, VMOPS_FAULT);
 	SPAN_GET(x->huge_fault, o, VMOPS_LO, VMOPS_HUGE_FAULT);
 	SPAN_GET(x->map_pages, o, VMOPS_LO, VMOPS_MAP_PAGES);
 	SPAN_GET(x->page_mkwrite, o, VMOPS_LO, VMOPS_PAGE_MKWRITE);
 	SPAN_GET(x->pfn_mkwrite, o, VMOPS_LO, VMOPS_PFN_MKWRITE);
-	x->ops_read = 1;
 }
 
 /* struct vm_fault and its vma: the vma's file, 0 for anonymous memory
  * (copy-on-write faults are not our business). */
-static __always_inline u64 read_fault_vma(struct fault_facts *x, u64 vmf)
+static __always_inline u64 read_fault_vma(struct fault_facts *x, u64 vmf, int direct)
 {
 	u64 vma = 0;
 	SPAN_BUF(f, VMF_LO, VMF_HI);
 	SPAN_BUF(v, VMA_LO, VMA_HI);
 
+	if (direct) {
+		LOAD64(vma, vmf, VMF_VMA);
+		LOAD64(x->pgoff, vmf, VMF_PGOFF);
+		LOAD64(x->address, vmf, VMF_ADDRESS);
+		LOAD32(x->fault_flags, vmf, VMF_FLAGS);
+		if (!vma)
+			return 0;
+		LOAD64(x->file, vma, VMA_VM_FILE);
+		LOAD64(x->ops, vma, VMA_VM_OPS);
+		LOAD64(x->vm_flags, vma, VMA_VM_FLAGS);
+		return x->file;
+	}
 	SPAN_READ(f, vmf, VMF_LO, VMF_HI);
 	SPAN_GET(vma, f, VMF_LO, VMF_VMA);
 	SPAN_GET(x->pgoff, f, VMF_LO, VMF_PGOFF);
@@ -607,25 +650,36 @@ static __always_inline u64 read_fault_vma(struct fault_facts *x, u64 vmf)
  * the fault is not one we trace (not DAX unless --all-files, another
  * device, another inode).
  */
-static __always_inline u64 fault_wanted(struct fault_facts *x, struct pft_config *c)
+static __always_inline u64 fault_wanted(struct fault_facts *x, struct pft_config *c,
+					int direct)
 {
 	SPAN_BUF(in, INODE_LO, INODE_HI);
 
-	READ(x->inode, x->file, FILE_F_INODE);
-	SPAN_READ(in, x->inode, INODE_LO, INODE_HI);
-	SPAN_GET(x->i_flags, in, INODE_LO, INODE_I_FLAGS);
-	SPAN_GET(x->sb, in, INODE_LO, INODE_I_SB);
-	SPAN_GET(x->ino, in, INODE_LO, INODE_I_INO);
+	if (direct) {
+		LOAD64(x->inode, x->file, FILE_F_INODE);
+		LOAD32(x->i_flags, x->inode, INODE_I_FLAGS);
+		LOAD64(x->sb, x->inode, INODE_I_SB);
+		LOAD64(x->ino, x->inode, INODE_I_INO);
+	} else {
+		READ(x->inode, x->file, FILE_F_INODE);
+		SPAN_READ(in, x->inode, INODE_LO, INODE_HI);
+		SPAN_GET(x->i_flags, in, INODE_LO, INODE_I_FLAGS);
+		SPAN_GET(x->sb, in, INODE_LO, INODE_I_SB);
+		SPAN_GET(x->ino, in, INODE_LO, INODE_I_INO);
+	}
 	if (!c->all_files && !(x->i_flags & S_DAX)) {
 		/* Non-DAX files are skipped by default, except the case the
 		 * tool exists for: a shared pfn mapping with no ->pfn_mkwrite,
 		 * whose writes nobody hears of. */
-		read_ops(x);
+		read_ops(x, direct);
 		u64 pfnmap = x->vm_flags & (PFT_VM_PFNMAP | PFT_VM_MIXEDMAP);
 		if (!(pfnmap && (x->vm_flags & PFT_VM_SHARED) && !x->pfn_mkwrite))
 			return 0;
 	}
-	READ(x->dev, x->sb, SB_S_DEV);
+	if (direct)
+		LOAD32(x->dev, x->sb, SB_S_DEV);
+	else
+		READ(x->dev, x->sb, SB_S_DEV);
 	if (!dev_wanted(c, x->dev))
 		return 0;
 	if (c->ino && c->ino != x->ino)
@@ -637,9 +691,10 @@ static __always_inline u64 fault_wanted(struct fault_facts *x, struct pft_config
  * Fill the event of a wanted fault (fault_wanted) from its facts, and what
  * only its first probe reads: the task, the clock, the file's name (record).
  */
-static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts *x)
+static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts *x,
+				       u64 id, int direct)
 {
-	read_ops(x);
+	read_ops(x, direct);
 	ev->vm_flags = x->vm_flags;
 	ev->ops_pfn_mkwrite = x->pfn_mkwrite;
 	ev->ops_page_mkwrite = x->page_mkwrite;
@@ -652,15 +707,17 @@ static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts 
 		ev->flags |= PFT_F_HAS_PAGE_MKWRITE;
 	ev->dev = x->dev;
 	ev->ino = x->ino;
-	READ(ev->time_gran, x->sb, SB_S_TIME_GRAN);
+	if (direct)
+		LOAD32(ev->time_gran, x->sb, SB_S_TIME_GRAN);
+	else
+		READ(ev->time_gran, x->sb, SB_S_TIME_GRAN);
 #ifndef PFT_NO_STREAM
 	/* top finds a file's path through the process that faulted last. */
-	remember_name(x->file, ev->dev, ev->ino);
+	remember_name(x->file, ev->dev, ev->ino, (u32)id);
 #endif
 	ev->pgoff = x->pgoff;
 	ev->address = x->address;
 	ev->fault_flags = x->fault_flags;
-	u64 id = bpf_get_current_pid_tgid();
 	ev->pid = id >> 32;
 	ev->tid = (u32)id;
 	ev->cpu = bpf_get_smp_processor_id();
@@ -674,7 +731,10 @@ static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts 
  * and an fentry/fexit program (bcc's KFUNC_PROBE/KRETFUNC_PROBE, a BPF
  * trampoline: no int3, no kretprobe instance pool) where the probe plan
  * chose one, -DPFT_FENTRY_<FUNCTION>.  bcc attaches the fentry programs
- * when it loads them; tracer.py attaches the kprobes.
+ * when it loads them; tracer.py attaches the kprobes.  A body's `direct`
+ * argument is 1 in the fentry/fexit shims only: their arguments are
+ * BTF-typed, so the fields are loaded directly (kread.h, LOAD64), where a
+ * kprobe reads them with helper calls.
  */
 
 #if (defined(PFT_NO_STREAM) || defined(PFT_COUNT_IN_KERNEL)) && VMF_FLAG_VMA_LOCK
@@ -693,11 +753,11 @@ static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts 
 #define WP_GUESS_RETRY 1
 BPF_PERCPU_ARRAY(retryguess, u32, 1);	/* the tid whose do_wp_page was guessed */
 
-static __always_inline int wp_will_retry(struct fault_facts *x)
+static __always_inline int wp_will_retry(struct fault_facts *x, int direct)
 {
 	if (!(x->fault_flags & VMF_FLAG_VMA_LOCK) || !(x->vm_flags & PFT_VM_SHARED))
 		return 0;
-	read_ops(x);
+	read_ops(x, direct);
 	return x->ops_read && !x->map_pages && x->page_mkwrite && x->pfn_mkwrite;
 }
 
@@ -730,31 +790,32 @@ static __always_inline void retry_guess_check(u32 tid, u32 ret)
  * The fault is judged from its spans before any state is made: the
  * machine's other write-protect faults (anonymous copy-on-write above all)
  * cost a few reads, not a hash update and delete. */
-static __always_inline int wp_enter(u64 vmf)
+static __always_inline int wp_enter(u64 vmf, int direct)
 {
 	struct pft_config *c = cfg();
-	if (!c || !task_wanted(c))
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	if (!c || !task_wanted(c, id))
 		return 0;
-	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct wp_state *st = wp_state(0);
 	if (st && st->active) {
 		count_blind(PFT_BLIND_WP_RETURN);
 		wp_end(st);
 	}
 	struct fault_facts x = {};
-	if (!read_fault_vma(&x, vmf))
+	if (!read_fault_vma(&x, vmf, direct))
 		return 0;
 #if defined(WP_GUESS_RETRY) && defined(PFT_NO_STREAM)
-	if (wp_will_retry(&x)) {	/* top counts it nowhere: no need to know the file */
+	if (wp_will_retry(&x, direct)) {	/* top counts it nowhere: no need to know the file */
 		guess_retry(tid);
 		return 0;
 	}
 #endif
-	u64 inode = fault_wanted(&x, c);
+	u64 inode = fault_wanted(&x, c, direct);
 	if (!inode)
 		return 0;
 #if defined(WP_GUESS_RETRY) && defined(PFT_COUNT_IN_KERNEL)
-	if (wp_will_retry(&x)) {	/* record counts it for its file */
+	if (wp_will_retry(&x, direct)) {	/* record counts it for its file */
 		struct pft_file_counts *n = counts_of(x.dev, x.ino);
 		if (n)
 			COUNT_ADD(n, retries, 1);
@@ -765,16 +826,31 @@ static __always_inline int wp_enter(u64 vmf)
 	st = wp_begin(st);
 	if (!st)
 		return 0;
-	inflight_add(1);
-	fill_fault(&st->ev, &x);
+	fill_fault(&st->ev, &x, id, direct);
 	st->ev.type = PFT_EV_WP;
 	st->inode = inode;
 	st->vmf = vmf;
-	read_times(&st->ev, inode, 0, c);
+	read_times(&st->ev, inode, 0, c, direct);
 	return 0;
 }
 
-static __always_inline int wp_exit(u32 ret)
+/* The inode behind a fault's vm_fault, for a return with the arguments
+ * (fexit): three loads, where the inode kept in the state is only a number
+ * to the verifier and would take a bpf_probe_read_kernel().  No NULL
+ * checks: a guarded load through NULL reads 0, and a literal 0 would be no
+ * pointer the verifier lets the next load use. */
+static __always_inline u64 fault_inode(u64 vmf)
+{
+	u64 vma = 0, file = 0, inode = 0;
+
+	LOAD64(vma, vmf, VMF_VMA);
+	LOAD64(file, vma, VMA_VM_FILE);
+	LOAD64(inode, file, FILE_F_INODE);
+	return inode;
+}
+
+/* vmf: the fault's struct vm_fault when direct (fexit), else unused. */
+static __always_inline int wp_exit(u32 ret, u64 vmf, int direct)
 {
 	struct pft_config *c = cfg();
 	struct wp_state *st = wp_active();
@@ -793,7 +869,10 @@ static __always_inline int wp_exit(u32 ret)
 		return 0;
 	}
 #endif
-	read_times(&st->ev, st->inode, 1, c);
+	if (direct)
+		read_times(&st->ev, fault_inode(vmf), 1, c, 1);
+	else
+		read_times(&st->ev, st->inode, 1, c, 0);
 	st->ev.ret = ret;
 	st->ev.duration_ns = bpf_ktime_get_ns() - st->ev.ts_ns;
 	emit(&st->ev);
@@ -801,13 +880,14 @@ static __always_inline int wp_exit(u32 ret)
 	return 0;
 }
 
-int wp_entry(struct pt_regs *ctx) { return wp_enter(PT_REGS_PARM1(ctx)); }
-int wp_return(struct pt_regs *ctx) { return wp_exit(PT_REGS_RC(ctx)); }
+int wp_entry(struct pt_regs *ctx) { return wp_enter(PT_REGS_PARM1(ctx), 0); }
+int wp_return(struct pt_regs *ctx) { return wp_exit(PT_REGS_RC(ctx), 0, 0); }
 #ifdef PFT_FENTRY_DO_WP_PAGE
 /* fexit has the arguments too, but the entry's timestamps still need the
- * per-thread state: the shims stay as thin as the kprobes'. */
-KFUNC_PROBE(do_wp_page, u64 vmf) { return wp_enter(vmf); }
-KRETFUNC_PROBE(do_wp_page, u64 vmf, u64 ret) { return wp_exit(ret); }
+ * per-thread state: the shims stay as thin as the kprobes'.  Their vm_fault
+ * is BTF-typed: the fields are loaded directly (kread.h). */
+KFUNC_PROBE(do_wp_page, u64 vmf) { return wp_enter(vmf, 1); }
+KRETFUNC_PROBE(do_wp_page, u64 vmf, u64 ret) { return wp_exit(ret, vmf, 1); }
 #endif
 
 /* Only where wp_pfn_shared is a symbol (not on Debian 6.1, 6.12 or 6.18,
@@ -831,7 +911,7 @@ KFUNC_PROBE(wp_pfn_shared) { return wp_pfn_mark(); }
  * the others), sp the stack pointer where the mechanism has one (a kprobe;
  * 0 on a trampoline, whose return program always runs).
  */
-static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
+static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp, int direct)
 {
 	struct pft_config *c = cfg();
 	u64 now = bpf_ktime_get_ns();
@@ -875,8 +955,12 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 		 * only, count the nesting depth.  A nested call gets the same
 		 * vm_fault, no higher in the stack, while the outer one runs
 		 * (a second at most); anything else is a new fault after a
-		 * return probe that never ran. */
-		if (vmf == st->vmf && (!sp || sp <= st->sp) && now - st->start < ONE_SECOND_NS) {
+		 * return probe that never ran.  The stacks are compared only
+		 * where both calls have a stack pointer: a trampoline passes
+		 * none, and a late handler on a kprobe may nest in a planned
+		 * one on a trampoline. */
+		if (vmf == st->vmf && (!sp || !st->sp || sp <= st->sp) &&
+		    now - st->start < ONE_SECOND_NS) {
 			st->depth += 1;
 			return 0;
 		}
@@ -884,7 +968,8 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 			count_blind(PFT_BLIND_HANDLER_RETURN);
 		h_end(st);
 	}
-	if (!c || !task_wanted(c))
+	u64 id = bpf_get_current_pid_tgid();
+	if (!c || !task_wanted(c, id))
 		return 0;
 	st = h_begin(st);
 	if (!st)
@@ -896,11 +981,11 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 	u64 inode = 0;
 
 	struct fault_facts x = {};
-	if (read_fault_vma(&x, vmf))
-		inode = fault_wanted(&x, c);
+	if (read_fault_vma(&x, vmf, direct))
+		inode = fault_wanted(&x, c, direct);
 	if (!inode)
 		return 0;	/* the state stays, untraced: nested calls stay quiet */
-	fill_fault(ev, &x);
+	fill_fault(ev, &x, id, direct);
 	if (wp) {	/* not the do_wp_page's own vm_fault: still inside it */
 		ev->flags |= PFT_F_IN_WP | (wp->ev.flags & PFT_F_PFN_PATH);
 		wp->ev.flags |= PFT_F_HANDLER_RAN;
@@ -921,11 +1006,12 @@ static __always_inline int handler_enter(u64 ip, u64 vmf, u64 arg, u64 sp)
 		ev->roles |= PFT_ROLE_PAGE_MKWRITE;
 	if (ev->handler == ev->ops_pfn_mkwrite)
 		ev->roles |= PFT_ROLE_PFN_MKWRITE;
-	read_times(ev, inode, 0, c);
+	read_times(ev, inode, 0, c, direct);
 	return 0;
 }
 
-static __always_inline int handler_exit(u64 ret)
+/* vmf: the handler's struct vm_fault when direct (fexit), else unused. */
+static __always_inline int handler_exit(u64 ret, u64 vmf, int direct)
 {
 	struct pft_config *c = cfg();
 	struct handler_state *st = h_active();
@@ -937,8 +1023,13 @@ static __always_inline int handler_exit(u64 ret)
 	}
 	if (st->traced) {
 		struct pft_event *ev = &st->ev;
-		read_times(ev, st->inode, 1, c);
-		READ(ev->address, st->vmf, VMF_ADDRESS);	/* set by the handler */
+		if (direct) {
+			read_times(ev, fault_inode(vmf), 1, c, 1);
+			LOAD64(ev->address, vmf, VMF_ADDRESS);	/* set by the handler */
+		} else {
+			read_times(ev, st->inode, 1, c, 0);
+			READ(ev->address, st->vmf, VMF_ADDRESS);
+		}
 		ev->ret = ret;
 		ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
 		emit(ev);
@@ -950,9 +1041,9 @@ static __always_inline int handler_exit(u64 ret)
 int handler_entry(struct pt_regs *ctx)
 {
 	return handler_enter(bpf_get_func_ip(ctx), PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx),
-			     PT_REGS_SP(ctx));
+			     PT_REGS_SP(ctx), 0);
 }
-int handler_return(struct pt_regs *ctx) { return handler_exit(PT_REGS_RC(ctx)); }
+int handler_return(struct pt_regs *ctx) { return handler_exit(PT_REGS_RC(ctx), 0, 0); }
 #ifdef PFT_FENTRY_HANDLERS
 /*
  * The handlers on BPF trampolines.  They live in modules (ext4.ko, xfs.ko),
@@ -966,13 +1057,13 @@ int handler_fentry(u64 *ctx)
 {
 	u64 arg = 0;
 	bpf_get_func_arg(ctx, 1, &arg);
-	return handler_enter(bpf_get_func_ip(ctx), ctx[0], arg, 0);
+	return handler_enter(bpf_get_func_ip(ctx), ctx[0], arg, 0, 1);
 }
 int handler_fexit(u64 *ctx)
 {
 	u64 ret = 0;
 	bpf_get_func_ret(ctx, &ret);
-	return handler_exit(ret);
+	return handler_exit(ret, ctx[0], 1);
 }
 #endif
 
@@ -999,7 +1090,7 @@ KFUNC_PROBE(file_update_time) { return ftu_count(); }
  * only the files a fault would be traced for (DAX unless --all-files, the
  * --mount devices, the inode filter).
  */
-static __always_inline int getattr_enter(u64 path, u64 stat)
+static __always_inline int getattr_enter(u64 path, u64 stat, int direct)
 {
 	struct pft_config *c = cfg();
 	u64 id = bpf_get_current_pid_tgid();
@@ -1011,25 +1102,38 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 	struct getattr_state *st = ga_state(0);
 	if (st && st->active) {
 		count_blind(PFT_BLIND_GETATTR_RETURN);
-		st->active = 0;
+		ga_end(st);
 	}
 	if (!c || (id >> 32) == c->self_tgid)
 		return 0;
-	READ(dentry, path, PATH_DENTRY);
-	if (!dentry)
-		return 0;
-	READ(inode, dentry, DENTRY_D_INODE);
-	if (!inode)
-		return 0;
-	SPAN_READ(in, inode, INODE_LO, INODE_HI);
-	SPAN_GET(i_flags, in, INODE_LO, INODE_I_FLAGS);
+	if (direct) {
+		LOAD64(dentry, path, PATH_DENTRY);
+		LOAD64(inode, dentry, DENTRY_D_INODE);	/* 0 through a NULL dentry */
+		if (!inode)
+			return 0;
+		LOAD32(i_flags, inode, INODE_I_FLAGS);
+		LOAD64(sb, inode, INODE_I_SB);
+		LOAD64(ino, inode, INODE_I_INO);
+	} else {
+		READ(dentry, path, PATH_DENTRY);
+		if (!dentry)
+			return 0;
+		READ(inode, dentry, DENTRY_D_INODE);
+		if (!inode)
+			return 0;
+		SPAN_READ(in, inode, INODE_LO, INODE_HI);
+		SPAN_GET(i_flags, in, INODE_LO, INODE_I_FLAGS);
+		SPAN_GET(sb, in, INODE_LO, INODE_I_SB);
+		SPAN_GET(ino, in, INODE_LO, INODE_I_INO);
+	}
 	if (!c->all_files && !(i_flags & S_DAX))
 		return 0;
-	SPAN_GET(sb, in, INODE_LO, INODE_I_SB);
-	READ(dev, sb, SB_S_DEV);
+	if (direct)
+		LOAD32(dev, sb, SB_S_DEV);
+	else
+		READ(dev, sb, SB_S_DEV);
 	if (!dev_wanted(c, dev))
 		return 0;
-	SPAN_GET(ino, in, INODE_LO, INODE_I_INO);
 	if (c->ino && c->ino != ino)
 		return 0;
 	st = ga_begin(st);
@@ -1044,7 +1148,9 @@ static __always_inline int getattr_enter(u64 path, u64 stat)
 	return 0;
 }
 
-static __always_inline int getattr_exit(u32 ret)
+/* stat: the struct kstat when direct (fexit; the state's copy is a number
+ * to the verifier). */
+static __always_inline int getattr_exit(u32 ret, u64 stat, int direct)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
@@ -1052,18 +1158,24 @@ static __always_inline int getattr_exit(u32 ret)
 	if (!st)
 		return 0;
 	struct pft_event *ev = &st->ev;
-	u64 stat = st->stat;
 	ev->ret = ret;
 	if (ret) {
-		st->active = 0;		/* an error: nothing was shown */
+		ga_end(st);		/* an error: nothing was shown */
 		return 0;
 	}
 	SPAN_BUF(k, KSTAT_LO, KSTAT_HI);
-	SPAN_READ(k, stat, KSTAT_LO, KSTAT_HI);
-	SPAN_GET(ev->mtime_sec[0], k, KSTAT_LO, KSTAT_MTIME_SEC);
-	SPAN_GET(ev->mtime_nsec[0], k, KSTAT_LO, KSTAT_MTIME_NSEC);
-	SPAN_GET(ev->ctime_sec[0], k, KSTAT_LO, KSTAT_CTIME_SEC);
-	SPAN_GET(ev->ctime_nsec[0], k, KSTAT_LO, KSTAT_CTIME_NSEC);
+	if (direct) {
+		LOAD64(ev->mtime_sec[0], stat, KSTAT_MTIME_SEC);
+		LOAD32(ev->mtime_nsec[0], stat, KSTAT_MTIME_NSEC);
+		LOAD64(ev->ctime_sec[0], stat, KSTAT_CTIME_SEC);
+		LOAD32(ev->ctime_nsec[0], stat, KSTAT_CTIME_NSEC);
+	} else {
+		SPAN_READ(k, st->stat, KSTAT_LO, KSTAT_HI);
+		SPAN_GET(ev->mtime_sec[0], k, KSTAT_LO, KSTAT_MTIME_SEC);
+		SPAN_GET(ev->mtime_nsec[0], k, KSTAT_LO, KSTAT_MTIME_NSEC);
+		SPAN_GET(ev->ctime_sec[0], k, KSTAT_LO, KSTAT_CTIME_SEC);
+		SPAN_GET(ev->ctime_nsec[0], k, KSTAT_LO, KSTAT_CTIME_NSEC);
+	}
 	ev->duration_ns = bpf_ktime_get_ns() - ev->ts_ns;
 	ev->pid = id >> 32;
 	ev->tid = tid;
@@ -1076,21 +1188,21 @@ static __always_inline int getattr_exit(u32 ret)
 	observed.update(&key, ev);
 #endif
 	emit(ev);
-	st->active = 0;
+	ga_end(st);
 	return 0;
 }
 
 int getattr_entry(struct pt_regs *ctx)
 {
-	return getattr_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+	return getattr_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
 }
-int getattr_return(struct pt_regs *ctx) { return getattr_exit(PT_REGS_RC(ctx)); }
+int getattr_return(struct pt_regs *ctx) { return getattr_exit(PT_REGS_RC(ctx), 0, 0); }
 #ifdef PFT_FENTRY_VFS_GETATTR_NOSEC
 /* int vfs_getattr_nosec(const struct path *, struct kstat *, u32, unsigned int) */
-KFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat) { return getattr_enter(path, stat); }
+KFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat) { return getattr_enter(path, stat, 1); }
 KRETFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat, u32 mask, u32 qflags, int ret)
 {
-	return getattr_exit(ret);
+	return getattr_exit(ret, stat, 1);
 }
 #endif
 
@@ -1110,7 +1222,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 static __always_inline int tp_wanted(u32 dev, u64 ino)
 {
 	struct pft_config *c = cfg();
-	if (!c || !task_wanted(c) || !dev_wanted(c, dev))
+	if (!c || !task_wanted(c, bpf_get_current_pid_tgid()) || !dev_wanted(c, dev))
 		return 0;
 	return !c->ino || c->ino == ino;
 }

@@ -9,6 +9,7 @@ directly at its offset, on the lab kernels' layouts and this host's.  A layout
 whose fields lie too far apart must not compile."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -16,6 +17,7 @@ import pytest
 
 from test_offsets import LAB_KERNELS
 
+from pfntrace.kernel import offsets
 from pfntrace.kernel.btf import Btf
 from pfntrace.kernel.offsets import bpf_defines
 from pfntrace.tracer import BPF_DIR
@@ -141,3 +143,42 @@ def test_a_sequence_count_after_the_fields_it_guards_does_not_compile(tmp_path):
     defines["TKC_SEQ"] = 64
     err = run_spans(defines, tmp_path)
     assert isinstance(err, str) and "do not follow its sequence count" in err
+
+
+# LOAD32(dst, base, FIELD) / LOAD64(...): the fentry/fexit programs' direct loads.
+DIRECT_LOAD = re.compile(r"\bLOAD(32|64)\([^;]*?,\s*([A-Z][A-Z0-9_]+)\)")
+
+
+def direct_loads():
+    with open(os.path.join(BPF_DIR, "pfntrace.bpf.c")) as f:
+        return sorted(set((field, int(bits) // 8) for bits, field in DIRECT_LOAD.findall(f.read())))
+
+
+def member_size(btf, macro):
+    """The size of the member an offset macro names, on this kernel's layout."""
+    fixed = {m: (struct, member) for m, struct, member in offsets._FIXED_FIELDS}
+    if macro in fixed:
+        return btf.member_size(*fixed[macro])
+    owner, which, part = macro.lower().split("_")     # INODE_MTIME_NSEC
+    if owner == "inode" and btf.has_member("inode", "i_%s_%s" % (which, part)):
+        return btf.member_size("inode", "i_%s_%s" % (which, part))
+    return btf.member_size("timespec64", "tv_" + part)
+
+
+def test_direct_loads_fit_their_members_as_the_verifier_demands():
+    """The verifier checks a load through a BTF-typed pointer against the
+    member it hits: a pointer or u64 loaded whole, a narrower load within
+    the member.  A u32 load of an 8-byte member is only right for a
+    timestamp's nanoseconds (below 10^9: the low half, x86-64)."""
+    host = "/sys/kernel/btf/vmlinux"
+    if not os.path.exists(host):
+        pytest.skip("this kernel has no BTF to check the direct loads' widths against")
+    btf = Btf.load(host)
+    loads = direct_loads()
+    assert {f for f, _ in loads} >= {"VMF_VMA", "VMA_VM_FILE", "FILE_F_INODE", "INODE_I_FLAGS",
+                                     "INODE_MTIME_NSEC", "SB_S_DEV", "KSTAT_CTIME_NSEC"}
+    for field, width in loads:
+        size = member_size(btf, field)
+        assert width <= size, (field, width, size)
+        if width < size:
+            assert field.endswith("_NSEC"), (field, width, size)
