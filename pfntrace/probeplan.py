@@ -252,6 +252,10 @@ BTF_DIR = "/sys/kernel/btf"
 # that pfntrace loads itself, once per handler, against the function's BTF
 # id: bcc 0.26 attaches fentry only in vmlinux (pfntrace/kernel/trampoline.py).
 HANDLER_TRAMPOLINE = "BPF trampoline, loaded by pfntrace (bcc 0.26 has no module fentry)"
+# What top's handler programs on trampolines leave out (pfntrace.bpf.c's
+# handler_uncounted()); kprobes have no typed vm_fault to load it from.
+TOP_SHORTCUT = ("top: a call with FAULT_FLAG_MKWRITE (inside do_wp_page, which is judged) "
+                "stops at one load, never a write fault of its own")
 MODULE_NO_BTF = "in module [%s], whose BTF (%s/%s) does not have it"
 
 
@@ -335,6 +339,8 @@ def apply_attach(plan, mode="auto"):
             hook["mechanism"] = FENTRY_OF[hook["kind"]]
             hook["attach_why"] = ("BPF trampoline" if hook["hook"] in FENTRY_HOOKS
                                   else HANDLER_TRAMPOLINE)
+            if plan.get("counting") and hook["hook"] not in FENTRY_HOOKS:
+                hook["attach_why"] += "; " + TOP_SHORTCUT
         elif mode == "fentry":
             raise ValueError("--attach fentry: %s cannot be %s: %s"
                              % (hook["hook"], FENTRY_OF[hook["kind"]], refusal))
@@ -365,7 +371,9 @@ TOP_LEAVES_OUT = {
 def apply_counting(plan):
     """top: the hooks whose data its in-kernel counts never use are "n/a",
     with why (the kprobe plan still has do_wp_page and every handler).
-    Before apply_attach."""
+    Before apply_attach, which then says what top's handler programs leave
+    out (TOP_SHORTCUT)."""
+    plan["counting"] = True
     for hook in plan["hooks"]:
         why = TOP_LEAVES_OUT.get(hook["hook"])
         if why and hook["status"] == "attach":

@@ -5,7 +5,7 @@
  * Every field arrives as an offset from the running kernel's BTF (-D macros,
  * pfntrace/kernel/offsets.py).  READ() fetches one field with one
  * bpf_probe_read_kernel() call.  A helper call is cheap on hardware but
- * costs about 0.1 us under QEMU TCG, and a DAX write fault used to make
+ * costs about 0.2 us under QEMU TCG, and a DAX write fault used to make
  * ~110 of them (do_wp_page twice, the handler once; bench/issue16-storm.md).
  * The fields one probe needs from a struct lie within a few dozen bytes of
  * each other, so each group is read as one span [LO, HI) onto the stack and
@@ -45,6 +45,13 @@
 } while (0)
 #define LOAD64(dst, base, off) LOAD_AS("u64", dst, base, off)
 #define LOAD32(dst, base, off) LOAD_AS("u32", dst, base, off)
+/* A u32 field either way: loaded where base is BTF-typed (direct), else read. */
+#define READ32(direct, dst, base, off) do {					\
+	if (direct)								\
+		LOAD32(dst, base, off);						\
+	else									\
+		READ(dst, base, off);						\
+} while (0)
 
 #define SPAN_MAX 192
 #define KR_MIN(a, b) ((a) < (b) ? (a) : (b))

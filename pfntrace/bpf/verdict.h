@@ -68,6 +68,23 @@ static __always_inline int pft_classify(const struct pft_event *ev, __u32 pmd_ar
 	return PFT_C_FAULT;
 }
 
+/*
+ * Is a handler call no write fault of its own, whatever else its event
+ * would say?  Yes when its vm_fault has FAULT_FLAG_MKWRITE and its size
+ * (arg, as pft_classify() gets it) is no PMD/PUD: pft_classify() can then
+ * only find IN_WP, RETRY, FALLBACK, ERROR, READ, PRIVATE or NESTED, never
+ * a kind.  The kernel sets FAULT_FLAG_MKWRITE where it calls ->pfn_mkwrite
+ * (wp_pfn_shared) and ->page_mkwrite (do_page_mkwrite): on a DAX file,
+ * every handler call inside do_wp_page, which do_wp_page's own event
+ * judges.  pfntrace top, which counts kinds only, lets such a call's
+ * programs stop at one load of the flags.
+ */
+static __always_inline int pft_handler_uncounted(__u32 fault_flags, __u32 arg, __u32 pmd_arg,
+						 __u32 pud_arg)
+{
+	return (fault_flags & PFT_FAULT_FLAG_MKWRITE) && arg != pmd_arg && arg != pud_arg;
+}
+
 /* A timestamp in ns; nsec of a ctime loses the I_CTIME_QUERIED bit. */
 static __always_inline __s64 pft_ts(__s64 sec, __u32 nsec)
 {

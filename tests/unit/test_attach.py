@@ -11,8 +11,8 @@ from pfntrace import tracer
 from pfntrace.kernel.btf import Btf
 from pfntrace.kernel.kallsyms import Kallsyms
 from pfntrace.kernel.offsets import OffsetError
-from pfntrace.probeplan import (HANDLER_TRAMPOLINE, apply_attach, apply_counting, apply_scope,
-                                 build_plan, fall_back_to_kprobes, fentry_plan,
+from pfntrace.probeplan import (HANDLER_TRAMPOLINE, TOP_SHORTCUT, apply_attach, apply_counting,
+                                 apply_scope, build_plan, fall_back_to_kprobes, fentry_plan,
                                  trampoline_handlers)
 from pfntrace.views import plan as plan_view
 
@@ -252,6 +252,13 @@ def test_top_leaves_out_file_update_time_and_nothing_else():
         ftu = [h for h in top["hooks"] if h["hook"] == "file_update_time"]
         assert ftu and all(h["status"] == "n/a" and "left out by top" in h["why"]
                            and "mechanism" not in h for h in ftu), ftu
+        # ... and says where its handler programs stop early: on trampolines only.
+        for h in top["hooks"]:
+            if h.get("attach_why", "").startswith(HANDLER_TRAMPOLINE):
+                assert h["attach_why"] == HANDLER_TRAMPOLINE + "; " + TOP_SHORTCUT
+                h["attach_why"] = HANDLER_TRAMPOLINE
+            else:
+                assert TOP_SHORTCUT not in h.get("attach_why", "")
         rest = [h for h in top["hooks"] if h["hook"] != "file_update_time"]
         assert rest == [h for h in record["hooks"] if h["hook"] != "file_update_time"]
         assert mech(top, "do_wp_page", "kretprobe")[0] in ("fexit", "kretprobe")

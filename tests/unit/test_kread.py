@@ -145,8 +145,9 @@ def test_a_sequence_count_after_the_fields_it_guards_does_not_compile(tmp_path):
     assert isinstance(err, str) and "do not follow its sequence count" in err
 
 
-# LOAD32(dst, base, FIELD) / LOAD64(...): the fentry/fexit programs' direct loads.
-DIRECT_LOAD = re.compile(r"\bLOAD(32|64)\([^;]*?,\s*([A-Z][A-Z0-9_]+)\)")
+# LOAD32(dst, base, FIELD) / LOAD64(...) / READ32(direct, dst, base, FIELD):
+# the fentry/fexit programs' direct loads.
+DIRECT_LOAD = re.compile(r"\b(?:LOAD|READ)(32|64)\([^;]*?,\s*([A-Z][A-Z0-9_]+)\)")
 
 
 def direct_loads():

@@ -24,6 +24,8 @@ int spec_classify(const struct pft_event *ev, __u32 pmd, __u32 pud)
 int spec_judge(const struct pft_event *ev, int kind) { return pft_judge(ev, kind); }
 int spec_invisible(const struct pft_event *f, const struct pft_event *o)
 { return pft_invisible(f, o); }
+int spec_handler_uncounted(__u32 fault_flags, __u32 arg, __u32 pmd, __u32 pud)
+{ return pft_handler_uncounted(fault_flags, arg, pmd, pud); }
 """
 
 
@@ -35,6 +37,8 @@ def c_rules(tmp_path_factory):
         int spec_classify(const struct pft_event *ev, uint32_t pmd, uint32_t pud);
         int spec_judge(const struct pft_event *ev, int kind);
         int spec_invisible(const struct pft_event *f, const struct pft_event *o);
+        int spec_handler_uncounted(uint32_t fault_flags, uint32_t arg, uint32_t pmd,
+                                   uint32_t pud);
     """)
     # (cffi's own glue compares its uint64_t with the kernel's __u64: same
     # size, other spelling; no -Werror.)
@@ -112,3 +116,40 @@ def test_c_invisible(c_rules, name, fault, obs, want):
 
 def test_the_invisible_table_has_both_answers():
     assert {c[3] for c in INVISIBLE_CASES} == {True, False}
+
+
+@pytest.mark.parametrize("pmd,pud", [(PMD_ORDER, PUD_ORDER), (1, 2)], ids=["order", "6.1"])
+def test_an_uncounted_handler_call_is_never_a_kind(c_rules, pmd, pud):
+    """pft_handler_uncounted() (top's handler programs stop at it) against
+    both classifiers, over every combination of the fields they read: a call
+    it passes over is never a write fault, and it passes over nothing
+    without FAULT_FLAG_MKWRITE or at a PMD/PUD size, where kinds exist."""
+    import itertools
+
+    from verdict_spec import (FILE, DAX, IN_WP, PFN_PATH, SHARED, WRITE, MKWRITE, R_FAULT,
+                              R_HUGE, R_PAGE, R_PFN, RETRY, FALLBACK, SIGBUS, NOPAGE, handler,
+                              times, OLD, NOW)
+
+    ffi, lib = c_rules
+    roles = [0, R_FAULT, R_HUGE, R_PAGE | R_PFN, R_FAULT | R_HUGE | R_PAGE | R_PFN]
+    skipped = kinds_kept = 0
+    for flags, vm, ff, ret, role, arg in itertools.product(
+            [FILE | DAX, FILE | DAX | IN_WP, FILE | PFN_PATH], [0, SHARED],
+            [0, WRITE, MKWRITE, WRITE | MKWRITE], [0, NOPAGE, RETRY, FALLBACK, SIGBUS],
+            roles, [0, pmd, pud, 3]):
+        fields = handler(flags=flags, vm_flags=vm, fault_flags=ff, ret=ret, roles=role, arg=arg,
+                         **times(OLD, NOW))
+        ev, _keep = _c_event(ffi, fields)
+        kind = lib.spec_classify(ev, pmd, pud)
+        assert kind == verdict.classify_event(_event(fields), pmd, pud)
+        if lib.spec_handler_uncounted(ff, arg, pmd, pud):
+            skipped += 1
+            assert ff & MKWRITE and arg not in (pmd, pud)
+            assert kind >= verdict.NKINDS, fields
+        elif kind < verdict.NKINDS:
+            kinds_kept += 1
+    assert skipped and kinds_kept
+    # A ->huge_fault at PMD size is a kind whatever the flags say: not passed over.
+    pmd_mk = handler(roles=R_HUGE, arg=pmd, fault_flags=WRITE | MKWRITE, **times(OLD, NOW))
+    assert verdict.CLASSES[verdict.classify_event(_event(pmd_mk), pmd, pud)] == "pmd"
+    assert not lib.spec_handler_uncounted(WRITE | MKWRITE, pmd, pmd, pud)
