@@ -18,13 +18,14 @@ Modes:
   floor-kprobe    the same hooks, all kprobes/kretprobes (`--attach kprobe`)
   floor-top, floor-top-kprobe   the same for top's hooks (it leaves some out):
                   top's modes are compared with these when they are run
-  top, record     `pfntrace top` / `pfntrace record --bpf-stats` (default
-                  attach); both report each BPF program's own run time per run
+  top, record     `pfntrace top` / `pfntrace record` as a user runs them
+                  (default attach, no BPF run-time statistics)
   top-kprobe, record-kprobe   the same with `--attach kprobe`
+  top-stats, record-stats     with `--bpf-stats`: each BPF program's own run
+                  time per run (the statistics cost two clock reads a run)
   record-every    record --every-event: each retried do_wp_page attempt and
                   fs_dax tracepoint an event, as before they were counted in
                   the kernel
-  top-nostats     top without the kernel's BPF run-time statistics
   top-quiet       top refreshing once a minute: its user-space side idle while
                   the storm runs (attaching takes a minute longer)
 
@@ -47,7 +48,6 @@ PFNTRACE = [sys.executable, "-m", "pfntrace"]
 LINE = re.compile(r"(\w+)=([0-9.]+)")
 LOST = re.compile(r"pfntrace: (\d+) events, (\d+) lost")
 PROBE_COSTS = re.compile(r"pfntrace: BPF run time per probe run: (.*)")
-RECORDER_CPU = re.compile(r"pfntrace: recorder CPU time ([0-9.]+) s")
 ATTACH_TIMEOUT = 180
 
 # Empty programs: each only counts its runs in a per-CPU slot, so the floor
@@ -162,10 +162,9 @@ def hooked(storm, hooks, trampolines=()):
     return res, {"programs_run": runs}
 
 
-def record(storm, tmp, attach=None, every_event=False):
+def record(storm, tmp, attach=None, every_event=False, bpf_stats=False):
     out = os.path.join(tmp, "storm.pft")
-    # --bpf-stats, as top has them on: the programs' own time per probe run
-    argv = PFNTRACE + ["record", "--bpf-stats", "-o", out] + \
+    argv = PFNTRACE + ["record", "-o", out] + (["--bpf-stats"] if bpf_stats else []) + \
         (["--attach", attach] if attach else []) + (["--every-event"] if every_event else [])
     p = subprocess.run(argv + ["--"] + storm, capture_output=True, text=True, cwd=REPO)
     if p.returncode != 0:
@@ -175,20 +174,21 @@ def record(storm, tmp, attach=None, every_event=False):
     costs = PROBE_COSTS.search(p.stderr)
     if costs:
         extra["probes"] = costs.group(1)
-    cpu = RECORDER_CPU.search(p.stderr)
-    if cpu:
-        extra["recorder_cpu_s"] = float(cpu.group(1))
+    from pfntrace.recording import Recording
+
+    with Recording.open(out) as rec:   # in every recording's trailer, --bpf-stats or not
+        extra["recorder_cpu_s"] = rec.trailer["recorder_cpu_ns"] / 1e9
     os.unlink(out)
     return parse(p.stdout), extra
 
 
-def top(storm, tmp, mount, bpf_stats=True, attach=None, interval=1):
+def top(storm, tmp, mount, bpf_stats=False, attach=None, interval=1):
     snap = os.path.join(tmp, "top.txt")
     argv = PFNTRACE + ["top", "--mount", mount, "--interval", str(interval)]
     if attach:
         argv += ["--attach", attach]
-    if not bpf_stats:
-        argv.append("--no-bpf-stats")
+    if bpf_stats:
+        argv.append("--bpf-stats")
     with open(snap, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -214,7 +214,7 @@ def top(storm, tmp, mount, bpf_stats=True, attach=None, interval=1):
     extra = {"top_total": int(totals[-1]) if totals else None,
              "lost": int(lost[-1]) if lost else None}
     costs = PROBE_COSTS.search(proc.stderr.read())
-    if costs:       # top's last line with bpf stats on: per program, costliest first
+    if costs:       # top's last line with --bpf-stats: per program, costliest first
         extra["probes"] = costs.group(1)
     return res, extra
 
@@ -233,13 +233,15 @@ def runner(mode, storm, tmp, mount):
         return lambda: hooked(storm, hooks, trampolines)
     if mode in ("record", "record-kprobe"):
         return lambda: record(storm, tmp, "kprobe" if mode.endswith("-kprobe") else None)
+    if mode == "record-stats":
+        return lambda: record(storm, tmp, bpf_stats=True)
     if mode == "record-every":
         return lambda: record(storm, tmp, every_event=True)
     if mode in ("top", "top-kprobe"):
         return lambda: top(storm, tmp, mount,
                            attach="kprobe" if mode.endswith("-kprobe") else None)
-    if mode == "top-nostats":
-        return lambda: top(storm, tmp, mount, bpf_stats=False)
+    if mode == "top-stats":
+        return lambda: top(storm, tmp, mount, bpf_stats=True)
     if mode == "top-quiet":
         return lambda: top(storm, tmp, mount, interval=60)
     raise SystemExit("unknown mode %s" % mode)

@@ -138,7 +138,7 @@ def decode_file_key(raw):
 class Reader:
     """Configures and reads the counters of a started Tracer(aggregate=True)."""
 
-    def __init__(self, tracer, interval_ns, bpf_stats=True):
+    def __init__(self, tracer, interval_ns, bpf_stats=False):
         self.tracer = tracer
         self.bpf = tracer.bpf
         self.interval_ns = interval_ns

@@ -254,8 +254,8 @@ BTF_DIR = "/sys/kernel/btf"
 HANDLER_TRAMPOLINE = "BPF trampoline, loaded by pfntrace (bcc 0.26 has no module fentry)"
 # What top's handler programs on trampolines leave out (pfntrace.bpf.c's
 # handler_uncounted()); kprobes have no typed vm_fault to load it from.
-TOP_SHORTCUT = ("top: a call with FAULT_FLAG_MKWRITE (inside do_wp_page, which is judged) "
-                "stops at one load, never a write fault of its own")
+TOP_SHORTCUT = ("top: a call with FAULT_FLAG_MKWRITE at no PMD/PUD size (inside do_wp_page, "
+                "which is judged) stops at one load, never a write fault of its own")
 MODULE_NO_BTF = "in module [%s], whose BTF (%s/%s) does not have it"
 
 

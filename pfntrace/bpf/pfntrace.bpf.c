@@ -220,13 +220,14 @@ static __always_inline void ga_end(struct getattr_state *st)
 BPF_HASH(filecounts, struct pft_count_key, struct pft_file_counts, 10240);
 BPF_PERCPU_ARRAY(countseed, struct pft_file_counts, 1);	/* zero counts; comm set per use */
 
-static __always_inline struct pft_file_counts *counts_of(u32 dev, u64 ino)
+/* id: bpf_get_current_pid_tgid(), as the caller read it. */
+static __always_inline struct pft_file_counts *counts_of(u32 dev, u64 ino, u64 id)
 {
 	struct pft_count_key key = {};
 	u32 zero = 0;
 	key.ino = ino;
 	key.dev = dev;
-	key.pid = bpf_get_current_pid_tgid() >> 32;
+	key.pid = id >> 32;
 	struct pft_file_counts *n = filecounts.lookup(&key);
 	if (n)
 		return n;
@@ -371,8 +372,11 @@ static __always_inline void agg_account(struct pft_event *ev)
 		__sync_fetch_and_add(&p->kinds[kind], 1);
 		__sync_fetch_and_add(&p->verdicts[verdict], 1);
 		__sync_fetch_and_add(&p->total, 1);
+		/* The task's name, a helper call: at most once a second while
+		 * it faults (an exec renames it), not at every fault. */
+		if (ev->ts_ns / ONE_SECOND_NS != p->last_ts / ONE_SECOND_NS)
+			bpf_get_current_comm(p->comm, sizeof(p->comm));
 		p->last_ts = ev->ts_ns;
-		__builtin_memcpy(p->comm, ev->comm, sizeof(p->comm));
 	}
 
 	/* Per CPU, and yet atomic: an fexit program can be preempted between
@@ -715,7 +719,9 @@ static __always_inline void fill_fault(struct pft_event *ev, struct fault_facts 
 	ev->pid = id >> 32;
 	ev->tid = (u32)id;
 	ev->cpu = bpf_get_smp_processor_id();
-	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+#ifndef PFT_NO_STREAM
+	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));	/* top: agg_account() */
+#endif
 	ev->ts_ns = bpf_ktime_get_ns();
 }
 
@@ -810,7 +816,7 @@ static __always_inline int wp_enter(u64 vmf, int direct)
 		return 0;
 #if defined(WP_GUESS_RETRY) && defined(PFT_COUNT_IN_KERNEL)
 	if (wp_will_retry(&x, direct)) {	/* record counts it for its file */
-		struct pft_file_counts *n = counts_of(x.dev, x.ino);
+		struct pft_file_counts *n = counts_of(x.dev, x.ino, id);
 		if (n)
 			COUNT_ADD(n, retries, 1);
 		guess_retry(tid);
@@ -1050,11 +1056,13 @@ int handler_return(struct pt_regs *ctx) { return handler_exit(PT_REGS_RC(ctx), 0
  * nowhere, so its fentry and fexit stop at one load, before the two
  * per-thread lookups that would only mark the do_wp_page.  Entry and exit
  * see the same flags and size, so both stop or neither does. */
-static __always_inline int handler_uncounted(u64 vmf, u64 arg)
+static __always_inline int handler_uncounted(u64 *ctx)
 {
 #ifdef PFT_AGGREGATE
 	u32 flags = 0;
-	LOAD32(flags, vmf, VMF_FLAGS);
+	u64 arg = 0;
+	LOAD32(flags, ctx[0], VMF_FLAGS);
+	bpf_get_func_arg(ctx, 1, &arg);
 	return pft_handler_uncounted(flags, (u32)arg, AGG_PMD_ARG, AGG_PUD_ARG);
 #else
 	return 0;	/* record: the do_wp_page's event names the handler it called */
@@ -1064,16 +1072,15 @@ static __always_inline int handler_uncounted(u64 vmf, u64 arg)
 int handler_fentry(u64 *ctx)
 {
 	u64 arg = 0;
-	bpf_get_func_arg(ctx, 1, &arg);
-	if (handler_uncounted(ctx[0], arg))
+	if (handler_uncounted(ctx))
 		return 0;
+	bpf_get_func_arg(ctx, 1, &arg);
 	return handler_enter(bpf_get_func_ip(ctx), ctx[0], arg, 0, 1);
 }
 int handler_fexit(u64 *ctx)
 {
-	u64 ret = 0, arg = 0;
-	bpf_get_func_arg(ctx, 1, &arg);
-	if (handler_uncounted(ctx[0], arg))
+	u64 ret = 0;
+	if (handler_uncounted(ctx))
 		return 0;
 	bpf_get_func_ret(ctx, &ret);
 	return handler_exit(ret, ctx[0], 1);
@@ -1229,10 +1236,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 /* fs_dax tracepoints: the kernel's own account of DAX faults.  Each is
  * counted for its file (record; pfntrace.h, struct pft_file_counts) or,
  * with --every-event (no PFT_COUNT_IN_KERNEL), sent as an event. */
-static __always_inline int tp_wanted(u32 dev, u64 ino)
+/* id: bpf_get_current_pid_tgid(), read once per tracepoint. */
+static __always_inline int tp_wanted(u64 id, u32 dev, u64 ino)
 {
 	struct pft_config *c = cfg();
-	if (!c || !task_wanted(c, bpf_get_current_pid_tgid()) || !dev_wanted(c, dev))
+	if (!c || !task_wanted(c, id) || !dev_wanted(c, dev))
 		return 0;
 	return !c->ino || c->ino == ino;
 }
@@ -1240,9 +1248,10 @@ static __always_inline int tp_wanted(u32 dev, u64 ino)
 #ifdef PFT_COUNT_IN_KERNEL
 static __always_inline struct pft_file_counts *tp_counts(u32 dev, u64 ino)
 {
-	if (!tp_wanted(dev, ino))
+	u64 id = bpf_get_current_pid_tgid();
+	if (!tp_wanted(id, dev, ino))
 		return 0;
-	return counts_of(dev, ino);
+	return counts_of(dev, ino, id);
 }
 
 /* dax_pte_fault_done, dax_pmd_fault_done: flags is their vm_fault flags. */
@@ -1263,14 +1272,14 @@ static __always_inline void count_dax_fault(u32 dev, u64 ino, u32 flags, int pmd
 static __always_inline struct pft_event *tp_event(u32 type, u32 dev, u64 ino)
 {
 	u32 zero = 0;
-	if (!tp_wanted(dev, ino))
+	u64 id = bpf_get_current_pid_tgid();
+	if (!tp_wanted(id, dev, ino))
 		return 0;
 	struct pft_event *ev = blank.lookup(&zero);
 	if (!ev)
 		return 0;
 	/* The per-CPU seed is scratch space here: reset what we set. */
 	__builtin_memset(ev, 0, sizeof(*ev));
-	u64 id = bpf_get_current_pid_tgid();
 	ev->type = type;
 	ev->dev = dev;
 	ev->ino = ino;

@@ -14,6 +14,13 @@
 
 #define PFT_NS 1000000000LL
 
+/* Is ->huge_fault's size argument (arg) a PMD or a PUD?  pmd_arg/pud_arg:
+ * what it is for each (6.1: enum page_entry_size 1/2; 6.6+: an order, 9/18). */
+static __always_inline int pft_huge_size(__u32 arg, __u32 pmd_arg, __u32 pud_arg)
+{
+	return arg == pmd_arg || arg == pud_arg;
+}
+
 /*
  * The kind of write fault an event is (PFT_C_PFN_MKWRITE..PFT_C_NO_NOTIFIER),
  * or why it is not one (PFT_C_RETRY..PFT_C_OTHER).
@@ -28,8 +35,7 @@
  *
  * Handlers are judged themselves only outside do_wp_page: first-touch
  * writes through ->fault and PMD writes through ->huge_fault.
- * pmd_arg/pud_arg: what ->huge_fault's second argument is for a PMD/PUD
- * (6.1: enum page_entry_size 1/2; 6.6+: an order, 9/18).
+ * pmd_arg/pud_arg: as pft_huge_size() takes them.
  */
 static __always_inline int pft_classify(const struct pft_event *ev, __u32 pmd_arg,
 					__u32 pud_arg)
@@ -60,7 +66,7 @@ static __always_inline int pft_classify(const struct pft_event *ev, __u32 pmd_ar
 		return PFT_C_READ;
 	if (!(ev->vm_flags & PFT_VM_SHARED))
 		return PFT_C_PRIVATE;
-	if ((ev->roles & PFT_ROLE_HUGE_FAULT) && (ev->arg == pmd_arg || ev->arg == pud_arg))
+	if ((ev->roles & PFT_ROLE_HUGE_FAULT) && pft_huge_size(ev->arg, pmd_arg, pud_arg))
 		return PFT_C_PMD;
 	if ((ev->fault_flags & PFT_FAULT_FLAG_MKWRITE) ||
 	    !(ev->roles & (PFT_ROLE_FAULT | PFT_ROLE_HUGE_FAULT)))
@@ -82,7 +88,7 @@ static __always_inline int pft_classify(const struct pft_event *ev, __u32 pmd_ar
 static __always_inline int pft_handler_uncounted(__u32 fault_flags, __u32 arg, __u32 pmd_arg,
 						 __u32 pud_arg)
 {
-	return (fault_flags & PFT_FAULT_FLAG_MKWRITE) && arg != pmd_arg && arg != pud_arg;
+	return (fault_flags & PFT_FAULT_FLAG_MKWRITE) && !pft_huge_size(arg, pmd_arg, pud_arg);
 }
 
 /* A timestamp in ns; nsec of a ctime loses the I_CTIME_QUERIED bit. */

@@ -6,6 +6,7 @@ read-then-write of N pages: N write-protect faults, all through
 """
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -123,12 +124,14 @@ def test_top_screen_shows_the_faults(dax_dir):
         t.kill()
 
 
-def test_top_plain_snapshots_when_not_a_tty(dax_dir):
+@pytest.mark.parametrize("bpf_stats", [False, True], ids=["default", "bpf-stats"])
+def test_top_plain_snapshots_when_not_a_tty(dax_dir, bpf_stats):
     path = os.path.join(dax_dir, "rtw")
     out_path = os.path.join(dax_dir, "top.txt")
+    argv = PFNTRACE + ["top", "--mount", MOUNT, "--interval", "0.5"] + \
+        (["--bpf-stats"] if bpf_stats else [])
     with open(out_path, "w") as out:
-        proc = subprocess.Popen(PFNTRACE + ["top", "--mount", MOUNT, "--interval", "0.5"],
-                                stdout=out, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True)
     try:
         def text():
             with open(out_path) as f:
@@ -148,7 +151,17 @@ def test_top_plain_snapshots_when_not_a_tty(dax_dir):
         assert "\x1b" not in body
         assert body.count("write faults") >= 2
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+        assert proc.wait(timeout=20) == 0
+        # The kernel's BPF run-time statistics cost every program run two
+        # clock reads: on only when asked, and then the do_wp_page program
+        # ran at least once per fault top counted.
+        line = [x for x in proc.stderr.read().splitlines() if "BPF run time per probe run" in x]
+        if not bpf_stats:
+            assert line == []
+        else:
+            assert len(line) == 1, line
+            runs = re.findall(r"(?:kfunc__do_wp_page|wp_entry) [0-9.]+ µs x (\d+)", line[0])
+            assert len(runs) == 1 and int(runs[0]) >= row["total"], line
     finally:
         if proc.poll() is None:
             proc.kill()
