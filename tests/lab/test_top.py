@@ -151,11 +151,13 @@ def test_top_plain_snapshots_when_not_a_tty(dax_dir, bpf_stats):
         assert "\x1b" not in body
         assert body.count("write faults") >= 2
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        status = proc.wait(timeout=20)
+        err = proc.stderr.read()
+        assert status == 0, err
         # The kernel's BPF run-time statistics cost every program run two
         # clock reads: on only when asked, and then the do_wp_page program
         # ran at least once per fault top counted.
-        line = [x for x in proc.stderr.read().splitlines() if "BPF run time per probe run" in x]
+        line = [x for x in err.splitlines() if "BPF run time per probe run" in x]
         if not bpf_stats:
             assert line == []
         else:
