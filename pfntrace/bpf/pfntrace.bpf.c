@@ -1055,14 +1055,13 @@ int handler_return(struct pt_regs *ctx) { return handler_exit(PT_REGS_RC(ctx), 0
  * of its own (every handler call inside a DAX do_wp_page) is counted
  * nowhere, so its fentry and fexit stop at one load, before the two
  * per-thread lookups that would only mark the do_wp_page.  Entry and exit
- * see the same flags and size, so both stop or neither does. */
-static __always_inline int handler_uncounted(u64 *ctx)
+ * see the same flags and ARG (the handler's second argument), so both stop
+ * or neither does. */
+static __always_inline int handler_uncounted(u64 *ctx, u64 arg)
 {
 #ifdef PFT_AGGREGATE
 	u32 flags = 0;
-	u64 arg = 0;
 	LOAD32(flags, ctx[0], VMF_FLAGS);
-	bpf_get_func_arg(ctx, 1, &arg);
 	return pft_handler_uncounted(flags, (u32)arg, AGG_PMD_ARG, AGG_PUD_ARG);
 #else
 	return 0;	/* record: the do_wp_page's event names the handler it called */
@@ -1072,16 +1071,20 @@ static __always_inline int handler_uncounted(u64 *ctx)
 int handler_fentry(u64 *ctx)
 {
 	u64 arg = 0;
-	if (handler_uncounted(ctx))
-		return 0;
 	bpf_get_func_arg(ctx, 1, &arg);
+	if (handler_uncounted(ctx, arg))
+		return 0;
 	return handler_enter(bpf_get_func_ip(ctx), ctx[0], arg, 0, 1);
 }
 int handler_fexit(u64 *ctx)
 {
 	u64 ret = 0;
-	if (handler_uncounted(ctx))
+#ifdef PFT_AGGREGATE
+	u64 arg = 0;	/* record's exit has no use for it: not read there */
+	bpf_get_func_arg(ctx, 1, &arg);
+	if (handler_uncounted(ctx, arg))
 		return 0;
+#endif
 	bpf_get_func_ret(ctx, &ret);
 	return handler_exit(ret, ctx[0], 1);
 }

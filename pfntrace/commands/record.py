@@ -43,6 +43,17 @@ attach_option = click.option(
          "can be fentry/fexit.")
 
 
+def bpf_stats_option(shows):
+    """`record` and `top`: the kernel's BPF run-time statistics, off unless
+    asked for (while on, every BPF program run on the machine pays two clock
+    reads, not only pfntrace's).  --no-bpf-stats is kept: it was top's way
+    of turning them off when they were on by default."""
+    return click.option(
+        "--bpf-stats/--no-bpf-stats", default=False,
+        help="Have the kernel count BPF programs' run time while running (two clock "
+             "reads a run of every BPF program on the machine), to " + shows + ".")
+
+
 def lost_reasons(trailer):
     """' (ring full 3, ...)' when anything was not seen, else ''."""
     why = ", ".join("%s %d" % (k.replace("_", " "), v)
@@ -204,10 +215,7 @@ def print_plan(plan):
 @record_options
 @click.option("--plan", "show_plan", is_flag=True,
               help="Print the probe plan for this kernel and exit.")
-@click.option("--bpf-stats", is_flag=True,
-              help="Have the kernel count the BPF programs' own run time (which costs "
-                   "two clock reads a run), keep it in the trailer and print it per probe "
-                   "at the end.")
+@bpf_stats_option("keep pfntrace's own in the trailer and print it per probe at the end")
 @click.option("--every-event", is_flag=True,
               help="Send each retried do_wp_page attempt and each fs_dax tracepoint as an "
                    "event of its own, as they happen, instead of counting them per file "

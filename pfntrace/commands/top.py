@@ -9,7 +9,7 @@ import time
 import click
 
 from pfntrace.cli import Fail, Number
-from pfntrace.commands.record import attach_option
+from pfntrace.commands.record import attach_option, bpf_stats_option
 
 
 def _checks(mounts, pid, interval, count):
@@ -162,10 +162,7 @@ def run_live(state, reader, resolver, interval, count):
               help="Also count page-cache files (->page_mkwrite), not only DAX files.")
 @click.option("-n", "--count", type=Number(integer=True), default=None, metavar="N",
               help="Exit after N refreshes.")
-@click.option("--bpf-stats", is_flag=True,
-              help="Turn on the kernel's BPF run-time statistics while running (two clock "
-                   "reads a run of every BPF program on the machine), to show pfntrace's "
-                   "own BPF run time per probe at the end.")
+@bpf_stats_option("print pfntrace's own per probe at the end")
 @attach_option
 def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     """Live per-file and per-process view of write faults on DAX mounts.

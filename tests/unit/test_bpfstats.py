@@ -43,3 +43,17 @@ def test_enable_stats_holds_an_fd_until_close():
     s.close()   # twice: harmless
     with open(bpfstats.SYSCTL) as f:
         assert f.read() == sysctl   # the sysctl was never touched
+
+
+@pytest.mark.parametrize("name", ["record", "top"])
+def test_statistics_are_off_unless_asked_and_no_bpf_stats_still_parses(name):
+    """Both commands share one option: off by default (the statistics cost
+    every BPF program on the machine), --bpf-stats turns them on, and
+    --no-bpf-stats (top's switch when they were on by default) is still
+    understood."""
+    from pfntrace.cli import main
+
+    cmd = main.get_command(None, name)
+    for argv, want in (([], False), (["--bpf-stats"], True), (["--no-bpf-stats"], False)):
+        ctx = cmd.make_context(name, argv + ["--", "true"] if name == "record" else argv)
+        assert ctx.params["bpf_stats"] is want, (argv, ctx.params)
