@@ -187,7 +187,8 @@ class Reader:
             if slot.count:
                 snap.rate.append((int(slot.epoch), int(slot.count)))
         snap.rate.sort()
-        snap.lost = sum(self.tracer.lost())
+        # Runs the kernel skipped are faults top may not have counted.
+        snap.lost = sum(self.tracer.lost()) + self.tracer.skipped()
         if self.stats_enabled:
             snap.bpf_progs = self.program_runs()
             if snap.bpf_progs:

@@ -74,6 +74,27 @@ class BpfStats:
         self.enabled = False
 
 
+def fdinfo_skipped(programs, proc="/proc/self/fdinfo"):
+    """{name: runs the kernel skipped} of BPF programs ({name: fd}): their
+    fdinfo's recursion_misses, counted whether or not statistics are on (a
+    trampoline program's run while another task's run of it is preempted
+    on the same CPU, pfntrace/kernel/preempt.py; a kprobe program's while
+    another BPF program runs on the CPU).  Programs whose kernel does not
+    say are left out."""
+    out = {}
+    for name, fd in programs.items():
+        try:
+            with open(os.path.join(proc, str(fd))) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key == "recursion_misses":
+                        out[name] = int(value)
+                        break
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def fdinfo_run_times(programs, proc="/proc/self/fdinfo"):
     """{name: (run_time_ns, run_cnt)} of BPF programs ({name: fd}), from
     their fdinfo; {} when the kernel does not count (statistics off)."""

@@ -467,8 +467,10 @@ class Analysis:
     def lost_total(self):
         """Events and faults not seen: the kernel's per-CPU count (ring full,
         per-thread states not made, return probes that never ran) plus faults whose
-        return was still awaited at the end."""
-        return sum(self.lost or []) + int(self.blind.get("unfinished") or 0)
+        return was still awaited at the end, plus program runs the kernel skipped."""
+        blind = self.blind
+        return (sum(self.lost or []) + int(blind.get("unfinished") or 0)
+                + int(blind.get("skipped_by_kernel") or 0))
 
     @property
     def kernel(self):

@@ -8,6 +8,7 @@ what it could and could not have seen.
 import os
 
 from pfntrace.kernel import kconfig as kconfig_mod
+from pfntrace.kernel import preempt
 from pfntrace.kernel.offsets import OffsetError, bpf_defines
 
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
@@ -185,8 +186,9 @@ def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None, fstypes=False
     fstypes: the mounted filesystem types (read from /proc/self/mountinfo
     when False; None: unknown, so no handler is "n/a").
     """
+    config = _running_config()
     if kprobes is None:
-        kprobes = kprobe_support(_running_config())
+        kprobes = kprobe_support(config)
     if fstypes is False:
         fstypes = _running_fstypes()
     kprobes_ok, kprobes_why = kprobes
@@ -227,6 +229,7 @@ def build_plan(kallsyms, btf, tracefs, kprobes=None, release=None, fstypes=False
             plan["offsets_error"] = str(e)
     plan["clock"] = clock_plan(kallsyms, plan.get("offsets"))
     plan["fentry"] = fentry_plan(kallsyms, btf)
+    plan["preemption"] = preempt.preemption(config=config)
     return plan
 
 
@@ -317,6 +320,23 @@ def _fentry_refusal(plan, hook):
     return None
 
 
+# auto on a kernel that preempts kernel code: kprobes, never skipped that way
+# (pfntrace/kernel/preempt.py).  --attach fentry still gets trampolines, and
+# the programs' skipped runs are then counted (the trailer's bpf_skipped).
+PREEMPTED_TRAMPOLINES = ("the kernel preempts (%s): a BPF trampoline program is skipped while "
+                         "another task's run of it is preempted on the same CPU; kprobe "
+                         "programs run with preemption off")
+
+
+def _preempted_refusal(plan):
+    """Why auto leaves trampolines out on this kernel, or None.  Only where
+    kprobes can take their place (else trampolines are all there is)."""
+    facts = plan.get("preemption")
+    if not facts or facts["preemptible"] is False or not plan.get("kprobes", True):
+        return None
+    return PREEMPTED_TRAMPOLINES % (facts["model"] or "mode unknown: " + facts["why"])
+
+
 def apply_attach(plan, mode="auto"):
     """Give every function hook the plan attaches its mechanism: fentry/fexit
     where the kernel and bcc allow (auto, fentry), kprobe/kretprobe elsewhere
@@ -333,6 +353,8 @@ def apply_attach(plan, mode="auto"):
         if hook["status"] != "attach":
             continue
         refusal = None if mode == "kprobe" else _fentry_refusal(plan, hook)
+        if mode == "auto" and refusal is None:
+            refusal = _preempted_refusal(plan)
         if mode == "kprobe":
             hook["mechanism"], hook["attach_why"] = hook["kind"], "--attach kprobe"
         elif refusal is None:

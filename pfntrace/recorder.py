@@ -378,7 +378,7 @@ class Recorder:
             "ended_wall_ns": time.time_ns(),
             "events": self.events,
             "events_by_type": {str(k): v for k, v in sorted(self.by_type.items())},
-            "lost": sum(lost) + blind["unfinished"],
+            "lost": sum(lost) + blind["unfinished"] + blind["skipped_by_kernel"],
             "blind": blind,
             "exit_code": self.exit_code,
             "attached": ["%s %s" % a for a in self.tracer.attached],

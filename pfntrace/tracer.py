@@ -317,7 +317,17 @@ class Tracer:
                for name, slot in BLIND_REASONS.items()}
         # Counted by the BPF side: task storage cannot be listed from here.
         out["unfinished"] = int(self.bpf["inflight"][0].value)
+        out["skipped_by_kernel"] = self.skipped()
         return out
+
+    def skipped(self):
+        """Runs of pfntrace's programs the kernel skipped (their
+        recursion_misses): each may be a fault, or a part of one, not seen.
+        A skipped return is also counted by the next entry of its thread
+        (wp_return_missed), so lost totals can count such a fault twice."""
+        from pfntrace.bpfstats import fdinfo_skipped
+
+        return sum(fdinfo_skipped(self.programs()).values())
 
     def _unload(self):
         if self.trampolines is not None:

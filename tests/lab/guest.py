@@ -38,17 +38,30 @@ def mechanisms(plan):
             if h["status"] == "attach" and h["kind"] != "tracepoint"}
 
 
+# Debian's lab kernels that preempt kernel code, where a BPF trampoline
+# program can be skipped (pfntrace/kernel/preempt.py): 7.x boots with
+# preempt=lazy (its scheduler's debugfs says "full (lazy)"); 6.1 and 6.12
+# with voluntary.
+PREEMPTING_KERNELS = ("newest",)
+
+
 def check_mechanisms(plan, mode):
     """A plan made under --attach mode says so, hook by hook: kprobe gives
     the kprobe plan; auto puts do_wp_page on trampolines wherever the
-    kernel has them, and the (module) handlers too: Debian's kernels have
-    module BTF, and pfntrace loads those trampolines itself."""
+    kernel has them and does not preempt, and the (module) handlers too:
+    Debian's kernels have module BTF, and pfntrace loads those trampolines
+    itself.  On a preempting kernel auto is the kprobe plan, and says why."""
     assert plan["attach"] == mode
     mech = mechanisms(plan)
     assert mech and all(mech.values()), mech
     handlers = {k: m for k, m in mech.items() if k[0] == PFN_MKWRITE_HANDLER.get(FS)}
     assert len(handlers) == 2, handlers
-    if mode == "kprobe" or not plan["fentry"]["ok"]:
+    preempts = KERNEL in PREEMPTING_KERNELS
+    assert plan["preemption"]["preemptible"] is preempts, plan["preemption"]
+    if mode == "auto" and preempts:
+        whys = {h["attach_why"] for h in plan["hooks"] if h.get("mechanism")}
+        assert all(w.startswith("the kernel preempts (") for w in whys), whys
+    if mode == "kprobe" or not plan["fentry"]["ok"] or preempts:
         assert all(m == kind for (_h, kind), m in mech.items()), mech
     else:
         assert mech[("do_wp_page", "kprobe")] == "fentry", mech

@@ -95,6 +95,13 @@ def _compare(doc, kernel, inos):
     extra = set(files) - set(inos)
     assert not extra, ([files[i] for i in extra], doc["processes"])
     lost = doc["summary"]["lost"]
+    # Under load only the ring may fill.  A return probe that never ran, or
+    # a run the kernel skipped, is pfntrace's own blind spot: before auto
+    # took kprobes on a preempting kernel, Debian 7.3's storms lost 11-23%
+    # of their faults that way (pfntrace/kernel/preempt.py).
+    blind_spots = {k: v for k, v in doc["summary"]["lost_by_reason"].items()
+                   if v and k != "ring_full"}
+    assert not blind_spots, blind_spots
     got = {k: sum(files.get(i, {}).get(k, 0) for i in inos) for k, _ in KINDS}
     want = {k: sum(kernel[(i, kk)] for i in inos) for k, kk in KINDS}
     for ino in inos:

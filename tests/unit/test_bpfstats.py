@@ -57,3 +57,15 @@ def test_statistics_are_off_unless_asked_and_no_bpf_stats_still_parses(name):
     for argv, want in (([], False), (["--bpf-stats"], True), (["--no-bpf-stats"], False)):
         ctx = cmd.make_context(name, argv + ["--", "true"] if name == "record" else argv)
         assert ctx.params["bpf_stats"] is want, (argv, ctx.params)
+
+
+def test_skipped_runs_come_from_each_programs_recursion_misses(tmp_path):
+    """fdinfo's recursion_misses, per program; a program whose fdinfo has
+    none (an older kernel) or is gone is left out."""
+    (tmp_path / "3").write_text("pos:\t0\nprog_type:\t26\nrun_time_ns:\t0\nrun_cnt:\t0\n"
+                                "recursion_misses:\t10157\nverified_insns:\t900\n")
+    (tmp_path / "4").write_text("pos:\t0\nprog_type:\t26\nrecursion_misses:\t0\n")
+    (tmp_path / "5").write_text("pos:\t0\nprog_type:\t2\n")
+    got = bpfstats.fdinfo_skipped({"kretfunc__do_wp_page": 3, "kfunc__do_wp_page": 4,
+                                   "old": 5, "gone": 6}, proc=str(tmp_path))
+    assert got == {"kretfunc__do_wp_page": 10157, "kfunc__do_wp_page": 0}

@@ -381,6 +381,9 @@ def test_reader_names_every_process(monkeypatch):
         def lost(self):
             return [0]
 
+        def skipped(self):
+            return 0
+
     Tracer.bpf = bpf
     reader = aggregate.Reader(Tracer(), interval_ns=S, bpf_stats=False)
     snap = reader.read()
