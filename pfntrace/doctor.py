@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import cffi
 
 from pfntrace.kernel import kconfig as kconfig_mod
+from pfntrace.kernel import preempt
 from pfntrace.kernel import tracefs as tracefs_mod
 from pfntrace.kernel.btf import Btf, BtfError
 from pfntrace.kernel.kallsyms import Kallsyms, KallsymsError
@@ -382,6 +383,19 @@ def _blocking_checks(release, config):
     yield check_tracefs()
 
 
+def check_preemption(config):
+    """Informational: how the kernel preempts, and so how --attach auto
+    attaches (pfntrace/kernel/preempt.py)."""
+    facts = preempt.preemption(config=config)
+    if facts["preemptible"] is False:
+        effect = "BPF trampoline programs are not preempted midway: auto uses them"
+    else:
+        effect = ("a BPF trampoline program can be skipped while another task's run of it "
+                  "is preempted: auto uses kprobes (--attach fentry counts skipped runs)")
+    return Check("preemption", True, "%s (%s); %s" % (facts["model"] or "unknown",
+                                                      facts["why"], effect))
+
+
 def run_checks():
     """(every check, blocking ones first; the probe plan or None)."""
     release = os.uname().release
@@ -393,6 +407,7 @@ def run_checks():
         checks.append(check)
         tracefs = found or tracefs
     checks.append(check_fentry(config))
+    checks.append(check_preemption(config))
     checks.append(check_ftrace_functions(tracefs))
     try:
         btf = Btf.load(BTF_PATH)

@@ -118,6 +118,10 @@ def test_doctor_passes_and_its_hooks_match_kallsyms():
         assert any(h["hook"] == name and h["status"] == "attach" for h in doc["plan"]["hooks"])
     dax = [c for c in doc["checks"] if c["name"] == "DAX mount %s" % MOUNT]
     assert dax and dax[0]["ok"], doc["checks"]
+    # How the kernel preempts, and what --attach auto makes of it.
+    (pre,) = [c for c in doc["checks"] if c["name"] == "preemption"]
+    assert pre["detail"].startswith(doc["plan"]["preemption"]["model"] + " ("), pre
+    assert ("auto uses kprobes" in pre["detail"]) is doc["plan"]["preemption"]["preemptible"]
 
 
 def test_bad_input_is_one_line_and_leaves_no_file(dax_dir, tmp_path):

@@ -86,10 +86,10 @@ def _report(out):
     return doc
 
 
-def _compare(doc, kernel, inos):
+def _compare(doc, kernel, inos, blind_spots_allowed=False):
     """Recorded write faults vs the kernel's, per file and kind: equal when
-    nothing was reported lost, never more than the kernel's otherwise.
-    Returns the figures."""
+    nothing was reported lost, never more than the kernel's otherwise, and
+    every fault not recorded counted as lost.  Returns the figures."""
     files = {f["ino"]: f for f in doc["files"]}
     # Following the command and --mount: only the workload's files.
     extra = set(files) - set(inos)
@@ -101,7 +101,7 @@ def _compare(doc, kernel, inos):
     # of their faults that way (pfntrace/kernel/preempt.py).
     blind_spots = {k: v for k, v in doc["summary"]["lost_by_reason"].items()
                    if v and k != "ring_full"}
-    assert not blind_spots, blind_spots
+    assert blind_spots_allowed or not blind_spots, blind_spots
     got = {k: sum(files.get(i, {}).get(k, 0) for i in inos) for k, _ in KINDS}
     want = {k: sum(kernel[(i, kk)] for i in inos) for k, kk in KINDS}
     for ino in inos:
@@ -112,6 +112,8 @@ def _compare(doc, kernel, inos):
         else:
             assert all(mine[k] <= theirs[k] for k in mine), (ino, mine, theirs, lost)
     assert doc["summary"]["write_faults"] == sum(got.values())
+    # Nothing missing that the recording does not own up to.
+    assert sum(want.values()) - sum(got.values()) <= lost, (got, want, lost)
     if lost:
         print("lost %d (%s): recorded %s, kernel %s"
               % (lost, doc["summary"]["lost_by_reason"], got, want))
@@ -166,6 +168,34 @@ def test_eight_threads_storm_counts_equal_the_kernel(dax_dir, big_dir, storm, la
     figures("storm_" + layout, planned=planned, events=doc["summary"]["events"],
             record_s=round(recorded_s, 1), report_s=round(report_s, 1),
             recording_mb=round(os.path.getsize(out) / 2**20), **got)
+
+
+@pytest.mark.lab_kernels("newest")
+def test_trampolines_on_a_preempting_kernel_skip_runs_and_record_owns_up(dax_dir, big_dir,
+                                                                         storm):
+    """Why auto takes kprobes on Debian 7.x (preempt=lazy), shown on the
+    kernel: the one-file storm under --attach fentry has runs of pfntrace's
+    trampoline programs skipped by the kernel (another task's run of the
+    same program preempted on the same CPU), and the recording says so:
+    skipped_by_kernel from the programs' recursion_misses, the faults whose
+    return never ran as wp_return_missed, and no fault missing that is not
+    counted lost.  The storm test above holds auto to none of either."""
+    path = os.path.join(dax_dir, "f")
+    out = os.path.join(big_dir, "fentry.pft")
+    rounds = storm_rounds("one-file")
+    argv = ["nice", "-n", "19", storm, "-t", str(THREADS), path, str(PAGES), str(rounds)]
+    with DaxHist() as hist:
+        p = run(PFNTRACE + ["record", "--attach", "fentry", "--mount", MOUNT, "-o", out, "--"]
+                + argv, timeout=1800)
+        kernel = hist.counts()
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = _report(out)
+    assert doc["summary"]["plan"]["preemption"]["preemptible"] is True
+    got = _compare(doc, kernel, [os.stat(path).st_ino], blind_spots_allowed=True)
+    by_reason = got["lost_by_reason"]
+    assert by_reason["skipped_by_kernel"] > 0 and by_reason["wp_return_missed"] > 0, got
+    assert "skipped by kernel %d" % by_reason["skipped_by_kernel"] in p.stderr, p.stderr
+    figures("storm_fentry_preempting", **got)
 
 
 def test_the_consumer_is_woken_by_how_much_waits_not_per_event(dax_dir, storm):
