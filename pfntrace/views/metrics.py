@@ -110,7 +110,7 @@ def families(snap, mounts, version, kernel, per_file=0, paths=None):
         invisible.add_metric([mount], c.invisible)
     lost = CounterMetricFamily(
         "pfntrace_lost_events", "Write faults pfntrace could not count (a full map, a "
-        "return probe that never ran).")
+        "return probe that never ran, a probe run the kernel skipped).")
     lost.add_metric([], snap.lost)
     build = GaugeMetricFamily("pfntrace_build_info", "pfntrace's version and the kernel "
                               "it runs on; always 1.", labels=["version", "kernel"])
