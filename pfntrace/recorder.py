@@ -383,6 +383,7 @@ class Recorder:
             "exit_code": self.exit_code,
             "attached": ["%s %s" % a for a in self.tracer.attached],
             "mechanisms": self.tracer.mechanisms(),
+            "bpf_skipped": self.tracer.skipped_by_program(),
             "statx": files,
         }
 

@@ -325,9 +325,13 @@ class Tracer:
         recursion_misses): each may be a fault, or a part of one, not seen.
         A skipped return is also counted by the next entry of its thread
         (wp_return_missed), so lost totals can count such a fault twice."""
+        return sum(self.skipped_by_program().values())
+
+    def skipped_by_program(self):
+        """{program: runs the kernel skipped} of the programs it skipped."""
         from pfntrace.bpfstats import fdinfo_skipped
 
-        return sum(fdinfo_skipped(self.programs()).values())
+        return {k: v for k, v in fdinfo_skipped(self.programs()).items() if v}
 
     def _unload(self):
         if self.trampolines is not None:

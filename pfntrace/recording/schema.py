@@ -231,4 +231,6 @@ TRAILER = Obj({
     "bpf_run_times": MapOf(ListOf(Int(*U64))),
     # the recorder's own CPU time while recording, ns
     "recorder_cpu_ns": Int(*U64),
+    # program -> runs the kernel skipped, where any (blind's skipped_by_kernel)
+    "bpf_skipped": MapOf(Int(*U64)),
 })
