@@ -74,6 +74,25 @@ class BpfStats:
         self.enabled = False
 
 
+def _fdinfo_numbers(programs, keys, proc):
+    """{name: {key: int}} of the fdinfo fields `keys` of BPF programs
+    ({name: fd}) that have any of them; unreadable ones are left out."""
+    out = {}
+    for name, fd in programs.items():
+        found = {}
+        try:
+            with open(os.path.join(proc, str(fd))) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in keys:
+                        found[key] = int(value)
+        except (OSError, ValueError):
+            continue
+        if found:
+            out[name] = found
+    return out
+
+
 def fdinfo_skipped(programs, proc="/proc/self/fdinfo"):
     """{name: runs the kernel skipped} of BPF programs ({name: fd}): their
     fdinfo's recursion_misses, counted whether or not statistics are on (a
@@ -81,39 +100,16 @@ def fdinfo_skipped(programs, proc="/proc/self/fdinfo"):
     on the same CPU, pfntrace/kernel/preempt.py; a kprobe program's while
     another BPF program runs on the CPU).  Programs whose kernel does not
     say are left out."""
-    out = {}
-    for name, fd in programs.items():
-        try:
-            with open(os.path.join(proc, str(fd))) as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    if key == "recursion_misses":
-                        out[name] = int(value)
-                        break
-        except (OSError, ValueError):
-            continue
-    return out
+    return {name: f["recursion_misses"] for name, f in
+            _fdinfo_numbers(programs, ("recursion_misses",), proc).items()}
 
 
 def fdinfo_run_times(programs, proc="/proc/self/fdinfo"):
     """{name: (run_time_ns, run_cnt)} of BPF programs ({name: fd}), from
     their fdinfo; {} when the kernel does not count (statistics off)."""
-    out = {}
-    for name, fd in programs.items():
-        ns = cnt = None
-        try:
-            with open(os.path.join(proc, str(fd))) as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    if key == "run_time_ns":
-                        ns = int(value)
-                    elif key == "run_cnt":
-                        cnt = int(value)
-        except (OSError, ValueError):
-            continue
-        if ns is not None:
-            out[name] = (ns, cnt or 0)
-    return out
+    return {name: (f["run_time_ns"], f.get("run_cnt", 0)) for name, f in
+            _fdinfo_numbers(programs, ("run_time_ns", "run_cnt"), proc).items()
+            if "run_time_ns" in f}
 
 
 def probe_costs(progs):

@@ -372,7 +372,8 @@ class Recorder:
             mounted = mounted_devs(f.read())
         files = {procinfo.file_key(*key): final_statx(key, path, mounted)
                  for key, path in self.files.items()}
-        blind = self.tracer.blind()
+        skipped = self.tracer.skipped_by_program()
+        blind = self.tracer.blind(skipped)
         return {
             "duration_ns": int((time.monotonic() - start) * 1e9),
             "ended_wall_ns": time.time_ns(),
@@ -383,7 +384,7 @@ class Recorder:
             "exit_code": self.exit_code,
             "attached": ["%s %s" % a for a in self.tracer.attached],
             "mechanisms": self.tracer.mechanisms(),
-            "bpf_skipped": self.tracer.skipped_by_program(),
+            "bpf_skipped": skipped,
             "statx": files,
         }
 

@@ -308,16 +308,20 @@ class Tracer:
         blind())."""
         return [int(v) for v in self.bpf["lost"][0]]
 
-    def blind(self):
+    def blind(self, skipped_by_program=None):
         """{reason: count} of what was not seen, summed over CPUs, plus
         "unfinished": faults whose return was still awaited when asked (a
-        return probe that never ran, or a fault in flight at the end)."""
+        return probe that never ran, or a fault in flight at the end), and
+        "skipped_by_kernel": the sum of skipped_by_program (read here when
+        not given: a caller keeping both reads it once, so they agree)."""
         table = self.bpf["blind"]
         out = {name: sum(int(v) for v in table[slot])
                for name, slot in BLIND_REASONS.items()}
         # Counted by the BPF side: task storage cannot be listed from here.
         out["unfinished"] = int(self.bpf["inflight"][0].value)
-        out["skipped_by_kernel"] = self.skipped()
+        if skipped_by_program is None:
+            skipped_by_program = self.skipped_by_program()
+        out["skipped_by_kernel"] = sum(skipped_by_program.values())
         return out
 
     def skipped(self):
