@@ -4,8 +4,6 @@ import json
 import sys
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 
 @click.command("doctor")
@@ -24,27 +22,9 @@ def command(as_json):
                                "checks": [c.as_dict() for c in checks],
                                "plan": plan}, indent=2))
     else:
-        _print_table(checks, blockers)
+        from rich.console import Console
+
+        from pfntrace.views import doctor as view
+
+        view.render(Console(), checks)
     sys.exit(1 if blockers else 0)
-
-
-def _print_table(checks, blockers):
-    console = Console()
-    table = Table(show_lines=False)
-    table.add_column("check")
-    table.add_column("")
-    table.add_column("detail")
-    table.add_column("fix")
-    for c in checks:
-        if c.ok:
-            mark = "[green]ok[/]"
-        elif c.blocking:
-            mark = "[bold red]BLOCKS[/]"
-        else:
-            mark = "[yellow]no[/]"
-        table.add_row(c.name, mark, c.detail, c.fix)
-    console.print(table)
-    if blockers:
-        console.print("[bold red]pfntrace record cannot run here:[/] %s" % blockers[0].fix)
-    else:
-        console.print("[green]pfntrace record can run here.[/]")

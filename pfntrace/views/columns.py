@@ -4,13 +4,17 @@ rich's Table shrinks every column to fit, so at 80 columns numbers and
 headers became "1…" and "MISS…".  Here the table is laid out by hand:
 every column keeps its full width (a number is never cut), the columns of
 lowest priority are left out until the rest fit, and the one flexible
-column (a path) takes what is left, keeping its tail: the file name.
+column (a path) takes what is left, keeping its tail: the file name
+(lines(), for top's one screen).  Where every row must be read whole (the
+report), hanging() keeps all columns and wraps the last one instead.
 """
 
 from dataclasses import dataclass
 
 from rich.cells import cell_len
 from rich.text import Text
+
+from pfntrace.views.wrap import lay_out, words
 
 GAP = "  "
 HEAD_ELLIPSIS = "…"
@@ -103,3 +107,59 @@ def _cell(text, col, width, last):
     if col.justify == "right":
         return pad + text
     return text if last else text + pad
+
+
+BELOW_INDENT = 4
+
+
+def hanging(columns, rows, width, margin=0, min_room=24, header=True, below=True):
+    """A table whose last column wraps and nothing is cut: every cell but
+    the last whole at its column's widest (a number, a name, a verdict),
+    the last one (units, views/wrap.py; a str: its words) wrapped in the
+    width left, its lines indented to its column.  When less than min_room
+    is left, each last cell goes under its row, indented, and the header
+    leaves its name out (without `below`: None is returned instead).  Cells
+    are str or Text; `columns` names every column, the last included.
+    Returns (header lines, [each row's lines])."""
+    fixed = columns[:-1]
+    widths = [max([cell_len(c.name) if header else 0] +
+                  [cell_len(_plain(r[i])) for r in rows]) for i, c in enumerate(fixed)]
+    start = margin + sum(widths) + len(GAP) * len(fixed)
+    beside = width - start >= min_room
+    if not (beside or below):
+        return None
+
+    def row_start(cells, style=""):
+        line = Text(" " * margin, style=style)
+        for c, w, cell in zip(fixed, widths, cells):
+            cell = cell if isinstance(cell, Text) else Text(cell)
+            pad = " " * max(0, w - cell.cell_len)
+            line.append(Text.assemble(pad, cell) if c.justify == "right"
+                             else Text.assemble(cell, pad))
+            line.append(GAP)
+        return line
+
+    head = []
+    if header:
+        names = row_start([c.name for c in fixed], style="bold")
+        if beside:
+            names.append(columns[-1].name)
+        names.rstrip()
+        head = [names, Text(" " * margin + "─" * (min(width, names.cell_len) - margin))]
+    out = []
+    for row in rows:
+        first = row_start(row[:-1])
+        # words made only now: a table that does not fit makes none
+        units = words(row[-1]) if isinstance(row[-1], str) else row[-1]
+        if beside:
+            out.append(lay_out(units, width, first=first, indent=start))
+        else:
+            first.rstrip()
+            pad = " " * (margin + BELOW_INDENT)
+            under = lay_out(units, width, first=pad, indent=len(pad)) if units else []
+            out.append([first] + [line for line in under if line.plain])
+    return head, out
+
+
+def _plain(cell):
+    return cell.plain if isinstance(cell, Text) else cell
