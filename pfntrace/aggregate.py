@@ -22,6 +22,8 @@ NKINDS = C("PFT_AGG_KINDS")
 NVERDICTS = C("PFT_AGG_VERDICTS")
 NBUCKETS = C("PFT_AGG_LAT_BUCKETS")
 RATE_SLOTS = C("PFT_AGG_RATE_SLOTS")
+FILE_ROWS = C("PFT_ROWS_FILES")
+PROC_ROWS = C("PFT_ROWS_PROCS")
 # The header's array lengths are literals (cffi takes no macros there).
 _probe = ffi.new("struct pft_agg_stats *")
 assert NKINDS == len(KINDS) == len(_probe.kinds) == len(ffi.new("struct pft_proc_stats *").kinds)
@@ -124,7 +126,10 @@ def decode_file_stats(raw):
 
 
 def decode_proc_stats(raw):
-    p = _cast("struct pft_proc_stats", raw)
+    return _proc_counts(_cast("struct pft_proc_stats", raw))
+
+
+def _proc_counts(p):
     c = _counts(p, with_pid=False)
     c.comm = ffi.string(p.comm).decode("utf-8", "replace")
     return c
@@ -151,8 +156,9 @@ class Reader:
         return bool(self.stats and self.stats.enabled)
 
     def configure(self):
-        """Hand the kernel side the rate ring's interval.  (The verdict needs
-        no clock from here: the BPF side reads the kernel's own.)"""
+        """Hand the kernel side the rate ring's interval (before the
+        workload: a map syscall).  (The verdict needs no clock from here:
+        the BPF side reads the kernel's own.)"""
         conf = self.bpf["aggconfig"]
         c = conf[0]
         c.interval_ns = self.interval_ns
@@ -174,16 +180,21 @@ class Reader:
     def read(self):
         snap = Snapshot(mono_ns=time.clock_gettime_ns(time.CLOCK_MONOTONIC),
                         interval_ns=self.interval_ns)
-        for k, v in self.bpf["aggfiles"].items():
-            snap.files[decode_file_key(k)] = decode_file_stats(v)
-        for k, v in self.bpf["aggprocs"].items():
-            pid = int(k.value)
-            c = snap.procs[pid] = decode_proc_stats(v)
-            if not c.comm:
-                c.comm = self.comm(pid)
-        for per_cpu in self.bpf["aggtotal"][0]:
-            snap.total.add(decode_file_stats(per_cpu))
-        for slot in self.bpf["aggrate"].values():
+        # Through memory only, never a map syscall: a scrape or a refresh
+        # must not blind the probes (pfntrace/mapmem.py).
+        mem, nrows = self.tracer.mem, self.tracer.rows_claimed()
+        for row in mem["aggfiles"].rows(ffi, "struct pft_agg_file_row", nrows[FILE_ROWS]):
+            if row.ready:
+                snap.files[(int(row.key.dev), int(row.key.ino))] = _counts(row.stats)
+        for row in mem["aggprocs"].rows(ffi, "struct pft_agg_proc_row", nrows[PROC_ROWS]):
+            if row.ready:
+                pid = int(row.pid)
+                c = snap.procs[pid] = _proc_counts(row.stats)
+                if not c.comm:
+                    c.comm = self.comm(pid)
+        (total,) = mem["aggtotal"].rows(ffi, "struct pft_agg_stats", 1)
+        snap.total.add(_counts(total))
+        for slot in mem["aggrate"].rows(ffi, "struct pft_rate_slot", RATE_SLOTS):
             if slot.count:
                 snap.rate.append((int(slot.epoch), int(slot.count)))
         snap.rate.sort()

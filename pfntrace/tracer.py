@@ -9,6 +9,7 @@ import mmap
 import os
 
 from pfntrace import layout
+from pfntrace.mapmem import MappedArray
 from pfntrace.ringbuf import RingReader
 
 BPF_DIR = os.path.join(os.path.dirname(__file__), "bpf")
@@ -36,11 +37,26 @@ BLIND_REASONS = {
     "retry_misjudged": layout.const("PFT_BLIND_RETRY_GUESS"),
 }
 assert len(BLIND_REASONS) == layout.const("PFT_BLIND_SLOTS")
+BLIND_STRIDE = layout.const("PFT_BLIND_STRIDE")
+BLIND_LOST = layout.const("PFT_BLIND_LOST")
+COUNT_ROWS = layout.const("PFT_COUNT_ROWS")
+COUNTS_TABLE = layout.const("PFT_ROWS_COUNTS")
+ROW_TABLES = layout.const("PFT_ROW_TABLES")
 assert layout.ffi.sizeof("struct pft_name") == NAME_LEN * layout.const("PFT_NAME_DEPTH")
 
 
 class TracerError(Exception):
     """Loading or attaching failed; one line."""
+
+
+def possible_cpus(path="/sys/devices/system/cpu/possible"):
+    """How many CPUs the kernel sizes its per-CPU data for ("0-3" -> 4)."""
+    with open(path) as f:
+        text = f.read().strip()
+    last = 0
+    for part in text.split(","):
+        last = max(last, int(part.split("-")[-1]))
+    return last + 1
 
 
 def kernel_dev(major, minor):
@@ -61,7 +77,7 @@ def cflags(plan, aggregate=False, every_event=False):
         raise TracerError("cannot compute struct offsets: %s"
                           % plan.get("offsets_error", "no kernel BTF"))
     flags = ["-I" + BPF_DIR, "-DRINGBUF_PAGES=%d" % (1 if aggregate else RINGBUF_PAGES),
-             "-DRING_WAKEUP_BYTES=%d" % RING_WAKEUP_BYTES]
+             "-DRING_WAKEUP_BYTES=%d" % RING_WAKEUP_BYTES, "-DPFT_NCPUS=%d" % possible_cpus()]
     if aggregate:
         flags += ["-DPFT_AGGREGATE", "-DPFT_NO_STREAM"]
     elif not every_event:
@@ -112,6 +128,7 @@ class Tracer:
         self.trampolines = None     # the handlers' fentry/fexit (kernel/trampoline.py)
         self.attached = []
         self.ring = None
+        self.mem = {}               # map name -> MappedArray (pfntrace/mapmem.py)
         if len(self.devs) > MAX_DEVS:
             raise TracerError("at most %d --mount filters" % MAX_DEVS)
 
@@ -138,6 +155,7 @@ class Tracer:
             fall_back_to_kprobes(self.plan, str(e))
             self.bpf = self._load(BPF)
         self._configure()
+        self._map_memory()
         self._attach()
         if not self.aggregate:
             self.ring = RingReader(self.bpf["events"].map_fd, RINGBUF_PAGES * mmap.PAGESIZE,
@@ -167,6 +185,34 @@ class Tracer:
                                         name, target["btf_id"], target["module"])
             except TrampolineError as e:
                 raise TracerError("could not put %s on a trampoline: %s" % (name, e)) from None
+
+    def _map_memory(self):
+        """Map what is read or written while the workload runs (mapmem.py:
+        a map syscall then would blind the probes on a preempting kernel)."""
+        ncpus = possible_cpus()
+        size = layout.ffi.sizeof
+        wanted = {"blind": (8, ncpus * BLIND_STRIDE), "ringfill": (8, 2), "inflight": (8, 1),
+                  "rownext": (8, ROW_TABLES)}
+        if self.counting():
+            wanted["countrows"] = (size("struct pft_count_row"), COUNT_ROWS)
+        if self.aggregate:
+            wanted.update(
+                aggfiles=(size("struct pft_agg_file_row"), layout.const("PFT_AGG_FILE_ROWS")),
+                aggprocs=(size("struct pft_agg_proc_row"), layout.const("PFT_AGG_PROC_ROWS")),
+                aggtotal=(size("struct pft_agg_stats"), 1),
+                aggrate=(size("struct pft_rate_slot"), layout.const("PFT_AGG_RATE_SLOTS")))
+        for name, (value_size, entries) in wanted.items():
+            self.mem[name] = MappedArray(self.bpf[name].map_fd, value_size, entries)
+        self.ncpus = ncpus
+
+    def rows_claimed(self):
+        """[rows claimed] per table (PFT_ROWS_*): how far to read each."""
+        return self.mem["rownext"].u64s()
+
+    def counting(self):
+        """True when what is no write fault is counted in the kernel (record
+        without --every-event: -DPFT_COUNT_IN_KERNEL)."""
+        return not (self.aggregate or self.every_event)
 
     def _configure(self):
         conf = self.bpf["config"]
@@ -265,7 +311,7 @@ class Tracer:
         # The BPF side counts what waits from this position (PFT_RING_TAKEN).
         # It moves past discarded records too, which return no data.
         if self.ring.position != before:
-            self.bpf["ringfill"][ctypes.c_int(RING_TAKEN)] = ctypes.c_uint64(self.ring.position)
+            self.mem["ringfill"].set_u64(RING_TAKEN, self.ring.position)
         return data
 
     def names(self):
@@ -292,21 +338,35 @@ class Tracer:
         """[{"dev", "ino", "pid", "comm", <layout.FILE_COUNTERS>...}] of what
         the kernel counted per file and process instead of sending events
         (cumulative); [] when it sends them all (every_event, top)."""
-        if self.aggregate or self.every_event:
+        if not self.counting():
             return []
-        out = []
-        for key, value in self.bpf["filecounts"].items():
-            row = {"dev": int(key.dev), "ino": int(key.ino), "pid": int(key.pid),
-                   "comm": bytes(value.comm).split(b"\0", 1)[0].decode("utf-8", "replace")}
-            row.update((name, int(getattr(value, name))) for name in layout.FILE_COUNTERS)
-            out.append(row)
-        return out
+        rows = self.mem["countrows"]
+        claimed = self.rows_claimed()[COUNTS_TABLE]
+        by_key = {}
+        # Rows past the last were never claimed: the BPF side counted those
+        # keys as blind (PFT_BLIND_COUNTERS).
+        for row in rows.rows(layout.ffi, "struct pft_count_row", claimed):
+            # Not ready: being claimed right now, nothing counted in it yet.
+            if not row.ready:
+                continue
+            key = (int(row.key.dev), int(row.key.ino), int(row.key.pid))
+            c = row.counts
+            got = by_key.get(key)
+            if got is None:
+                # Two CPUs that claimed one key at once made two rows: the
+                # one the hash did not keep counts nothing, so they add up.
+                got = by_key[key] = dict(zip(("dev", "ino", "pid"), key), comm=layout.ffi.string(
+                    c.comm, 16).decode("utf-8", "replace"), **dict.fromkeys(layout.FILE_COUNTERS, 0))
+            for name in layout.FILE_COUNTERS:
+                got[name] += int(getattr(c, name))
+        return list(by_key.values())
 
     def lost(self):
         """Events and faults not seen, per CPU: the ring buffer was full, a
         per-thread state could not be made, a return probe never ran (see
         blind())."""
-        return [int(v) for v in self.bpf["lost"][0]]
+        blind = self.mem["blind"]
+        return [blind.u64(cpu * BLIND_STRIDE + BLIND_LOST) for cpu in range(self.ncpus)]
 
     def blind(self, skipped_by_program=None):
         """{reason: count} of what was not seen, summed over CPUs, plus
@@ -314,11 +374,11 @@ class Tracer:
         return probe that never ran, or a fault in flight at the end), and
         "skipped_by_kernel": the sum of skipped_by_program (read here when
         not given: a caller keeping both reads it once, so they agree)."""
-        table = self.bpf["blind"]
-        out = {name: sum(int(v) for v in table[slot])
+        counts = self.mem["blind"].u64s()
+        out = {name: sum(counts[cpu * BLIND_STRIDE + slot] for cpu in range(self.ncpus))
                for name, slot in BLIND_REASONS.items()}
         # Counted by the BPF side: task storage cannot be listed from here.
-        out["unfinished"] = int(self.bpf["inflight"][0].value)
+        out["unfinished"] = self.mem["inflight"].s64(0)
         if skipped_by_program is None:
             skipped_by_program = self.skipped_by_program()
         out["skipped_by_kernel"] = sum(skipped_by_program.values())
@@ -338,6 +398,9 @@ class Tracer:
         return {k: v for k, v in fdinfo_skipped(self.programs()).items() if v}
 
     def _unload(self):
+        for m in self.mem.values():
+            m.close()
+        self.mem = {}
         if self.trampolines is not None:
             self.trampolines.close()
             self.trampolines = None

@@ -101,8 +101,9 @@ BPF_HASH(traced, u32, u8, 65536);		/* tgids being followed */
 BPF_TASK_STORAGE(wpstate, struct wp_state);	/* inside do_wp_page */
 BPF_TASK_STORAGE(hstate, struct handler_state);	/* inside a handler */
 BPF_TASK_STORAGE(gastate, struct getattr_state);	/* inside a getattr */
-/* Traced states in use: faults whose return is awaited ([0], atomic). */
-BPF_ARRAY(inflight, s64, 1);
+/* Traced states in use: faults whose return is awaited ([0], atomic; read
+ * through memory, pfntrace.h says why). */
+BPF_F_TABLE("array", u32, s64, inflight, 1, BPF_F_MMAPABLE);
 /*
  * Per-CPU scratch is safe only where the program cannot be preempted:
  * tracepoint and kprobe programs run with preemption off, but fentry/fexit
@@ -115,24 +116,71 @@ BPF_ARRAY(inflight, s64, 1);
  */
 BPF_PERCPU_ARRAY(blank, struct pft_event, 1);	/* scratch for tracepoint events */
 BPF_PERCPU_ARRAY(nameseed, struct pft_name, 1);
-BPF_PERCPU_ARRAY(lost, u64, 1);			/* everything not seen, [0] */
-BPF_PERCPU_ARRAY(blind, u64, PFT_BLIND_SLOTS);	/* the same, by PFT_BLIND_* reason */
-/* How much waits in the ring for the consumer (PFT_RING_SENT, PFT_RING_TAKEN). */
-BPF_ARRAY(ringfill, u64, 2);
+/* Everything not seen, per CPU and PFT_BLIND_* reason, each CPU's total at
+ * PFT_BLIND_LOST; user space reads it through memory (pfntrace.h says why).
+ * Counted atomically: two tasks' fentry programs can interleave on a CPU.
+ * PFT_NCPUS: -D by tracer.py, the possible CPUs. */
+BPF_F_TABLE("array", u32, u64, blind, PFT_NCPUS * PFT_BLIND_STRIDE, BPF_F_MMAPABLE);
+/* How much waits in the ring for the consumer (PFT_RING_SENT, PFT_RING_TAKEN);
+ * the consumer writes TAKEN through memory, never by a map syscall. */
+BPF_F_TABLE("array", u32, u64, ringfill, 2, BPF_F_MMAPABLE);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* Rows user space reads through memory (pfntrace.h): each table's next row,
+ * and where a key's row is. */
+BPF_F_TABLE("array", u32, u64, rownext, PFT_ROW_TABLES, BPF_F_MMAPABLE);
+BPF_HASH(rowof, struct pft_row_key, u32, PFT_COUNT_ROWS + PFT_AGG_FILE_ROWS + PFT_AGG_PROC_ROWS);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
 BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */
 
 /* Something was not seen: count it, by reason and in the total. */
 static __always_inline void count_blind(u32 reason)
 {
-	u32 zero = 0;
-	u64 *l = lost.lookup(&zero);
-	if (l)
-		*l += 1;
-	u64 *b = blind.lookup(&reason);
+	u32 cpu = bpf_get_smp_processor_id();
+	if (cpu >= PFT_NCPUS)
+		cpu = PFT_NCPUS - 1;
+	u32 at = cpu * PFT_BLIND_STRIDE + reason;
+	u32 total = cpu * PFT_BLIND_STRIDE + PFT_BLIND_LOST;
+	u64 *b = blind.lookup(&at);
 	if (b)
-		*b += 1;
+		__sync_fetch_and_add(b, 1);
+	u64 *l = blind.lookup(&total);
+	if (l)
+		__sync_fetch_and_add(l, 1);
+}
+
+/* The row of key->table that holds key, claimed when it has none; -1 when
+ * the table (rows entries) is full.  *fresh: claimed here, so the caller
+ * writes the row's key, then row_ready().  Two CPUs claiming one key at
+ * once each take a row number; the hash keeps the first, and the other
+ * number's row stays unused (never ready). */
+static __always_inline s64 row_of(struct pft_row_key *key, u32 rows, int *fresh)
+{
+	*fresh = 0;
+	u32 *at = rowof.lookup(key);
+	if (at)
+		return *at;
+	u32 table = key->table;
+	u64 *next = rownext.lookup(&table);
+	if (!next)
+		return -1;
+	u32 i = __sync_fetch_and_add(next, 1);
+	if (i >= rows)
+		return -1;
+	if (rowof.insert(key, &i) == 0) {
+		*fresh = 1;
+		return i;
+	}
+	at = rowof.lookup(key);
+	return at ? *at : -1;
+}
+
+/* A claimed row's key is written: let user space read it.  (A compiler
+ * barrier: BPF has no fence; x86 keeps stores in order, and user space
+ * reads every row again once the probes are gone.) */
+static __always_inline void row_ready(u64 *ready)
+{
+	asm volatile("" ::: "memory");
+	*ready = 1;
 }
 
 static __always_inline void inflight_add(s64 n)
@@ -215,30 +263,34 @@ static __always_inline void ga_end(struct getattr_state *st)
 
 #ifdef PFT_COUNT_IN_KERNEL
 /* record: what is no write fault, counted per (file, process) instead of
- * sent (pfntrace.h, struct pft_file_counts).  User space reads the whole
- * map at each flush of the recording; the counts only grow. */
-BPF_HASH(filecounts, struct pft_count_key, struct pft_file_counts, 10240);
-BPF_PERCPU_ARRAY(countseed, struct pft_file_counts, 1);	/* zero counts; comm set per use */
+ * sent, in rows user space reads through memory (pfntrace.h).  The counts
+ * only grow. */
+BPF_F_TABLE("array", u32, struct pft_count_row, countrows, PFT_COUNT_ROWS, BPF_F_MMAPABLE);
 
 /* id: bpf_get_current_pid_tgid(), as the caller read it. */
 static __always_inline struct pft_file_counts *counts_of(u32 dev, u64 ino, u64 id)
 {
-	struct pft_count_key key = {};
-	u32 zero = 0;
+	struct pft_row_key key = {};
+	int fresh;
 	key.ino = ino;
 	key.dev = dev;
 	key.pid = id >> 32;
-	struct pft_file_counts *n = filecounts.lookup(&key);
-	if (n)
-		return n;
-	struct pft_file_counts *seed = countseed.lookup(&zero);
-	if (!seed)
-		return 0;
-	bpf_get_current_comm(&seed->comm, sizeof(seed->comm));
-	n = filecounts.lookup_or_try_init(&key, seed);
-	if (!n)
+	key.table = PFT_ROWS_COUNTS;
+	s64 at = row_of(&key, PFT_COUNT_ROWS, &fresh);
+	u32 i = at;
+	struct pft_count_row *row = at < 0 ? 0 : countrows.lookup(&i);
+	if (!row) {
 		count_blind(PFT_BLIND_COUNTERS);
-	return n;
+		return 0;
+	}
+	if (fresh) {
+		row->key.ino = ino;
+		row->key.dev = dev;
+		row->key.pid = key.pid;
+		bpf_get_current_comm(&row->counts.comm, sizeof(row->counts.comm));
+		row_ready(&row->ready);
+	}
+	return &row->counts;
 }
 
 #define COUNT_ADD(n, field, v) __sync_fetch_and_add(&(n)->field, (v))
@@ -249,8 +301,6 @@ static __always_inline struct pft_file_counts *counts_of(u32 dev, u64 ino, u64 i
  * Every event emit() sees is classified and judged here by verdict.h, the
  * rules correlate.py applies to a recording, and counted per file, per
  * process and globally.  With PFT_NO_STREAM nothing goes to the ring buffer. */
-#define AGG_FILES 10240
-#define AGG_PROCS 4096
 #if HUGE_FAULT_ARG_IS_ORDER
 #define AGG_PMD_ARG 9
 #define AGG_PUD_ARG 18
@@ -267,15 +317,55 @@ struct agg_nest {
 };
 
 BPF_ARRAY(aggconfig, struct pft_agg_config, 1);
-BPF_HASH(aggfiles, struct pft_file_key, struct pft_agg_stats, AGG_FILES);
-BPF_HASH(aggprocs, u32, struct pft_proc_stats, AGG_PROCS);
-BPF_PERCPU_ARRAY(aggtotal, struct pft_agg_stats, 1);
-BPF_ARRAY(aggrate, struct pft_rate_slot, PFT_AGG_RATE_SLOTS);
-BPF_PERCPU_ARRAY(aggzero, struct pft_agg_stats, 1);	/* all-zero seeds */
-BPF_PERCPU_ARRAY(aggzproc, struct pft_proc_stats, 1);
+/* Read by top and the exporter through memory while the workload runs
+ * (pfntrace.h: rows user space reads through memory). */
+BPF_F_TABLE("array", u32, struct pft_agg_file_row, aggfiles, PFT_AGG_FILE_ROWS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct pft_agg_proc_row, aggprocs, PFT_AGG_PROC_ROWS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct pft_agg_stats, aggtotal, 1, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct pft_rate_slot, aggrate, PFT_AGG_RATE_SLOTS, BPF_F_MMAPABLE);
 BPF_HASH(aggnest, u32, struct agg_nest, 4096);	/* per tid: last PTE ->huge_fault */
 /* Per file: its last getattr (PFT_EV_GETATTR), for verdict.h's pft_invisible(). */
-BPF_HASH(observed, struct pft_file_key, struct pft_event, AGG_FILES);
+BPF_HASH(observed, struct pft_file_key, struct pft_event, PFT_AGG_FILE_ROWS);
+
+/* A file's counters (its row, claimed at its first write fault); 0: full. */
+static __always_inline struct pft_agg_stats *agg_file(u32 dev, u64 ino)
+{
+	struct pft_row_key key = {};
+	int fresh;
+	key.ino = ino;
+	key.dev = dev;
+	key.table = PFT_ROWS_FILES;
+	s64 at = row_of(&key, PFT_AGG_FILE_ROWS, &fresh);
+	u32 i = at;
+	struct pft_agg_file_row *row = at < 0 ? 0 : aggfiles.lookup(&i);
+	if (!row)
+		return 0;
+	if (fresh) {
+		row->key.ino = ino;
+		row->key.dev = dev;
+		row_ready(&row->ready);
+	}
+	return &row->stats;
+}
+
+/* A process's counters, likewise. */
+static __always_inline struct pft_proc_stats *agg_proc(u32 pid)
+{
+	struct pft_row_key key = {};
+	int fresh;
+	key.pid = pid;
+	key.table = PFT_ROWS_PROCS;
+	s64 at = row_of(&key, PFT_AGG_PROC_ROWS, &fresh);
+	u32 i = at;
+	struct pft_agg_proc_row *row = at < 0 ? 0 : aggprocs.lookup(&i);
+	if (!row)
+		return 0;
+	if (fresh) {
+		row->pid = pid;
+		row_ready(&row->ready);
+	}
+	return &row->stats;
+}
 
 /* The kind of write fault (verdict.h), or -1: not one, or the inner half of
  * a first-touch fault already counted.  A PTE-size ->huge_fault enclosed by
@@ -334,15 +424,12 @@ static __always_inline void agg_account(struct pft_event *ev)
 	u32 b = agg_bucket(ev->duration_ns);
 	int timed = kind != PFT_C_NO_NOTIFIER;	/* the fault's own latency */
 
-	struct pft_agg_stats *zs = aggzero.lookup(&zero);
-	if (!zs)
-		return;
 	struct pft_file_key key = {};
 	key.ino = ev->ino;
 	key.dev = ev->dev;
 	struct pft_event *obs = observed.lookup(&key);
 	int invisible = obs ? pft_invisible(ev, obs) : 0;
-	struct pft_agg_stats *f = aggfiles.lookup_or_try_init(&key, zs);
+	struct pft_agg_stats *f = agg_file(ev->dev, ev->ino);
 	if (f) {
 		if (invisible)
 			__sync_fetch_and_add(&f->invisible, 1);
@@ -359,11 +446,7 @@ static __always_inline void agg_account(struct pft_event *ev)
 		count_blind(PFT_BLIND_COUNTERS);
 	}
 
-	struct pft_proc_stats *zp = aggzproc.lookup(&zero);
-	if (!zp)
-		return;
-	u32 pid = ev->pid;
-	struct pft_proc_stats *p = aggprocs.lookup_or_try_init(&pid, zp);
+	struct pft_proc_stats *p = agg_proc(ev->pid);
 	if (!p)
 		count_blind(PFT_BLIND_COUNTERS);
 	if (p) {
@@ -379,8 +462,8 @@ static __always_inline void agg_account(struct pft_event *ev)
 		p->last_ts = ev->ts_ns;
 	}
 
-	/* Per CPU, and yet atomic: an fexit program can be preempted between
-	 * the read and the write of a plain increment (see the scratch note). */
+	/* Atomic: an fexit program can be preempted between the read and the
+	 * write of a plain increment (see the scratch note). */
 	struct pft_agg_stats *t = aggtotal.lookup(&zero);
 	if (t) {
 		__sync_fetch_and_add(&t->kinds[kind], 1);

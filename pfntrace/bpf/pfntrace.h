@@ -185,8 +185,8 @@ struct pft_name {
  * Events that are no write fault only add to counters of their file and
  * process: the do_wp_page attempt the per-VMA lock gives up on
  * (VM_FAULT_RETRY, 6.4+; the fault comes again) and the fs_dax
- * tracepoints.  record keeps them per (file, process) in a BPF hash
- * (pft_count_key -> pft_file_counts) and writes its contents into the
+ * tracepoints.  record keeps them per (file, process) in rows of
+ * PFT_ROWS_COUNTS (struct pft_count_row) and writes them into the
  * recording (COUNTS blocks), so a write fault costs one event; `record
  * --every-event` sends them as events instead.  Each counter's name is the
  * report's (correlate.FileStats). */
@@ -207,6 +207,13 @@ struct pft_file_counts {
 	char comm[16];          /* the process's name when first counted */
 };
 
+
+/* The `blind` counters, per CPU (index cpu * PFT_BLIND_STRIDE + reason),
+ * each CPU's total at PFT_BLIND_LOST: read through memory (see "Rows user
+ * space reads through memory" below). */
+#define PFT_BLIND_LOST           7
+#define PFT_BLIND_STRIDE         8
+
 /* ---- In-kernel aggregation (pfntrace top; compiled with -DPFT_AGGREGATE) ----
  * Per-file, per-process and global counters kept in BPF maps, so a live view
  * reads a few maps per refresh instead of receiving every event.  The array
@@ -220,7 +227,7 @@ struct pft_file_counts {
 #define PFT_AGG_RATE_SLOTS 64  /* ring of per-interval write fault counts */
 
 
-/* Per file (hash pft_file_key -> this) and global (per-CPU array, [0]). */
+/* Per file (a row of PFT_ROWS_FILES) and global (array, [0]). */
 struct pft_agg_stats {
 	__u64 kinds[5];         /* write faults by kind */
 	__u64 verdicts[5];      /* write faults by verdict */
@@ -235,7 +242,7 @@ struct pft_agg_stats {
 	                           exporter's histogram _sum) */
 };
 
-/* Per process (hash: tgid -> this). */
+/* Per process (a row of PFT_ROWS_PROCS). */
 struct pft_proc_stats {
 	__u64 kinds[5];
 	__u64 verdicts[5];
@@ -256,6 +263,53 @@ struct pft_rate_slot {
 /* Set by user space (array, [0]). */
 struct pft_agg_config {
 	__u64 interval_ns;      /* rate ring slot length; 0: 1 s */
+};
+
+/* ---- Rows user space reads through memory ----
+ * What pfntrace reads while the workload runs, it reads through memory,
+ * with no bpf(2) call.  A map syscall holds the CPU's bpf_prog_active from
+ * start to end (bpf_disable_instrumentation()), and on a kernel that
+ * preempts kernel code (Debian's 7.x, preempt=lazy) the task can be
+ * preempted inside it: every kprobe and tracepoint program that fires on
+ * that CPU meanwhile, any task's, is skipped.  So counters keyed by file or
+ * process live in rows of arrays user space maps (BPF_F_MMAPABLE): a table's
+ * rows are claimed in order (`rownext`, one counter a table) and found by
+ * key through a hash only BPF reads (`rowof`).  A row's `ready` is written
+ * last; a row user space sees without it is being claimed: it reads it
+ * again later (and once more when the probes are gone). */
+#define PFT_ROWS_COUNTS   0     /* record's per (file, process) counts */
+#define PFT_ROWS_FILES    1     /* top: per file */
+#define PFT_ROWS_PROCS    2     /* top: per process */
+#define PFT_ROW_TABLES    3
+#define PFT_COUNT_ROWS    10240
+#define PFT_AGG_FILE_ROWS 10240
+#define PFT_AGG_PROC_ROWS 4096
+
+struct pft_row_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pid;
+	__u32 table;            /* PFT_ROWS_* */
+	__u32 pad;              /* zero */
+};
+
+struct pft_count_row {
+	struct pft_count_key key;
+	struct pft_file_counts counts;
+	__u64 ready;
+};
+
+struct pft_agg_file_row {
+	struct pft_file_key key;
+	struct pft_agg_stats stats;
+	__u64 ready;
+};
+
+struct pft_agg_proc_row {
+	__u32 pid;
+	__u32 pad;
+	struct pft_proc_stats stats;
+	__u64 ready;
 };
 
 #endif /* PFNTRACE_H */

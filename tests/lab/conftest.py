@@ -226,7 +226,10 @@ class _Guests:
         argv = [sys.executable, "-m", "pytest", *paths,
                 "-p", "no:cacheprovider", "-q", "-rs", "--tb=short"]
         env = {"PFNTRACE_LAB_OUT": out, "PFNTRACE_LAB_BOOT": str(boot)}
-        for name in ("PFNTRACE_LAB_CRASH", "PFNTRACE_LAB_CRASH_BOOTS", "PFNTRACE_LOAD_FAULTS"):
+        # PFNTRACE_ATTACH: every pfntrace command of the run attaches so
+        # (a whole run under --attach kprobe, say).
+        for name in ("PFNTRACE_LAB_CRASH", "PFNTRACE_LAB_CRASH_BOOTS", "PFNTRACE_LOAD_FAULTS",
+                     "PFNTRACE_ATTACH"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
         cfg = vm.LabConfig(kernel=kernel, fs=fs, results=out, timeout=GUEST_TIMEOUT,

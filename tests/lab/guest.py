@@ -4,6 +4,8 @@ import contextlib
 import functools
 import json
 import os
+import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -144,3 +146,24 @@ def figures(test, **data):
     if out:
         with open(os.path.join(out, "figures.jsonl"), "a") as f:
             f.write(line + "\n")
+
+
+def loopback_up():
+    """The lab guest boots with lo down: bring it up (iproute2 from the
+    host's root, else busybox's ip)."""
+    with open("/sys/class/net/lo/operstate") as f:
+        if f.read().strip() != "down" and can_bind():
+            return
+    for ip in (["ip"], ["busybox", "ip"]):
+        if shutil.which(ip[0]) and run(ip + ["link", "set", "lo", "up"]).returncode == 0:
+            break
+    assert can_bind(), "cannot bring up the loopback interface"
+
+
+def can_bind():
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as s:
+            with socket.create_connection(s.getsockname(), timeout=2):
+                return True
+    except OSError:
+        return False

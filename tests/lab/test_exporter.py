@@ -23,10 +23,10 @@ import urllib.request
 import pytest
 
 from daxtrace import DaxTrace
-from guest import FS, MOUNT, PFNTRACE, WORKLOAD, figures, run, wait_for
+from guest import FS, MOUNT, PFNTRACE, WORKLOAD, figures, loopback_up, run, wait_for
 
 N = 23
-ATTACH_TIMEOUT = 180     # bcc compile (~8 s under TCG) + attach, on a loaded host
+ATTACH_TIMEOUT = 300     # bcc compile and attach under TCG, on a loaded host
 READY_TIMEOUT = 240      # Prometheus under TCG
 SCRAPE_TIMEOUT = 60
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,27 +40,6 @@ def _tool(name):
     if path is None:
         pytest.skip("%s is not installed (Debian's prometheus package)" % name)
     return path
-
-
-def _loopback_up():
-    """The lab guest boots with lo down: bring it up (iproute2 from the
-    host's root, else busybox's ip)."""
-    with open("/sys/class/net/lo/operstate") as f:
-        if f.read().strip() != "down" and _can_bind():
-            return
-    for ip in (["ip"], ["busybox", "ip"]):
-        if shutil.which(ip[0]) and run(ip + ["link", "set", "lo", "up"]).returncode == 0:
-            break
-    assert _can_bind(), "cannot bring up the loopback interface"
-
-
-def _can_bind():
-    try:
-        with socket.create_server(("127.0.0.1", 0)) as s:
-            with socket.create_connection(s.getsockname(), timeout=2):
-                return True
-    except OSError:
-        return False
 
 
 def _free_port():
@@ -171,7 +150,7 @@ class Prometheus:
 
 def test_prometheus_scrapes_the_exporter(dax_dir):
     _tool("promtool")
-    _loopback_up()
+    loopback_up()
     work = tempfile.mkdtemp(prefix="pft-prom-")      # on the guest's tmpfs, not on DAX
     port = _free_port()
     exporter, attach_s = _exporter(["--listen", "127.0.0.1:%d" % port],

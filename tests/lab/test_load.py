@@ -21,12 +21,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from daxtrace import DaxHist, DaxTrace
-from guest import FS, IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, figures, guest_fixture, run, wait_for
+from guest import (FS, IN_GUEST, MOUNT, PFNTRACE, WORKLOAD, figures, guest_fixture,
+                   loopback_up, run, wait_for)
 
 THREADS = 8
 PAGES = 384          # 1.5 MiB a file: always PTEs, never a PMD
@@ -98,21 +100,13 @@ def _compare(doc, kernel, inos, blind_spots_allowed=False):
     got = {k: sum(files.get(i, {}).get(k, 0) for i in inos) for k, _ in KINDS}
     want = {k: sum(kernel[(i, kk)] for i in inos) for k, kk in KINDS}
     # Under load only the ring may fill.  A return probe that never ran, or
-    # a run the kernel skipped, is pfntrace's own blind spot: before auto
-    # took kprobes on a preempting kernel, Debian 7.3's storms lost 11-23%
-    # of their faults that way (pfntrace/kernel/preempt.py); under kprobes
-    # there none were seen in them.  On a preempting kernel blind spots are
-    # held to 1% of the faults, elsewhere to none (the fork/exec storm's
-    # exception is its own, below).
+    # a run the kernel skipped, is pfntrace's own blind spot: none allowed,
+    # on any kernel, unless a test makes them on purpose (blind_spots_allowed).
     blind_spots = {k: v for k, v in doc["summary"]["lost_by_reason"].items()
                    if v and k != "ring_full"}
     if blind_spots:
         print("blind spots %s of %d faults" % (blind_spots, sum(want.values())))
-    if doc["summary"]["plan"]["preemption"]["preemptible"]:
-        assert blind_spots_allowed or sum(blind_spots.values()) * 100 <= sum(want.values()), \
-            blind_spots
-    else:
-        assert blind_spots_allowed or not blind_spots, blind_spots
+    assert blind_spots_allowed or not blind_spots, blind_spots
     for ino in inos:
         mine = {k: files.get(ino, {}).get(k, 0) for k, _ in KINDS}
         theirs = {k: kernel[(ino, kk)] for k, kk in KINDS}
@@ -195,9 +189,8 @@ def test_trampolines_on_a_preempting_kernel_skip_runs_and_record_owns_up(dax_dir
     same program preempted on the same CPU), and the recording says so:
     skipped_by_kernel from the programs' recursion_misses, the faults whose
     return never ran as wp_return_missed, and no fault missing that is not
-    counted lost.  The storm test above holds auto to none of either on
-    a kernel that does not preempt, and to 1% of the faults on one that
-    does (_compare)."""
+    counted lost.  The storm test above holds auto to none of either, on
+    every kernel (_compare)."""
     path = os.path.join(dax_dir, "f")
     out = os.path.join(big_dir, "fentry.pft")
     rounds = storm_rounds("one-file")
@@ -260,12 +253,13 @@ def test_the_consumer_is_woken_by_how_much_waits_not_per_event(dax_dir, storm):
         tr.close()
 
 
-def test_fork_exec_storm_is_followed_exactly(dax_dir, storm):
-    """The traced command is a shell that forks and execs CHILDREN short
-    storms, 16 at a time, on 8 shared files: record follows the whole tree
-    (forks, execs, exits, re-used files) and counts exactly what the kernel
-    counted for those files; an untraced storm on the same mount meanwhile
-    is not recorded at all."""
+def _fork_exec_storm(dax_dir, storm, beside=None, record=True):
+    """The fork/exec storm under `record --mount` (or, record=False, alone):
+    a shell forks and execs CHILDREN short storms, 16 at a time, on 8
+    shared files, while an untraced storm faults on the same mount; beside:
+    an argv run along (it prints "ready" when it runs).  Returns (the
+    report or None, the kernel's hist counts, the storm's inodes, the
+    recording's path, the untraced storm's inode)."""
     out = os.path.join(dax_dir, "forks.pft")
     base = os.path.join(dax_dir, "f")
     outside = os.path.join(dax_dir, "outside")
@@ -280,49 +274,170 @@ def test_fork_exec_storm_is_followed_exactly(dax_dir, storm):
     # hist-trigger counts this file relies on read the kernel right.
     lines = DaxTrace("pfntrace-forks")
     lines.events = {ev: "ino != %d" % outside_ino for ev in lines.events}
+    side = None
     with DaxHist() as hist, lines:
         # Gently (a short storm every 0.1 s): it must not starve the rest.
         other = subprocess.Popen(["sh", "-c", 'while :; do "$0" "$1" 8 10; sleep 0.1; done',
                                   storm, outside], stdout=subprocess.DEVNULL,
                                  start_new_session=True)
         try:
-            p = run(PFNTRACE + ["record", "--mount", MOUNT, "-o", out, "--",
-                                "sh", "-c", script, storm, base], timeout=1800)
+            if beside:
+                side = subprocess.Popen(beside, stdout=subprocess.PIPE, text=True)
+                assert side.stdout.readline().strip() == "ready"
+            argv = ["sh", "-c", script, storm, base]
+            p = run((PFNTRACE + ["record", "--mount", MOUNT, "-o", out, "--"] if record else [])
+                    + argv, timeout=1800)
         finally:
             os.killpg(other.pid, signal.SIGKILL)
             other.wait()
+            if side:
+                side.kill()
+                side.wait()
         kernel = hist.counts()
         by_line, _ = lines.counts()
     assert p.returncode == 0, p.stderr[-3000:]
-    doc = _report(out)
-    # On a preempting kernel (7.3) this storm's forks make the kernel skip
-    # runs even of kprobe and tracepoint programs, entry and return alike:
-    # 0, 11 and 323 of ~3,800 faults in three runs under auto, and 228 in
-    # a guest run naming wp_entry/wp_return, handler_entry/return, ftu_entry,
-    # getattr and the fs_dax tracepoints.  Not yet mended (a guess: on 7.x a
-    # perf-event BPF program in the fork path runs preemptible, holding the
-    # per-CPU counter the others check).  There they are owned up to, never
-    # silent (_compare); elsewhere none are allowed.
-    preempts = doc["summary"]["plan"]["preemption"]["preemptible"]
-    got = _compare(doc, kernel, inos, blind_spots_allowed=preempts)
     for ino in inos:
         for _, kk in KINDS:
             assert kernel[(ino, kk)] == by_line[(ino, kk)], (ino, kk)
+    # The untraced storm faulted all along, and none of it was recorded.
+    assert kernel[(outside_ino, "pte_mkwrite")] > 0
+    if not record:
+        return None, kernel, inos, None, outside_ino
+    doc = _report(out)
+    assert outside_ino not in {f["ino"] for f in doc["files"]}
+    return doc, kernel, inos, out, outside_ino
+
+
+def test_fork_exec_storm_is_followed_exactly(dax_dir, storm):
+    """record follows the whole tree of the fork/exec storm (forks, execs,
+    exits, re-used files) and counts exactly what the kernel counted for
+    those files, on every kernel, preempting ones included: nothing
+    skipped, nothing lost (issue 31: pfntrace's user side makes no map
+    syscall while the workload runs, see the next test)."""
+    doc, kernel, inos, out, _ = _fork_exec_storm(dax_dir, storm)
+    got = _compare(doc, kernel, inos)
+    assert got["lost"] == 0, got
     # Every child's first write to each of its 8 pages goes through ->fault
     # (a fresh mapping has no PTE); how many of its later writes fault
     # depends on the other children on the same file (their msyncs, and
     # their set-up, which can unmap pages of the others' mappings).
     assert got["kernel"]["first_touch"] >= CHILDREN * 8
     assert got["kernel"]["pfn_mkwrite"] > 0
-    # The untraced storm faulted all along, and none of it was recorded.
-    assert kernel[(outside_ino, "pte_mkwrite")] > 0
-    assert outside_ino not in {f["ino"] for f in doc["files"]}
-    if got["lost"] == 0:
-        storms = [x for x in doc["processes"] if x["comm"] == "storm" and x["write_faults"]]
-        assert len(storms) == CHILDREN, len(storms)
-    figures("fork_exec_storm", children=CHILDREN,
-            outside_faults=kernel[(outside_ino, "pte_mkwrite")],
+    storms = [x for x in doc["processes"] if x["comm"] == "storm" and x["write_faults"]]
+    assert len(storms) == CHILDREN, len(storms)
+    figures("fork_exec_storm", children=CHILDREN, bpf_skipped=_bpf_skipped(out), **got)
+
+
+@pytest.mark.lab_kernels("6.12", "newest")
+def test_map_syscalls_beside_the_storm_blind_the_probes_where_the_kernel_preempts(
+        dax_dir, storm):
+    """Why pfntrace reads its maps through memory (issue 31), shown on the
+    kernel: a process that only makes bpf(2) map lookups (tests/lab/
+    maploop.py; what pfntrace's user side did while tracing) beside the
+    fork/exec storm.  A map syscall holds its CPU's bpf_prog_active; on a
+    preempting kernel (7.x, preempt=lazy) the task is preempted inside it,
+    and the kernel skips every kprobe and tracepoint program on that CPU
+    meanwhile: runs skipped, every one owned up to as lost.  On a kernel
+    that does not preempt (6.12) the same loop costs nothing: exact."""
+    loop = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "maploop.py"), "1800"]
+    doc, kernel, inos, out, _ = _fork_exec_storm(dax_dir, storm, beside=loop)
+    preempts = doc["summary"]["plan"]["preemption"]["preemptible"]
+    got = _compare(doc, kernel, inos, blind_spots_allowed=preempts)
+    skipped = got["lost_by_reason"]["skipped_by_kernel"]
+    if preempts:
+        assert skipped > 0, got
+    else:
+        assert skipped == 0 and got["lost"] == 0, got
+    figures("fork_exec_storm_beside_map_syscalls", children=CHILDREN,
             bpf_skipped=_bpf_skipped(out), **got)
+
+
+@pytest.mark.lab_kernels("6.12", "newest")
+def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm):
+    """top's counters (read every 0.2 s, as a refresh does) and the
+    exporter (scraped every 0.2 s) during the fork/exec storm: their reads
+    go through memory, so they blind no probe, and both count exactly what
+    the kernel counted on the mount, the untraced storm's faults included;
+    nothing lost, nothing skipped."""
+    import threading
+    import urllib.request
+
+    from pfntrace import tracer
+    from pfntrace.aggregate import Reader
+    from pfntrace.commands.record import build_plan
+    from pfntrace.verdict import KINDS as TOP_KINDS
+
+    st = os.stat(MOUNT)
+    dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
+    top = tracer.Tracer(build_plan("auto", counting=True), devs=[dev], aggregate=True)
+    top.start()
+    port = 10900 + os.getpid() % 1000
+    log = os.path.join(dax_dir, "exporter.log")
+    exporter = subprocess.Popen(PFNTRACE + ["exporter", "--mount", MOUNT, "--listen",
+                                            "127.0.0.1:%d" % port],
+                                stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    url = "http://127.0.0.1:%d/metrics" % port
+    stop, reads = threading.Event(), {"top": 0, "scrapes": 0}
+
+    def scrape():
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.read().decode()
+
+    def poll():
+        while not stop.wait(0.2):
+            reader.read()
+            scrape()
+            reads["top"] += 1
+            reads["scrapes"] += 1
+
+    try:
+        loopback_up()
+        wait_for("the exporter to serve", lambda: "pfntrace: exporter:" in open(log).read(),
+                 WAIT_S, proc=exporter)
+        reader = Reader(top, interval_ns=10**9)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            _, kernel, inos, _, outside = _fork_exec_storm(dax_dir, storm, record=False)
+        finally:
+            stop.set()
+            poller.join()
+        snap, text = reader.read(), scrape()
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=60)
+        top.close()
+    assert reads["scrapes"] > 10, reads
+    pairs = (("pfn_mkwrite", "pte_mkwrite"), ("fault", "pte_write"), ("pmd", "pmd_write"))
+    every = inos + [outside]
+    for ino in every:
+        mine = {k: snap.files[(dev, ino)].kind(k) if (dev, ino) in snap.files else 0
+                for k, _ in pairs}
+        assert mine == {k: kernel[(ino, kk)] for k, kk in pairs}, (ino, mine)
+    assert snap.lost == 0 and top.skipped_by_program() == {}, (snap.lost, top.blind())
+    # The exporter's mount totals: the same faults, the same kernel count.
+    exported = _exported(text)
+    for kind, kk in pairs:
+        assert exported[("pfntrace_write_faults_total", kind)] == sum(
+            kernel[(i, kk)] for i in every), (kind, exported)
+    assert exported[("pfntrace_lost_events_total", None)] == 0, exported
+    assert sum(snap.total.kinds) == sum(sum(kernel[(i, kk)] for _, kk in pairs) for i in every)
+    figures("fork_storm_top_exporter", reads=reads, top_kinds=dict(zip(TOP_KINDS,
+            snap.total.kinds)), lost=snap.lost)
+
+
+def _exported(text):
+    """{(sample name, kind label): value} of an exposition, over the mount."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.labels.get("mount", MOUNT) == MOUNT:
+                key = (s.name, s.labels.get("kind"))
+                out[key] = out.get(key, 0) + s.value
+    return out
 
 
 @pytest.mark.parametrize("stop", ["command-sigkill", "record-sigint"])

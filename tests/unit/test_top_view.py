@@ -345,52 +345,51 @@ def test_bad_input_is_one_line(monkeypatch):
     assert r.exit_code == 2 and "no process with pid" in r.output
 
 
-class _Key:
-    def __init__(self, value):
-        self.value = value
-
-
-class _Conf:
-    interval_ns = 0
-
-
-class _Table(dict):
-    def items(self):
-        return list(dict.items(self))
-
-
 def test_reader_names_every_process(monkeypatch):
-    """COMM comes from the map's bytes (whole up to the first NUL, whatever
+    """COMM comes from the row's bytes (whole up to the first NUL, whatever
     follows it); a process whose counters came without a name is named from
-    /proc while it lives, so no COMM cell is blank."""
+    /proc while it lives, so no COMM cell is blank.  The rows are read
+    through memory laid out as the kernel lays out the mapped maps."""
+    from pfntrace.mapmem import MappedArray
+
     ffi = layout.ffi
-
-    def proc(comm):
-        p = ffi.new("struct pft_proc_stats *")
-        p.total = 1
-        ffi.memmove(p.comm, comm, len(comm))
-        return bytes(ffi.buffer(p))
-
-    bpf = {"aggconfig": {0: _Conf()}, "aggfiles": _Table(), "aggtotal": {0: []},
-           "aggrate": {},
-           "aggprocs": _Table({_Key(7): proc(b"python\0\xff\xffjunk"),
-                               _Key(8): proc(b"fifteen-chars-x"),
-                               _Key(os.getpid()): proc(b""), _Key(999999999): proc(b"")})}
+    procs = [(7, b"python\0\xff\xffjunk"), (8, b"fifteen-chars-x"), (os.getpid(), b""),
+             (999999999, b"")]
+    size = ffi.sizeof
+    mem = {"aggfiles": MappedArray(-1, size("struct pft_agg_file_row"), 4),
+           "aggprocs": MappedArray(-1, size("struct pft_agg_proc_row"), 8),
+           "aggtotal": MappedArray(-1, size("struct pft_agg_stats"), 1),
+           "aggrate": MappedArray(-1, size("struct pft_rate_slot"), aggregate.RATE_SLOTS)}
+    for i, (pid, comm) in enumerate(procs):
+        row = ffi.new("struct pft_agg_proc_row *")
+        row.pid, row.stats.total, row.ready = pid, 1, 1
+        ffi.memmove(row.stats.comm, comm, len(comm))
+        mem["aggprocs"].put(i, bytes(ffi.buffer(row)))
+    # A row being claimed (not ready) is not read.
+    mem["aggprocs"].put(len(procs), bytes(ffi.buffer(ffi.new("struct pft_agg_proc_row *"))))
 
     class Tracer:
+        bpf = {"aggconfig": {0: type("Conf", (), {"interval_ns": 0})()}}
+
+        def rows_claimed(self):
+            claimed = [0] * layout.const("PFT_ROW_TABLES")
+            claimed[aggregate.PROC_ROWS] = len(procs) + 1
+            return claimed
+
         def lost(self):
             return [0]
 
         def skipped(self):
             return 0
 
-    Tracer.bpf = bpf
+    Tracer.mem = mem
     reader = aggregate.Reader(Tracer(), interval_ns=S, bpf_stats=False)
     snap = reader.read()
     with open("/proc/self/comm") as f:
         me = f.read().strip()
     assert {p: c.comm for p, c in snap.procs.items()} == {
         7: "python", 8: "fifteen-chars-x", os.getpid(): me, 999999999: ""}
+    assert snap.total.total == 0 and snap.files == {}
     text = screen(top_state_with(snap), 80)
     assert "?" in _cells(text, "PID")["COMM"]       # a gone process without a name
 
