@@ -62,11 +62,17 @@ def _textfile_loop(reg, directory, interval, count):
 
     written = 0
     next_t = time.monotonic()
+    stops = {signal.SIGTERM, signal.SIGINT}
     while count is None or written < count:
+        # A stop that comes mid-write waits for the write to end: the file
+        # whole and no temporary file left (the lab once found one).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         try:
             write_atomically(directory, TEXTFILE_NAME, generate_latest(reg))
         except OSError as e:
             raise Fail("--textfile %s: %s" % (directory, e.strerror or e))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         written += 1
         if count is not None and written >= count:
             break
