@@ -299,6 +299,14 @@ class FileStats:
         self.final_cmp = None      # "equal" | "newer" | "older" | "deleted" | "unmounted" | None
 
     @property
+    def shown_path(self):
+        """The path as a finding shows it: marked when the file was gone
+        by the end (its name is the one it had at the fault)."""
+        if self.deleted:
+            return self.path + " (deleted)"
+        return self.path + " (unmounted)" if self.unmounted else self.path
+
+    @property
     def devstr(self):
         return "%d:%d" % (self.dev >> 20, self.dev & 0xFFFFF)
 

@@ -5,6 +5,7 @@ stream order, e.g.::
 
     MISSED /mnt/dax/f page 3 pid 812 (writer): mtime stayed at 2025-... , 4.000 ms before the fault's tick ...
     NO_NOTIFIER /mnt/dax/g page 0 pid 813 (w2): made writable without ->pfn_mkwrite: ...
+    MISSED /mnt/dax/tmp1 (deleted) page 0 pid 814 (t): ...   (gone by the end)
 
 An empty list means every write fault either moved the timestamps or found
 them already current.
@@ -18,7 +19,7 @@ that the last stat before it cannot see::
 
 def finding_line(fault):
     return "%s %s page %d pid %d (%s): %s" % (
-        fault.verdict, fault.path, fault.pgoff, fault.pid, fault.comm, fault.detail)
+        fault.verdict, fault.file.shown_path, fault.pgoff, fault.pid, fault.comm, fault.detail)
 
 
 def findings(analysis):
@@ -28,4 +29,4 @@ def findings(analysis):
 
 def invisible_line(fault):
     return "INVISIBLE %s page %d pid %d (%s): %s" % (
-        fault.path, fault.pgoff, fault.pid, fault.comm, fault.invisible_detail)
+        fault.file.shown_path, fault.pgoff, fault.pid, fault.comm, fault.invisible_detail)

@@ -395,7 +395,7 @@ class Recorder:
         # First the names the kernel took at the first fault of each file...
         with open("/proc/self/mountinfo") as f:
             points = procinfo.mount_points(f.read())
-        found = {}
+        found, gone = {}, {}
         for key, comps in self.tracer.names().items():
             if key in wanted:
                 path = procinfo.path_from_names(comps, points.get(key[:2]))
@@ -403,16 +403,24 @@ class Recorder:
                 # only if it leads to the very inode.
                 if path and _is_inode(path, key):
                     found[key] = path
-        if found:
-            self.files.update(found)
-            self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}
-                                            for k, p in found.items()}})
-        # ...then, for what the names map missed (it was full), a bounded walk.
+                elif path and comps[-1] == "/":
+                    # Whole, but it leads there no more: deleted (or renamed,
+                    # which the walk below finds), or its mount is gone.  It
+                    # is still the name the file had at its first fault.
+                    gone[key] = path
+        self._name_files(found)
+        # ...then, for what the names map missed (it was full) or what moved,
+        # a bounded walk; what it does not find keeps its name at the fault.
         wanted -= set(found)
         if not wanted:
             return
         roots = [m[0] for m in self.opt.mounts] or _dax_mount_points()
         found = procinfo.walk_for_inodes(roots, wanted)
+        found.update((k, p) for k, p in gone.items() if k not in found)
+        self._name_files(found)
+
+    def _name_files(self, found):
+        """Record {(major, minor, ino): path} in the recording's file names."""
         if found:
             self.files.update(found)
             self.writer.add_meta({"files": {procinfo.file_key(*k): {"path": p}

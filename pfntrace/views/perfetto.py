@@ -79,7 +79,7 @@ class _Counters:
         second = ts // _SECOND
         entry = self.files.get(fs.index)
         if entry is None:
-            entry = self.files[fs.index] = [_dumps(fs.path), {}, -1]
+            entry = self.files[fs.index] = [_dumps(fs.shown_path), {}, -1]
         if second <= entry[2]:
             second = entry[2] + 1    # that second is written already (see COUNTER_WINDOW_S)
         open_ = entry[1]
@@ -173,7 +173,7 @@ class TraceWriter:
             self._thread(f)
         fs = f.file
         where = '"pid":%d,"tid":%d' % (f.pid, f.tid)
-        file = '"file":%s,"dev_ino":"%s"' % (_dumps(fs.path), fs.key)
+        file = '"file":%s,"dev_ino":"%s"' % (_dumps(fs.shown_path), fs.key)
         head = self.heads[key] = (
             '{"ph":"X","cat":"write_fault","name":"%s %s",%s,"ts":' % (f.kind, f.verdict, where),
             '"args":{%s,"kind":"%s","verdict":"%s","handler":%s,' % (

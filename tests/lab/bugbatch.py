@@ -2,14 +2,15 @@
 
     python tests/lab/bugbatch.py CASES.json RESULTS.json
 
-CASES is a list of [mode, workload, path, pages]; each runs as
+CASES is a list of [mode, workload, path, pages, remove]; each runs as
 pfntrace.lab.bugs.run_under() runs it (fill the file, load pftbug on it,
 the stat oracle's workload in a child, unload), one after another, but
 the last case's module stays loaded: the caller unloads it once the
 recorder is done, for the recorder names a handler by the kernel's symbol
 table when it drains the fault, and a module gone by then is not in it.
-RESULTS gets, per case, its oracle result and the module's counters (at
-unload; the last case's once its workload is done).
+remove: the file is deleted right after its case (a test harness's scratch
+file).  RESULTS gets, per case, its oracle result and the module's
+counters (at unload; the last case's once its workload is done).
 
 Why: a `pfntrace check` costs a bcc compile, about 30 s of a lab guest under
 TCG, and the workloads it judges take a second; one check over a group of
@@ -17,6 +18,7 @@ cases keeps every per-case assertion at a fraction of the compiles.
 """
 
 import json
+import os
 import sys
 
 
@@ -25,18 +27,24 @@ def main(cases_path, results_path):
 
     with open(cases_path) as f:
         cases = json.load(f)
+    # Every file made first: an inode freed by a removed case and taken by
+    # a later one would make two files one to the recording.
+    for _, _, path, pages, _ in cases:
+        bugs.oracle.fill(path, pages)
     results = []
-    for n, (mode, workload, path, pages) in enumerate(cases, 1):
+    for n, (mode, workload, path, pages, remove) in enumerate(cases, 1):
         if n < len(cases):
             got = bugs.run_under(mode, workload, path, pages)
             oracle, counters = got.oracle, got.counters
+            if remove:
+                os.unlink(path)
         else:
             bugs.oracle.fill(path, pages)
             bugs.load(path, mode)
             oracle = bugs.oracle.run_in_child(workload, path, pages)
             counters = bugs.counters()
         results.append({"mode": mode, "workload": workload, "path": path, "pages": pages,
-                        "oracle": oracle, "counters": counters})
+                        "removed": bool(remove), "oracle": oracle, "counters": counters})
     with open(results_path, "w") as f:
         json.dump(results, f)
     return 0

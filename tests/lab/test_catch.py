@@ -63,12 +63,18 @@ def test_check_agrees_with_the_stat_oracle_on_kprobes(mode):
 # and pftbug unloaded by then names nothing (tests/lab/bugbatch.py).
 
 NAMED_HANDLER = ("noop_pfn_mkwrite", "stale_update")
+# A no-pfn_mkwrite write whose file a test harness deletes right after.
+DELETED = ("no_pfn_mkwrite", "generic-080", 1)
 
 
-def _group_of(attach, mode, workload):
-    """(attach, group name, [(mode, workload, pages)...]) holding this case."""
-    cases = [(m, w, p) for w, p in WORKLOADS for m in MODES
+def _group_of(attach, mode, workload, removed=False):
+    """(attach, group name, [(mode, workload, pages, removed)...]) holding
+    this case.  removed: the case whose file is deleted right after it
+    (auto only: test_a_finding_names_a_file_deleted_right_after)."""
+    cases = [(m, w, p, False) for w, p in WORKLOADS for m in MODES
              if attach == "auto" or w == "read-then-write"]
+    if attach == "auto":
+        cases.insert(0, DELETED + (True,))
     healthy = [c for c in cases if c[0] == "control"]
     plain = [c for c in cases if c[0] not in ("control",) + NAMED_HANDLER]
     named = [c for c in cases if c[0] in NAMED_HANDLER]
@@ -76,26 +82,28 @@ def _group_of(attach, mode, workload):
     groups = [("healthy", healthy), ("bugs-%s-%s" % named[0][:2], plain + named[:1])]
     groups += [("bugs-%s-%s" % c[:2], [c]) for c in named[1:]]
     for name, members in groups:
-        if any(c[:2] == (mode, workload) for c in members):
+        if any((c[0], c[1], c[3]) == (mode, workload, removed) for c in members):
             return attach, name, members
-    raise AssertionError((attach, mode, workload))
+    raise AssertionError((attach, mode, workload, removed))
 
 
 _GROUPS = {}
 
 
-def _checked(attach, mode, workload):
+def _checked(attach, mode, workload, removed=False):
     """The group's run, once per guest: the check's CompletedProcess, the
-    kernel's fs_dax counts, the analysis, and the batch's results by case."""
+    kernel's fs_dax counts, the analysis, the recording's path and the
+    batch's results by (mode, workload, removed)."""
     from pfntrace.correlate import analyse
     from pfntrace.recording import Recording
 
-    attach, name, members = _group_of(attach, mode, workload)
+    attach, name, members = _group_of(attach, mode, workload, removed)
     if (attach, name) not in _GROUPS:
         where = os.path.join(MOUNT, "catch", "%s-%s" % (attach, name))
         run(["rm", "-rf", where])
         os.makedirs(where)
-        cases = [[m, w, os.path.join(where, "%s-%s" % (m, w)), p] for m, w, p in members]
+        cases = [[m, w, os.path.join(where, "%s-%s%s" % (m, w, "-deleted" if r else "")), p, r]
+                 for m, w, p, r in members]
         with open(os.path.join(where, "cases.json"), "w") as f:
             json.dump(cases, f)
         rec, results = os.path.join(where, "check.pft"), os.path.join(where, "results.json")
@@ -108,18 +116,18 @@ def _checked(attach, mode, workload):
             bugs.unload()   # the last case's module (bugbatch.py)
         try:
             with open(results) as f:
-                by_case = {(c["mode"], c["workload"]): c for c in json.load(f)}
+                by_case = {(c["mode"], c["workload"], c["removed"]): c for c in json.load(f)}
         except (OSError, ValueError):
             pytest.fail("the batch under check left no results (exit %d): %s"
                         % (p.returncode, p.stderr[-3000:]))
         with Recording.open(rec) as r:
-            _GROUPS[(attach, name)] = (p, counts, analyse(r), r.header, by_case)
+            _GROUPS[(attach, name)] = (p, counts, analyse(r), r.header, rec, by_case)
     return _GROUPS[(attach, name)]
 
 
 def _check_against_the_oracle(mode, workload, pages, attach):
-    p, counts, an, header, by_case = _checked(attach, mode, workload)
-    got = by_case[(mode, workload)]
+    p, counts, an, header, _, by_case = _checked(attach, mode, workload)
+    got = by_case[(mode, workload, False)]
     path, ino = got["path"], got["oracle"]["ino"]
     finding, fs_ran = EXPECT[mode]
 
@@ -162,6 +170,34 @@ def _check_against_the_oracle(mode, workload, pages, attach):
             assert "(stale_pfn_mkwrite)" in mine[0], mine[0]
             assert "file_update_time called" in mine[0], mine[0]
     assert an.lost_total == 0 and "lost" not in p.stderr.split("pfntrace check:")[-1]
+
+
+def test_a_finding_names_a_file_deleted_right_after():
+    """A finding names its file as it was at the fault, even when a test
+    harness deletes it before the recording ends: check's line, the report,
+    its JSON and the timeline say `<mount>/<name> (deleted)`, never a bare
+    dev:ino (the kernel had the name at the fault: pfntrace's names map)."""
+    p, _, an, _, rec, by_case = _checked("auto", *DELETED[:2], removed=True)
+    got = by_case[DELETED[:2] + (True,)]
+    path, ino = got["path"], got["oracle"]["ino"]
+    assert not os.path.exists(path)
+    (f,) = [x for x in an.files if x.ino == ino]
+    assert (f.path, f.deleted) == (path, True)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("NO_NOTIFIER %s (deleted) page "
+                                                               % path)]
+    assert len(lines) == DELETED[2], p.stdout
+    j = run(PFNTRACE + ["report", "--json", rec])
+    (entry,) = [x for x in json.loads(j.stdout)["files"] if x["ino"] == ino]
+    assert (entry["path"], entry["deleted"]) == (path, True), entry
+    text = run(PFNTRACE + ["report", rec], env=dict(os.environ, COLUMNS="300")).stdout
+    assert "%s (deleted)" % path in text, text
+    timeline = os.path.join(os.path.dirname(rec), "timeline.json")
+    t = run(PFNTRACE + ["report", "--perfetto", timeline, rec])
+    assert t.returncode == 0, t.stderr
+    with open(timeline) as fh:
+        slices = [e for e in json.load(fh)["traceEvents"] if e.get("ph") == "X"
+                  and e["args"].get("dev_ino", "").endswith(":%d" % ino)]
+    assert slices and {e["args"]["file"] for e in slices} == {path + " (deleted)"}, slices
 
 
 def test_check_without_write_faults_exits_4_unless_allowed(dax_dir):

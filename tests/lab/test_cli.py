@@ -124,6 +124,23 @@ def test_doctor_passes_and_its_hooks_match_kallsyms():
     assert ("auto uses kprobes" in pre["detail"]) is doc["plan"]["preemption"]["preemptible"]
 
 
+def test_doctor_fits_80_columns_and_cuts_nothing():
+    """An 80-column terminal (or a pipe) sees every check, detail and fix
+    whole: nothing cut with an ellipsis, no line past the width, every
+    check's name and detail's first word shown (issue 35)."""
+    doc = json.loads(run(PFNTRACE + ["doctor", "--json"]).stdout)
+    for env in (dict(os.environ, COLUMNS="80"), dict(os.environ, COLUMNS="60")):
+        p = run(PFNTRACE + ["doctor"], env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        width = int(env["COLUMNS"])
+        assert "\u2026" not in p.stdout and "..." not in p.stdout, p.stdout
+        assert max(map(len, p.stdout.splitlines())) <= width, p.stdout
+        for c in doc["checks"]:
+            assert c["name"] in p.stdout, c
+            if c["detail"]:
+                assert c["detail"].split()[0] in p.stdout, c
+
+
 def test_bad_input_is_one_line_and_leaves_no_file(dax_dir, tmp_path):
     out = os.path.join(dax_dir, "bad.pft")
     cases = [
