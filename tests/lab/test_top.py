@@ -84,12 +84,24 @@ class Tmux:
         self.tmux("kill-server", check=False)
 
 
-def test_top_screen_shows_the_faults(dax_dir):
+# One `top` in a real terminal (tmux) serves the two screen tests below: a
+# top costs a bcc compile, ~30 s of a guest under TCG.  It runs in a wide
+# terminal first (the keys), then in the common 80x24 one (resized), each
+# phase with a workload of its own; each test asserts on its phase.
+_session = {}
+
+
+def _top_in_tmux():
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    path = os.path.join(dax_dir, "rtw")
-    status = os.path.join(dax_dir, "top-exit")
-    t = Tmux(dax_dir)
+    if _session:
+        return _session
+    where = os.path.join(MOUNT, "top-tmux")
+    run(["rm", "-rf", where])
+    os.makedirs(where)
+    wide, small = os.path.join(where, "rtw"), os.path.join(where, "rtw80")
+    status = os.path.join(where, "top-exit")
+    t = Tmux(where)
     # The shell records top's exit code, then keeps the pane for capture.
     argv = PFNTRACE + ["top", "--mount", MOUNT, "--interval", "0.5"]
     t.tmux("new-session", "-d", "-s", t.name, "-x", "250", "-y", "60",
@@ -97,31 +109,63 @@ def test_top_screen_shows_the_faults(dax_dir):
            % (" ".join(shlex.quote(a) for a in argv), shlex.quote(status)))
     try:
         wait_for("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
-        w = run(WORKLOAD + ["read-then-write", path, str(N)])
+        w = run(WORKLOAD + ["read-then-write", wide, str(N)])
         assert w.returncode == 0, w.stderr
         row = wait_for("the workload's file on screen with %d faults" % N,
-                    lambda: (lambda r: r if r and r["total"] >= N else None)(
-                        _file_row(t.screen().splitlines(), path)), COUNT_TIMEOUT)
-        _check_row(row)
-        screen = t.screen()
-        # The header says how many probes are BPF trampolines (--attach auto).
-        from pfntrace.commands.record import build_plan
-        fentry = sum(1 for h in build_plan(counting=True)["hooks"] if h.get("mechanism") in ("fentry", "fexit"))
-        assert ("attached (%d fentry)" % fentry in screen) if fentry else \
-            "fentry" not in screen, screen
-        # Per-process table and keys: sort by total, filter by the file name.
-        assert "processes" in screen and "python" in screen, screen
+                       lambda: (lambda r: r if r and r["total"] >= N else None)(
+                           _file_row(t.screen().splitlines(), wide)), COUNT_TIMEOUT)
+        _session.update(wide_path=wide, wide_row=row, wide_screen=t.screen())
+        # Keys: sort by total, filter by a name nothing has, then clear it.
         t.keys("s")
         wait_for("sort column 'total'", lambda: "sort: total" in t.screen(), 10)
         t.keys("f", "zzz-no-such", "Enter")
         wait_for("the filter applied", lambda: "filter: zzz-no-such" in t.screen(), 10)
-        assert _file_row(t.screen().splitlines(), path) is None
+        _session["filtered_row"] = _file_row(t.screen().splitlines(), wide)
+        t.keys("f", "Enter")
+        wait_for("the filter cleared", lambda: "filter:" not in t.screen(), 10)
+
+        t.tmux("resize-window", "-t", t.name, "-x", "80", "-y", "24")
+        w = run(WORKLOAD + ["read-then-write", small, str(N)])
+        assert w.returncode == 0, w.stderr
+
+        def counted():
+            # One screen on which both tables have counted every fault (a
+            # read can fall between a fault's file and process counters).
+            screen = t.screen()
+            files = _screen_table(screen, "FLT/S")
+            procs = _screen_table(screen, "PID")
+            if files and small in files.get("PATH", ()) and \
+                    files["TOTAL"][files["PATH"].index(small)] == str(N) and \
+                    procs and str(N) in procs["TOTAL"]:
+                return files, procs, screen
+            return None
+
+        _session["small"] = (small,) + wait_for(
+            "the file and its process on the 80x24 screen with %d faults" % N, counted,
+            COUNT_TIMEOUT)
         t.keys("q")
         wait_for("top to quit on q", lambda: os.path.exists(status) and open(status).read(), 20)
         with open(status) as f:
-            assert f.read().strip() == "0"
+            _session["exit"] = f.read().strip()
     finally:
         t.kill()
+    return _session
+
+
+def test_top_screen_shows_the_faults():
+    got = _top_in_tmux()
+    _check_row(got["wide_row"])
+    screen = got["wide_screen"]
+    # The header says how many probes are BPF trampolines (--attach auto).
+    from pfntrace.commands.record import build_plan
+    fentry = sum(1 for h in build_plan(counting=True)["hooks"]
+                 if h.get("mechanism") in ("fentry", "fexit"))
+    assert ("attached (%d fentry)" % fentry in screen) if fentry else \
+        "fentry" not in screen, screen
+    # Per-process table; the filter hid the file; q quits with 0.
+    assert "processes" in screen and "python" in screen, screen
+    assert got["filtered_row"] is None
+    assert got["exit"] == "0"
 
 
 @pytest.mark.parametrize("bpf_stats", [False, True], ids=["default", "bpf-stats"])
@@ -170,46 +214,18 @@ def test_top_plain_snapshots_when_not_a_tty(dax_dir, bpf_stats):
             proc.wait()
 
 
-def test_top_80x24(dax_dir):
+def test_top_80x24():
     """The common terminal: in a real 80x24 tmux the screen names the file
     and the process, counts the workload's faults, and no cell is cut."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    path = os.path.join(dax_dir, "rtw")
-    t = Tmux(dax_dir)
-    argv = PFNTRACE + ["top", "--mount", MOUNT, "--interval", "0.5"]
-    t.tmux("new-session", "-d", "-s", t.name, "-x", "80", "-y", "24",
-           "%s; sleep 600" % " ".join(shlex.quote(a) for a in argv))
-    try:
-        wait_for("top's header on screen", lambda: "write faults:" in t.screen(), ATTACH_TIMEOUT)
-        w = run(WORKLOAD + ["read-then-write", path, str(N)])
-        assert w.returncode == 0, w.stderr
-
-        def counted():
-            # One screen on which both tables have counted every fault (a
-            # read can fall between a fault's file and process counters).
-            screen = t.screen()
-            files = _screen_table(screen, "FLT/S")
-            procs = _screen_table(screen, "PID")
-            if files and path in files.get("PATH", ()) and \
-                    files["TOTAL"][files["PATH"].index(path)] == str(N) and \
-                    procs and str(N) in procs["TOTAL"]:
-                return files, procs, screen
-            return None
-
-        files, procs, screen = wait_for("the file and its process on the 80x24 screen with "
-                                        "%d faults" % N, counted, COUNT_TIMEOUT)
-        lines = screen.splitlines()
-        assert len(lines) <= 24 and max(len(line) for line in lines) <= 80, screen
-        assert "…" not in screen and "..." not in screen, screen
-        i = files["PATH"].index(path)
-        assert files["MISSED"][i] == "0" and files["NO_NOTIF"][i] == "0", screen
-        if "UPDATED" in files and "CURRENT" in files:
-            assert int(files["UPDATED"][i]) + int(files["CURRENT"][i]) == N, screen
-        assert procs["COMM"][procs["TOTAL"].index(str(N))] == "python", screen
-        # Handlers of filesystems not mounted in the guest (fuse, ext2) are
-        # "n/a" in the header, not missing.
-        assert "n/a" in lines[0] + lines[1], screen
-        t.keys("q")
-    finally:
-        t.kill()
+    path, files, procs, screen = _top_in_tmux()["small"]
+    lines = screen.splitlines()
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80, screen
+    assert "…" not in screen and "..." not in screen, screen
+    i = files["PATH"].index(path)
+    assert files["MISSED"][i] == "0" and files["NO_NOTIF"][i] == "0", screen
+    if "UPDATED" in files and "CURRENT" in files:
+        assert int(files["UPDATED"][i]) + int(files["CURRENT"][i]) == N, screen
+    assert procs["COMM"][procs["TOTAL"].index(str(N))] == "python", screen
+    # Handlers of filesystems not mounted in the guest (fuse, ext2) are
+    # "n/a" in the header, not missing.
+    assert "n/a" in lines[0] + lines[1], screen
