@@ -270,7 +270,15 @@ class Recorder:
             # of a module loaded after the recording began has an address
             # the older table would give to another symbol).
             self.kallsyms = Kallsyms.load()
-            return self.kallsyms.resolve(addr)
+            name = self.kallsyms.resolve(addr)
+            if "+" in name or name.startswith("0x"):
+                # A handler is a function's first byte: an offset means a
+                # table without its module (seen in the lab: pftbug loaded
+                # twice in one recording, named ftrace_trampoline+0x2010),
+                # so the kernel's table is read afresh, once per address.
+                self.kallsyms = Kallsyms.load(fresh=True)
+                name = self.kallsyms.resolve(addr)
+            return name
         except KallsymsError:
             return "0x%x" % addr
 

@@ -57,7 +57,7 @@ class Kallsyms:
         self.addresses_hidden = bool(rows) and all(int(r[0], 16) == 0 for r in rows[:100])
 
     @classmethod
-    def load(cls, path=None):
+    def load(cls, path=None, fresh=False):
         """The table at path, by default the running kernel's.  That one
         changes only when a module comes or goes, so while /proc/modules
         lists the same modules at the same addresses as at the last load,
@@ -70,7 +70,7 @@ class Kallsyms:
         live = path is None
         path = PROC_KALLSYMS if live else path
         modules = _modules_key(PROC_MODULES) if live else None
-        cached = _LOADED.get(path)
+        cached = None if fresh else _LOADED.get(path)
         if modules is not None and cached is not None and cached[0] == modules:
             return cached[1]
         try:
