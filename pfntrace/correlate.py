@@ -637,6 +637,11 @@ class _Engine:
         an.tick_ns = int(clock.get("tick_ns") or DEFAULT_TICK_NS)
         self.meta_files = an.meta.get("files") or {}
         self.meta_procs = an.meta.get("procs") or {}
+        # Files gone by the end (the trailer's statx), known from their
+        # first fault on: a view that streams (perfetto) names them so too.
+        statx = (an.trailer or {}).get("statx") or {}
+        self.gone = {key: "unmounted" if st.get("unmounted") else "deleted"
+                     for key, st in statx.items() if st.get("exists") is False}
         self.files = {}          # (dev, ino) -> FileStats
         self.procs = {}          # pid -> ProcStats
         self.first_touch = {}    # tid -> (start, end, pgoff) of the last PTE ->huge_fault
@@ -657,6 +662,8 @@ class _Engine:
             key = file_key(dev, ino)
             fs = FileStats(dev, ino, (self.meta_files.get(key) or {}).get("path"),
                            len(self.files))
+            gone = self.gone.get(key)
+            fs.deleted, fs.unmounted = gone == "deleted", gone == "unmounted"
             if self.an.selection.file is not None:
                 fs.selected = self.an.selection.file in fs.path
             self.files[(dev, ino)] = fs
