@@ -229,7 +229,7 @@ class _Guests:
         # PFNTRACE_ATTACH: every pfntrace command of the run attaches so
         # (a whole run under --attach kprobe, say).
         for name in ("PFNTRACE_LAB_CRASH", "PFNTRACE_LAB_CRASH_BOOTS", "PFNTRACE_LOAD_FAULTS",
-                     "PFNTRACE_ATTACH"):
+                     "PFNTRACE_ATTACH", "PFNTRACE_LAB_PROOFS"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
         cfg = vm.LabConfig(kernel=kernel, fs=fs, results=out, timeout=GUEST_TIMEOUT,

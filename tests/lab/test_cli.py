@@ -129,7 +129,8 @@ def test_doctor_fits_80_columns_and_cuts_nothing():
     whole: nothing cut with an ellipsis, no line past the width, every
     check's name and detail's first word shown (issue 35)."""
     doc = json.loads(run(PFNTRACE + ["doctor", "--json"]).stdout)
-    for env in (dict(os.environ, COLUMNS="80"), dict(os.environ, COLUMNS="60")):
+    # (60 and 120 columns: the unit tests, on a recorded host and lab result.)
+    for env in (dict(os.environ, COLUMNS="80"),):
         p = run(PFNTRACE + ["doctor"], env=env)
         assert p.returncode == 0, p.stdout + p.stderr
         width = int(env["COLUMNS"])

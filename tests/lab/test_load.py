@@ -49,6 +49,12 @@ def storm_rounds(layout):
 
 
 CHILDREN = 120       # fork/exec storm: short storms, 16 at a time
+# The proofs of issue 31 (map syscalls beside the fork storm blind the
+# probes; top and a scraped exporter during it) cost ~6 min each of a
+# guest under TCG: run when PFNTRACE_LAB_PROOFS=1, not in every CI run.
+PROOFS = os.environ.get("PFNTRACE_LAB_PROOFS") == "1"
+needs_proofs = pytest.mark.skipif(not PROOFS, reason="a proof run on demand "
+                                  "(PFNTRACE_LAB_PROOFS=1): ~6 min of a guest under TCG")
 KINDS = (("pfn_mkwrite", "pte_mkwrite"), ("first_touch", "pte_write"), ("pmd", "pmd_write"))
 WAIT_S = 600         # a bcc compile under TCG on a busy host
 
@@ -328,6 +334,7 @@ def test_fork_exec_storm_is_followed_exactly(dax_dir, storm):
     figures("fork_exec_storm", children=CHILDREN, bpf_skipped=_bpf_skipped(out), **got)
 
 
+@needs_proofs
 @pytest.mark.lab_kernels("newest")
 def test_map_syscalls_beside_the_storm_blind_the_probes_where_the_kernel_preempts(
         dax_dir, storm):
@@ -355,6 +362,7 @@ def test_map_syscalls_beside_the_storm_blind_the_probes_where_the_kernel_preempt
             bpf_skipped=_bpf_skipped(out), **got)
 
 
+@needs_proofs
 @pytest.mark.lab_kernels("newest")
 def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm):
     """top's counters (read every 0.2 s, as a refresh does) and the
