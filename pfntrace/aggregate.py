@@ -94,7 +94,9 @@ class Snapshot:
     bpf_progs: dict = field(default_factory=dict)  # program -> (run_time_ns, run_cnt)
 
 
-def _counts(cdata, with_pid=True):
+def stats_counts(cdata, with_pid=True):
+    """Counts of a struct pft_agg_stats (cdata); with_pid=False: the fields
+    a struct pft_proc_stats has too."""
     c = Counts(kinds=list(cdata.kinds), verdicts=list(cdata.verdicts),
                total=int(cdata.total), last_ts=int(cdata.last_ts),
                invisible=int(cdata.invisible))
@@ -105,39 +107,11 @@ def _counts(cdata, with_pid=True):
     return c
 
 
-def _cast(ctype, value):
-    """A bcc (ctypes) map value as the cffi struct of the same header.
-
-    The struct pointer must own its bytes: ffi.cast() of a from_buffer
-    cdata keeps neither alive, so the copy was freed as soon as it was made
-    and the counters and COMM were read from freed memory, right as long as
-    nothing reused it (top once showed a process's COMM as '?').
-    ffi.from_buffer with a type keeps the buffer alive as long as the
-    pointer lives."""
-    raw = bytes(value)
-    if len(raw) != ffi.sizeof(ctype):
-        raise ValueError("%s: %d bytes from the map, %d in the header"
-                         % (ctype, len(raw), ffi.sizeof(ctype)))
-    return ffi.from_buffer(ctype + " *", raw)
-
-
-def decode_file_stats(raw):
-    return _counts(_cast("struct pft_agg_stats", raw))
-
-
-def decode_proc_stats(raw):
-    return _proc_counts(_cast("struct pft_proc_stats", raw))
-
-
-def _proc_counts(p):
-    c = _counts(p, with_pid=False)
+def proc_counts(p):
+    """Counts of a struct pft_proc_stats (cdata), its COMM up to the first NUL."""
+    c = stats_counts(p, with_pid=False)
     c.comm = ffi.string(p.comm).decode("utf-8", "replace")
     return c
-
-
-def decode_file_key(raw):
-    k = _cast("struct pft_file_key", raw)
-    return (int(k.dev), int(k.ino))
 
 
 class Reader:
@@ -185,15 +159,15 @@ class Reader:
         mem, nrows = self.tracer.mem, self.tracer.rows_claimed()
         for row in mem["aggfiles"].rows(ffi, "struct pft_agg_file_row", nrows[FILE_ROWS]):
             if row.ready:
-                snap.files[(int(row.key.dev), int(row.key.ino))] = _counts(row.stats)
+                snap.files[(int(row.key.dev), int(row.key.ino))] = stats_counts(row.stats)
         for row in mem["aggprocs"].rows(ffi, "struct pft_agg_proc_row", nrows[PROC_ROWS]):
             if row.ready:
                 pid = int(row.pid)
-                c = snap.procs[pid] = _proc_counts(row.stats)
+                c = snap.procs[pid] = proc_counts(row.stats)
                 if not c.comm:
                     c.comm = self.comm(pid)
         (total,) = mem["aggtotal"].rows(ffi, "struct pft_agg_stats", 1)
-        snap.total.add(_counts(total))
+        snap.total.add(stats_counts(total))
         for slot in mem["aggrate"].rows(ffi, "struct pft_rate_slot", RATE_SLOTS):
             if slot.count:
                 snap.rate.append((int(slot.epoch), int(slot.count)))

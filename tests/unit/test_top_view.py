@@ -268,36 +268,33 @@ def test_decode_from_header_layout():
     raw.total = 23
     raw.last_ts = 5
     raw.last_pid = 77
-    c = aggregate.decode_file_stats(bytes(ffi.buffer(raw)))
+    c = aggregate.stats_counts(raw)
     assert (c.kind("pfn_mkwrite"), c.verdict("CURRENT"), c.total, c.last_pid) == (23, 23, 23, 77)
     assert c.percentile(0.5) == 1 << 14
     p = ffi.new("struct pft_proc_stats *")
     p.total = 3
     p.comm = b"python"
-    assert aggregate.decode_proc_stats(bytes(ffi.buffer(p))).comm == "python"
-    k = ffi.new("struct pft_file_key *")
-    k.dev, k.ino = DEV, 99
-    assert aggregate.decode_file_key(bytes(ffi.buffer(k))) == (DEV, 99)
+    assert aggregate.proc_counts(p).comm == "python"
 
 
-def test_decoded_counters_own_their_bytes():
-    """A decoded map value reads its own copy of the map's bytes for as
-    long as it is used: bcc hands each value over as a fresh object, and a
-    view of a copy nothing keeps alive reads whatever reuses its memory
-    (the same-sized objects made here, which CPython places in the block
-    just freed) -- top once showed a COMM of '?' that way."""
+def test_read_rows_own_their_bytes():
+    """A row read from a mapped map is a copy of its own, good for as long
+    as it is used, the mapping closed and its memory reused meanwhile (a
+    view of bytes nothing kept alive once showed top a COMM of '?')."""
+    from pfntrace.mapmem import MappedArray
+
     ffi = layout.ffi
     p = ffi.new("struct pft_proc_stats *")
     p.total = 23
     p.comm = b"python"
     raw = bytes(ffi.buffer(p))
     for _ in range(100):
-        # A fresh object per value, like bcc's; nothing else holds it.
-        c = aggregate._cast("struct pft_proc_stats", bytearray(raw))
+        m = MappedArray(-1, len(raw), 1)
+        m.put(0, raw)
+        (c,) = m.rows(ffi, "struct pft_proc_stats", 1)
+        m.close()
         junk = [bytes([0xff]) * len(raw) for _ in range(4)]
         assert c.total == 23 and ffi.string(c.comm) == b"python", junk[0][:1]
-    with pytest.raises(ValueError):
-        aggregate._cast("struct pft_proc_stats", raw[:-8])
 
 
 def test_fdinfo_run_times_and_probe_costs(tmp_path):
@@ -367,6 +364,9 @@ def test_reader_names_every_process(monkeypatch):
         mem["aggprocs"].put(i, bytes(ffi.buffer(row)))
     # A row being claimed (not ready) is not read.
     mem["aggprocs"].put(len(procs), bytes(ffi.buffer(ffi.new("struct pft_agg_proc_row *"))))
+    f = ffi.new("struct pft_agg_file_row *")
+    f.key.dev, f.key.ino, f.stats.total, f.ready = DEV, 99, 23, 1
+    mem["aggfiles"].put(0, bytes(ffi.buffer(f)))
 
     class Tracer:
         bpf = {"aggconfig": {0: type("Conf", (), {"interval_ns": 0})()}}
@@ -374,6 +374,7 @@ def test_reader_names_every_process(monkeypatch):
         def rows_claimed(self):
             claimed = [0] * layout.const("PFT_ROW_TABLES")
             claimed[aggregate.PROC_ROWS] = len(procs) + 1
+            claimed[aggregate.FILE_ROWS] = 1
             return claimed
 
         def lost(self):
@@ -389,7 +390,8 @@ def test_reader_names_every_process(monkeypatch):
         me = f.read().strip()
     assert {p: c.comm for p, c in snap.procs.items()} == {
         7: "python", 8: "fifteen-chars-x", os.getpid(): me, 999999999: ""}
-    assert snap.total.total == 0 and snap.files == {}
+    assert snap.total.total == 0 and list(snap.files) == [(DEV, 99)]
+    assert snap.files[(DEV, 99)].total == 23
     text = screen(top_state_with(snap), 80)
     assert "?" in _cells(text, "PID")["COMM"]       # a gone process without a name
 
