@@ -97,13 +97,19 @@ def fentry_flags(plan):
     fentry/fexit: pfntrace.bpf.c then defines bcc's KFUNC_PROBE/
     KRETFUNC_PROBE shims, which bcc attaches as it loads the program; and
     -DPFT_FENTRY_HANDLERS when handlers go on trampolines (the programs
-    Tracer loads itself)."""
+    Tracer loads itself), -DPFT_KPROBE_HANDLERS when one goes on a kprobe.
+    A function's kprobe programs are compiled only where it has no fentry
+    (each is a copy of the same inlined body)."""
     from pfntrace.probeplan import FENTRY_HOOKS, fentry_hooks, trampoline_handlers
 
     flags = ["-DPFT_FENTRY_%s" % name.upper() for name in fentry_hooks(plan)
              if name in FENTRY_HOOKS]
     if trampoline_handlers(plan):
         flags.append("-DPFT_FENTRY_HANDLERS")
+    if any(h["hook"] not in FENTRY_HOOKS and h["kind"] in ("kprobe", "kretprobe")
+           and h["status"] == "attach" and h.get("mechanism") not in ("fentry", "fexit")
+           for h in plan["hooks"]):
+        flags.append("-DPFT_KPROBE_HANDLERS")
     return flags
 
 

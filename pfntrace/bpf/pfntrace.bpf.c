@@ -960,9 +960,13 @@ static __always_inline int wp_exit(u32 ret, u64 vmf, int direct)
 	return 0;
 }
 
+/* A hook's kprobe programs and its fentry shims are each a whole copy of
+ * the inlined body: only the kind the plan attaches is compiled (tracer.py's
+ * cflags), which took a third off a compile under QEMU TCG. */
+#ifndef PFT_FENTRY_DO_WP_PAGE
 int wp_entry(struct pt_regs *ctx) { return wp_enter(PT_REGS_PARM1(ctx), 0); }
 int wp_return(struct pt_regs *ctx) { return wp_exit(PT_REGS_RC(ctx), 0, 0); }
-#ifdef PFT_FENTRY_DO_WP_PAGE
+#else
 /* fexit has the arguments too, but the entry's timestamps still need the
  * per-thread state: the shims stay as thin as the kprobes'.  Their vm_fault
  * is BTF-typed: the fields are loaded directly (kread.h). */
@@ -980,8 +984,9 @@ static __always_inline int wp_pfn_mark(void)
 	return 0;
 }
 
+#ifndef PFT_FENTRY_WP_PFN_SHARED
 int wp_pfn_entry(struct pt_regs *ctx) { return wp_pfn_mark(); }
-#ifdef PFT_FENTRY_WP_PFN_SHARED
+#else
 KFUNC_PROBE(wp_pfn_shared) { return wp_pfn_mark(); }
 #endif
 
@@ -1118,12 +1123,14 @@ static __always_inline int handler_exit(u64 ret, u64 vmf, int direct)
 	return 0;
 }
 
+#ifdef PFT_KPROBE_HANDLERS
 int handler_entry(struct pt_regs *ctx)
 {
 	return handler_enter(bpf_get_func_ip(ctx), PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx),
 			     PT_REGS_SP(ctx), 0);
 }
 int handler_return(struct pt_regs *ctx) { return handler_exit(PT_REGS_RC(ctx), 0, 0); }
+#endif
 #ifdef PFT_FENTRY_HANDLERS
 /*
  * The handlers on BPF trampolines.  They live in modules (ext4.ko, xfs.ko),
@@ -1184,8 +1191,9 @@ static __always_inline int ftu_count(void)
 	return 0;
 }
 
+#ifndef PFT_FENTRY_FILE_UPDATE_TIME
 int ftu_entry(struct pt_regs *ctx) { return ftu_count(); }
-#ifdef PFT_FENTRY_FILE_UPDATE_TIME
+#else
 KFUNC_PROBE(file_update_time) { return ftu_count(); }
 #endif
 
@@ -1295,12 +1303,13 @@ static __always_inline int getattr_exit(u32 ret, u64 stat, int direct)
 	return 0;
 }
 
+#ifndef PFT_FENTRY_VFS_GETATTR_NOSEC
 int getattr_entry(struct pt_regs *ctx)
 {
 	return getattr_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
 }
 int getattr_return(struct pt_regs *ctx) { return getattr_exit(PT_REGS_RC(ctx), 0, 0); }
-#ifdef PFT_FENTRY_VFS_GETATTR_NOSEC
+#else
 /* int vfs_getattr_nosec(const struct path *, struct kstat *, u32, unsigned int) */
 KFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat) { return getattr_enter(path, stat, 1); }
 KRETFUNC_PROBE(vfs_getattr_nosec, u64 path, u64 stat, u32 mask, u32 qflags, int ret)

@@ -114,7 +114,9 @@ def test_auto_uses_trampolines_wherever_btf_has_the_function():
     assert tracer.fentry_flags(p) == ["-DPFT_FENTRY_DO_WP_PAGE",
                                       "-DPFT_FENTRY_FILE_UPDATE_TIME",
                                       "-DPFT_FENTRY_VFS_GETATTR_NOSEC",
-                                      "-DPFT_FENTRY_HANDLERS"]
+                                      "-DPFT_FENTRY_HANDLERS",
+                                      # xfs's handler, without BTF, stays a kprobe
+                                      "-DPFT_KPROBE_HANDLERS"]
     json.dumps(p)
 
 
@@ -123,7 +125,7 @@ def test_kprobe_mode_is_the_whole_kprobe_plan():
     for h in p["hooks"]:
         if h["status"] == "attach" and h["kind"] != "tracepoint":
             assert h["mechanism"] == h["kind"] and h["attach_why"] == "--attach kprobe"
-    assert tracer.fentry_flags(p) == []
+    assert tracer.fentry_flags(p) == ["-DPFT_KPROBE_HANDLERS"]
 
 
 def test_reapplying_a_mode_replaces_the_last():
@@ -149,6 +151,8 @@ def test_fentry_mode_without_module_handlers_attaches_everything_by_trampoline()
     attached = [h for h in p["hooks"] if h["status"] == "attach"]
     assert {h.get("mechanism") for h in attached if h["kind"] != "tracepoint"} \
         == {"fentry", "fexit"}
+    # No handler on a kprobe: their kprobe programs are not compiled.
+    assert "-DPFT_KPROBE_HANDLERS" not in tracer.fentry_flags(p)
 
 
 def test_no_trampolines_or_btf_means_kprobes_and_says_why():
@@ -173,7 +177,7 @@ def test_refused_trampolines_fall_back_to_kprobes():
     fall_back_to_kprobes(p, "Failed to attach BPF to entry kernel func")
     m, why = mech(p, "do_wp_page", "kretprobe")
     assert m == "kretprobe" and why.startswith("fentry failed: Failed to attach")
-    assert tracer.fentry_flags(p) == []
+    assert tracer.fentry_flags(p) == ["-DPFT_KPROBE_HANDLERS"]
 
 
 def test_unknown_mode_is_refused():
