@@ -36,6 +36,9 @@ _PER = [_WORDS_PER_VLEN.get(k, 0) for k in range(_MAX_KIND + 1)]
 _QUALIFIERS = frozenset((TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG))
 
 
+_BASES = {}    # path -> Btf: Btf.load's base BTFs, read once per process
+
+
 class BtfError(Exception):
     """Bad BTF data, or a type or member that is not there."""
 
@@ -71,12 +74,21 @@ class Btf:
 
     @classmethod
     def load(cls, path="/sys/kernel/btf/vmlinux", base=None):
+        """The BTF at path.  A base (vmlinux's) is read once per process:
+        it cannot change while the kernel runs, and indexing it took 0.7 s
+        under QEMU TCG, paid by doctor's checks and the probe plan each.  A
+        module's (split, base given) is read afresh: modules come and go."""
+        if base is None and path in _BASES:
+            return _BASES[path]
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
             raise BtfError("cannot read BTF from %s: %s" % (path, e.strerror)) from None
-        return cls(data, source=path, base=base)
+        btf = cls(data, source=path, base=base)
+        if base is None:
+            _BASES[path] = btf
+        return btf
 
     @staticmethod
     def _index_types(words, source):

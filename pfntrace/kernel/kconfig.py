@@ -48,7 +48,17 @@ def load(paths=None):
     """The first readable config of `paths` (default: /proc/config.gz, then
     /boot/config-<release>, /lib/modules/<release>/config); KconfigError when
     there is none."""
-    paths = paths or candidate_paths()
+    paths = tuple(paths or candidate_paths())
+    if paths in _LOADED:
+        return _LOADED[paths]
+    _LOADED[paths] = config = _read_first(paths)
+    return config
+
+
+_LOADED = {}   # paths -> Kconfig: the build config cannot change while the kernel runs
+
+
+def _read_first(paths):
     for path in paths:
         opener = gzip.open if path.endswith(".gz") else open
         try:
