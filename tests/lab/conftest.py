@@ -11,10 +11,10 @@ Inside the guest (PFNTRACE_IN_LAB=1) the same files run as plain tests, and
 this plugin writes their outcomes to a JSON file in the shared results
 folder after every test, and the id of the test running into another file.
 
-Targets boot in parallel, PFNTRACE_LAB_PARALLEL at a time (default: one
-more than the host's CPUs; each guest's TCG runs in one host thread, and
-waits part of the time), and the host tests
-of each target report as soon as its guest is done.
+Targets boot in parallel as soon as collection is done, PFNTRACE_LAB_PARALLEL
+at a time (default: one per host CPU; each guest's TCG runs in one host
+thread); the other tests run meanwhile, and the lab's host tests, ordered
+last, report each target's outcomes once its guest is done.
 
 A target survives a bad boot.  When the guest dies (kernel panic, hang) the
 host keeps its console log in the boot's results folder, names the test
@@ -57,10 +57,33 @@ def _target_id(target):
 
 # --- host side ---------------------------------------------------------------
 
+# The filesystem a `lab_one_fs` test runs on, per kernel: each kernel once,
+# each filesystem at least once; `lab_one_fs(other=True)` tests take the
+# other one, so both of a kernel's guests carry a share.
+ONE_FS = {"6.1": "ext4", "6.12": "xfs", "newest": "ext4"}
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "lab_kernels(*aliases): run only on these lab kernels (a test of what "
         "the other kernels do not have, e.g. 6.13+ multigrain timestamps)")
+    config.addinivalue_line(
+        "markers", "lab_one_fs(other=False): run on one filesystem per lab kernel "
+        "(ONE_FS, or the other one): a test of a command's own behaviour (options, "
+        "signals, screens, exports), which the filesystem under the faults does not "
+        "change")
+
+
+def one_fs_targets(chosen, other=False):
+    """Of the chosen targets, one per kernel: the one on its ONE_FS
+    filesystem (other: on any other) when chosen, else the first chosen."""
+    kept = {}      # kernel -> (target, whether it is the wanted filesystem)
+    for t in chosen:
+        kernel, fs = t.split("/")
+        wanted = (fs == ONE_FS.get(kernel)) != other
+        if kernel not in kept or wanted and not kept[kernel][1]:
+            kept[kernel] = (t, wanted)
+    return [t for t in chosen if (t, True) in kept.values() or (t, False) in kept.values()]
 
 
 def pytest_generate_tests(metafunc):
@@ -68,6 +91,9 @@ def pytest_generate_tests(metafunc):
         return
     only = metafunc.definition.get_closest_marker("lab_kernels")
     chosen = [t for t in targets() if only is None or t.split("/")[0] in only.args]
+    one_fs = metafunc.definition.get_closest_marker("lab_one_fs")
+    if one_fs:
+        chosen = one_fs_targets(chosen, **one_fs.kwargs)
     metafunc.fixturenames.append("lab_target")
     metafunc.parametrize("lab_target", chosen, ids=[_target_id(t) for t in chosen],
                          scope="session")
@@ -100,9 +126,12 @@ class _Guests:
         self._pending = []      # (loud, line) to print from the main thread
         self._lock = threading.Lock()
 
-    def outcomes(self, target, items):
+    def start(self, items):
         if not self.threads:
             self._start(items)
+
+    def outcomes(self, target, items):
+        self.start(items)
         self.threads[target].join()
         self._flush()
         return self.results[target]
@@ -128,7 +157,9 @@ class _Guests:
                     self.results[target] = {"__error__": "lab %s: %s: %s"
                                             % (target, type(e).__name__, e)}
 
-        for target, keys in expected.items():
+        # Most tests first (ONE_FS's targets run the lab_one_fs tests too): the
+        # long guests start at once, the short ones fill in after them.
+        for target, keys in sorted(expected.items(), key=lambda kv: -len(kv[1])):
             t = threading.Thread(target=run, args=(target, keys), daemon=True,
                                  name="lab " + target)
             self.threads[target] = t
@@ -267,11 +298,10 @@ class _Guests:
 
 def _parallel(n_targets):
     wanted = os.environ.get("PFNTRACE_LAB_PARALLEL")
-    # One more guest than host CPUs: a guest waits part of the time (its
-    # tests' sleeps, 9p reads, module loads), and a third guest keeps two
-    # CPUs busy then.  On CI's 2 cores the six targets run in two rounds of
-    # three instead of three of two (a round took ~25 min under TCG).
-    n = int(wanted) if wanted and wanted.isdigit() else (os.cpu_count() or 1) + 1
+    # One guest per host CPU (each guest's TCG is one host thread).  A third
+    # guest on CI's 2 cores made no more progress per minute: each of three
+    # took 44-52 min where two took 30-38.
+    n = int(wanted) if wanted and wanted.isdigit() else (os.cpu_count() or 1)
     return max(1, min(n, n_targets))
 
 
@@ -291,11 +321,40 @@ def _read_json(path):
         return None
 
 
-@pytest.fixture(scope="session")
-def _lab_guests(request, tmp_path_factory):
-    guests = _Guests(request.config, tmp_path_factory)
-    request.config._lab_guests = guests
+def _guests_of(config):
+    guests = getattr(config, "_lab_guests", None)
+    if guests is None:
+        guests = config._lab_guests = _Guests(config, config._tmp_path_factory)
     return guests
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The lab's host tests last: their guests boot as soon as collection
+    is done (pytest_collection_finish), so the other tests (unit, host)
+    run while the guests work, not before or after them."""
+    if IN_GUEST:
+        return
+    lab = [i for i in items if _is_lab_item(i)]
+    rest = [i for i in items if not _is_lab_item(i)]
+    items[:] = rest + lab
+
+
+def pytest_collection_finish(session):
+    if IN_GUEST or getattr(session.config.option, "collectonly", False):
+        return
+    lab = [i for i in session.items if _is_lab_item(i)]
+    if lab:
+        _guests_of(session.config).start(lab)
+
+
+def _is_lab_item(item):
+    return isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("lab_target"),
+                      str)
+
+
+@pytest.fixture(scope="session")
+def _lab_guests(request):
+    return _guests_of(request.config)
 
 
 def _guest_nodeid(item):

@@ -40,6 +40,19 @@ def mechanisms(plan):
             if h["status"] == "attach" and h["kind"] != "tracepoint"}
 
 
+def auto_is_the_kprobe_plan():
+    """True where --attach auto gives the very kprobe plan (a preempting
+    kernel): there a test's kprobe case repeats its auto case, probe for
+    probe, and is skipped saying so."""
+    from pfntrace.commands.record import build_plan
+
+    return mechanisms(build_plan("auto")) == mechanisms(build_plan("kprobe"))
+
+
+SAME_PLAN = "--attach auto is the kprobe plan on this kernel (it preempts): the auto case " \
+    "ran these very probes"
+
+
 # Debian's lab kernels that preempt kernel code, where a BPF trampoline
 # program can be skipped (pfntrace/kernel/preempt.py): 7.x boots with
 # preempt=lazy (its scheduler's debugfs says "full (lazy)"); 6.1 and 6.12

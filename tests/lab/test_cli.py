@@ -4,6 +4,8 @@ doctor, and record's answers to bad input."""
 import json
 import os
 
+import pytest
+
 from guest import MOUNT, PFNTRACE, WORKLOAD, run
 
 N = 23
@@ -26,6 +28,7 @@ def _stale_file(path, pages):
     os.utime(path, ns=(past, past))
 
 
+@pytest.mark.lab_one_fs
 def test_check_generic_080_passes_with_one_updated_fault(dax_dir):
     path = os.path.join(dax_dir, "g080")
     _stale_file(path, 1)
@@ -42,6 +45,7 @@ def test_check_generic_080_passes_with_one_updated_fault(dax_dir):
     assert doc["summary"]["verdicts"]["UPDATED"] == 1
 
 
+@pytest.mark.lab_one_fs
 def test_check_without_o_leaves_no_file_and_fails_on_command_failure(dax_dir):
     before = set(os.listdir("/tmp"))
     p = run(PFNTRACE + ["check", "--", "sh", "-c", "exit 4"])
@@ -50,6 +54,7 @@ def test_check_without_o_leaves_no_file_and_fails_on_command_failure(dax_dir):
     assert {f for f in set(os.listdir("/tmp")) - before if f.endswith(".pft")} == set()
 
 
+@pytest.mark.lab_one_fs
 def test_report_totals_equal_the_recorded_workloads(dax_dir):
     out = os.path.join(dax_dir, "two.pft")
     rtw, wsw = os.path.join(dax_dir, "rtw"), os.path.join(dax_dir, "wsw")
@@ -76,6 +81,7 @@ def test_report_totals_equal_the_recorded_workloads(dax_dir):
     assert len(csv) == 1 + 2
 
 
+@pytest.mark.lab_one_fs
 def test_a_thousand_pages_in_few_ticks_give_no_missed(dax_dir):
     path = os.path.join(dax_dir, "big")
     out = os.path.join(dax_dir, "big.pft")
@@ -90,6 +96,7 @@ def test_a_thousand_pages_in_few_ticks_give_no_missed(dax_dir):
     assert s["verdicts"]["CURRENT"] > s["verdicts"]["UPDATED"] > 0
 
 
+@pytest.mark.lab_one_fs
 def test_record_passes_the_exit_code_through(dax_dir):
     out = os.path.join(dax_dir, "exit.pft")
     p = run(PFNTRACE + ["record", "-o", out, "--", "sh", "-c", "exit 7"])
@@ -98,6 +105,7 @@ def test_record_passes_the_exit_code_through(dax_dir):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.lab_one_fs
 def test_doctor_passes_and_its_hooks_match_kallsyms():
     p = run(PFNTRACE + ["doctor", "--json"])
     assert p.returncode == 0, p.stdout
@@ -124,6 +132,7 @@ def test_doctor_passes_and_its_hooks_match_kallsyms():
     assert ("auto uses kprobes" in pre["detail"]) is doc["plan"]["preemption"]["preemptible"]
 
 
+@pytest.mark.lab_one_fs
 def test_doctor_fits_80_columns_and_cuts_nothing():
     """An 80-column terminal (or a pipe) sees every check, detail and fix
     whole: nothing cut with an ellipsis, no line past the width, every
@@ -142,6 +151,7 @@ def test_doctor_fits_80_columns_and_cuts_nothing():
                 assert c["detail"].split()[0] in p.stdout, c
 
 
+@pytest.mark.lab_one_fs
 def test_bad_input_is_one_line_and_leaves_no_file(dax_dir, tmp_path):
     out = os.path.join(dax_dir, "bad.pft")
     cases = [
@@ -172,6 +182,7 @@ def test_bad_input_is_one_line_and_leaves_no_file(dax_dir, tmp_path):
     assert "not a pfntrace recording" in _one_line_error(p)
 
 
+@pytest.mark.lab_one_fs
 def test_sigterm_ends_a_system_wide_recording_cleanly(dax_dir):
     import signal
     import subprocess
@@ -226,6 +237,7 @@ def test_all_files_sees_the_page_cache_page_mkwrite_path(tmp_path):
         run(["umount", mnt])
 
 
+@pytest.mark.lab_one_fs
 def test_file_filter_keeps_only_that_file(dax_dir):
     a, b = os.path.join(dax_dir, "a"), os.path.join(dax_dir, "b")
     _stale_file(a, N)
@@ -241,6 +253,7 @@ def test_file_filter_keeps_only_that_file(dax_dir):
     assert p.returncode == 2 and "--file /nope: No such file" in _one_line_error(p)
 
 
+@pytest.mark.lab_one_fs
 def test_kill_9_leaves_a_readable_recording(dax_dir):
     import signal
     import subprocess
@@ -278,6 +291,7 @@ def test_kill_9_leaves_a_readable_recording(dax_dir):
     assert {f["ino"]: f["pfn_mkwrite"] for f in doc["files"]}[ino] == N
 
 
+@pytest.mark.lab_one_fs
 def test_check_fails_on_a_pfnmap_write_nobody_hears_of():
     # A PCI BAR mapped through sysfs: VM_PFNMAP, and kernfs's vm_ops have no
     # ->pfn_mkwrite.  Mapped read-only, read, made writable with mprotect,

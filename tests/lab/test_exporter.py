@@ -25,6 +25,8 @@ import pytest
 from daxtrace import DaxTrace
 from guest import FS, MOUNT, PFNTRACE, WORKLOAD, figures, loopback_up, run, wait_for
 
+pytestmark = pytest.mark.lab_one_fs(other=True)   # (conftest.py: ONE_FS)
+
 N = 23
 ATTACH_TIMEOUT = 300     # bcc compile and attach under TCG, on a loaded host
 READY_TIMEOUT = 240      # Prometheus under TCG

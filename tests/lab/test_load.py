@@ -215,6 +215,7 @@ def test_trampolines_on_a_preempting_kernel_skip_runs_and_record_owns_up(dax_dir
     figures("storm_fentry_preempting", bpf_skipped=_bpf_skipped(out), **got)
 
 
+@pytest.mark.lab_one_fs
 def test_the_consumer_is_woken_by_how_much_waits_not_per_event(dax_dir, storm):
     """record's consumer drains every POLL_MS in batches, and the kernel
     wakes it sooner only when RING_WAKEUP_BYTES wait (emit() in the BPF C).
@@ -453,6 +454,7 @@ def _exported(text):
     return out
 
 
+@pytest.mark.lab_one_fs
 @pytest.mark.parametrize("stop", ["command-sigkill", "record-sigint"])
 def test_a_stop_mid_storm_leaves_a_readable_exact_recording(dax_dir, storm, stop):
     """The traced command SIGKILLed mid-storm: record ends by itself, exits
@@ -508,6 +510,7 @@ def remount_after():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.lab_one_fs
 def test_lazy_unmount_mid_record(dax_dir, storm, remount_after, tmp_path):
     """`umount -l` of the DAX filesystem while a recorded program writes to
     a file on it through its mapping.

@@ -20,6 +20,8 @@ import pytest
 from daxtrace import DaxTrace
 from guest import FS, IN_GUEST, MOUNT, PFN_MKWRITE_HANDLER, PFNTRACE, run
 
+pytestmark = pytest.mark.lab_one_fs(other=True)   # (conftest.py: ONE_FS)
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "unit"))
 import trace_event_spec  # noqa: E402

@@ -16,6 +16,8 @@ import pytest
 
 from guest import MOUNT, PFNTRACE, WORKLOAD, run, wait_for
 
+pytestmark = pytest.mark.lab_one_fs(other=True)   # (conftest.py: ONE_FS)
+
 N = 23
 ATTACH_TIMEOUT = 300     # bcc compile and attach under TCG, on a loaded host
 COUNT_TIMEOUT = 30
