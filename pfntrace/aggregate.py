@@ -89,6 +89,7 @@ class Snapshot:
     rate: list = field(default_factory=list)       # [(epoch, count)], interval_ns long
     interval_ns: int = 1_000_000_000
     lost: int = 0
+    lost_by_reason: dict = field(default_factory=dict)  # reason -> count (tracer.LOST_REASONS)
     bpf_run_ns: int = None                         # summed run_time_ns of our programs
     bpf_run_cnt: int = None
     bpf_progs: dict = field(default_factory=dict)  # program -> (run_time_ns, run_cnt)
@@ -173,7 +174,8 @@ class Reader:
                 snap.rate.append((int(slot.epoch), int(slot.count)))
         snap.rate.sort()
         # Runs the kernel skipped are faults top may not have counted.
-        snap.lost = sum(self.tracer.lost()) + self.tracer.skipped()
+        snap.lost_by_reason = self.tracer.lost_by_reason()
+        snap.lost = sum(snap.lost_by_reason.values())
         if self.stats_enabled:
             snap.bpf_progs = self.program_runs()
             if snap.bpf_progs:

@@ -37,6 +37,8 @@ BLIND_REASONS = {
     "retry_misjudged": layout.const("PFT_BLIND_RETRY_GUESS"),
 }
 assert len(BLIND_REASONS) == layout.const("PFT_BLIND_SLOTS")
+# Why a fault was not counted, as top and the exporter break it down.
+LOST_REASONS = tuple(BLIND_REASONS) + ("skipped_by_kernel",)
 BLIND_STRIDE = layout.const("PFT_BLIND_STRIDE")
 BLIND_LOST = layout.const("PFT_BLIND_LOST")
 COUNT_ROWS = layout.const("PFT_COUNT_ROWS")
@@ -374,6 +376,15 @@ class Tracer:
         blind = self.mem["blind"]
         return [blind.u64(cpu * BLIND_STRIDE + BLIND_LOST) for cpu in range(self.ncpus)]
 
+    def lost_by_reason(self):
+        """{reason: count} for every reason of LOST_REASONS: what the BPF
+        side could not count (blind()'s reasons, summed over CPUs) and the
+        runs the kernel skipped (each may be a fault, or a part of one; a
+        skipped return is also counted by the next entry of its thread,
+        wp_return_missed, so the sum can count such a fault twice)."""
+        blind = self.blind()
+        return {reason: blind[reason] for reason in LOST_REASONS}
+
     def blind(self, skipped_by_program=None):
         """{reason: count} of what was not seen, summed over CPUs, plus
         "unfinished": faults whose return was still awaited when asked (a
@@ -389,13 +400,6 @@ class Tracer:
             skipped_by_program = self.skipped_by_program()
         out["skipped_by_kernel"] = sum(skipped_by_program.values())
         return out
-
-    def skipped(self):
-        """Runs of pfntrace's programs the kernel skipped (their
-        recursion_misses): each may be a fault, or a part of one, not seen.
-        A skipped return is also counted by the next entry of its thread
-        (wp_return_missed), so lost totals can count such a fault twice."""
-        return sum(self.skipped_by_program().values())
 
     def skipped_by_program(self):
         """{program: runs the kernel skipped} of the programs it skipped."""

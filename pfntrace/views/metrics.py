@@ -19,6 +19,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from pfntrace import procinfo
+from pfntrace.tracer import LOST_REASONS
 from pfntrace.verdict import KINDS, VERDICTS
 
 TEXTFILE_NAME = "pfntrace.prom"
@@ -109,9 +110,13 @@ def families(snap, mounts, version, kernel, per_file=0, paths=None):
         latency.add_metric([mount, fs], latency_buckets(c.lat), c.lat_sum / 1e9)
         invisible.add_metric([mount], c.invisible)
     lost = CounterMetricFamily(
-        "pfntrace_lost_events", "Write faults pfntrace could not count (a full map, a "
-        "return probe that never ran, a probe run the kernel skipped).")
-    lost.add_metric([], snap.lost)
+        "pfntrace_lost_events", "Write faults pfntrace could not count, by reason (a full "
+        "map or ring, a return probe that never ran, a probe run the kernel skipped).",
+        labels=["reason"])
+    # Every reason, zeros included: a reason that starts to count is a
+    # series that moves, not one that appears.
+    for reason in LOST_REASONS:
+        lost.add_metric([reason], snap.lost_by_reason.get(reason, 0))
     build = GaugeMetricFamily("pfntrace_build_info", "pfntrace's version and the kernel "
                               "it runs on; always 1.", labels=["version", "kernel"])
     build.add_metric([version, kernel], 1)

@@ -25,7 +25,7 @@ import pytest
 from daxtrace import DaxTrace
 from guest import FS, MOUNT, PFNTRACE, WORKLOAD, figures, loopback_up, run, wait_for
 
-pytestmark = pytest.mark.lab_one_fs(other=True)   # (conftest.py: ONE_FS)
+pytestmark = pytest.mark.lab_on("6.12/ext4")   # the command's surface (conftest.py)
 
 N = 23
 ATTACH_TIMEOUT = 300     # bcc compile and attach under TCG, on a loaded host
@@ -193,7 +193,8 @@ def test_prometheus_scrapes_the_exporter(dax_dir):
         p99 = prom.value("histogram_quantile(0.99, pfntrace_handler_latency_seconds_bucket{%s})"
                          % sel)
         verdicts = {m["verdict"]: v for m, v in prom.query("pfntrace_verdicts_total{%s}" % sel)}
-        lost = prom.value("pfntrace_lost_events_total")
+        lost = prom.value("sum(pfntrace_lost_events_total)")
+        lost_reasons = {m["reason"] for m, _ in prom.query("pfntrace_lost_events_total")}
         build = prom.query("pfntrace_build_info")
         scrape_s = prom.value('scrape_duration_seconds{job="pfntrace"}')
         groups = prom.rules()
@@ -221,6 +222,9 @@ def test_prometheus_scrapes_the_exporter(dax_dir):
     assert verdicts["UPDATED"] + verdicts["CURRENT"] == N, verdicts
     assert verdicts["MISSED"] == verdicts["NO_NOTIFIER"] == verdicts["UNDECIDED"] == 0
     assert lost == 0
+    # Every reason is a series from the first scrape on, zeros included.
+    from pfntrace.tracer import LOST_REASONS
+    assert lost_reasons == set(LOST_REASONS), lost_reasons
     (info,) = build
     assert info[0]["kernel"] == os.uname().release and info[0]["version"] and info[1] == 1
     assert status == 200 and "pfntrace_write_faults_total" in text

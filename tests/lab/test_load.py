@@ -215,7 +215,7 @@ def test_trampolines_on_a_preempting_kernel_skip_runs_and_record_owns_up(dax_dir
     figures("storm_fentry_preempting", bpf_skipped=_bpf_skipped(out), **got)
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("6.12/ext4")
 def test_the_consumer_is_woken_by_how_much_waits_not_per_event(dax_dir, storm):
     """record's consumer drains every POLL_MS in batches, and the kernel
     wakes it sooner only when RING_WAKEUP_BYTES wait (emit() in the BPF C).
@@ -438,7 +438,16 @@ def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm)
     # which of its blind counters moved is not known yet (issue 31).
     exporter_lost = exported[("pfntrace_lost_events_total", None)]
     figures("fork_storm_top_exporter", reads=reads, top_kinds=dict(zip(TOP_KINDS,
-            snap.total.kinds)), lost=snap.lost, exporter_lost=exporter_lost)
+            snap.total.kinds)), lost=snap.lost, exporter_lost=exporter_lost,
+            exporter_lost_by_reason=_exported_by(text, "pfntrace_lost_events_total", "reason"))
+
+
+def _exported_by(text, name, label):
+    """{label value: sample value} of one metric's samples (nonzero only)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.labels[label]: s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name == name and s.value}
 
 
 def _exported(text):
@@ -454,7 +463,7 @@ def _exported(text):
     return out
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("6.12/ext4")
 @pytest.mark.parametrize("stop", ["command-sigkill", "record-sigint"])
 def test_a_stop_mid_storm_leaves_a_readable_exact_recording(dax_dir, storm, stop):
     """The traced command SIGKILLed mid-storm: record ends by itself, exits

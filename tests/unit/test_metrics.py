@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from pfntrace import aggregate, tracer
+from pfntrace.tracer import LOST_REASONS
 from pfntrace.cli import Fail, main
 from pfntrace.commands.exporter import DEFAULT_LISTEN, parse_listen
 from pfntrace.views import metrics
@@ -41,6 +42,7 @@ def snapshot():
                                 verdicts={0: 1, 1: 22})
     s.files[(DEV, 14)] = counts(pfn=1, lat={0: 1}, verdicts={2: 1}, invisible=1)
     s.files[(OTHER, 5)] = counts(page=2, lat={31: 2}, lat_sum=4 * 10**9, verdicts={0: 2})
+    s.lost_by_reason = {"wp_return_missed": 2, "skipped_by_kernel": 1}
     s.lost = 3
     return s
 
@@ -101,17 +103,21 @@ def test_families_names_labels_and_values():
                le="1.023e-06") == 21
     assert one(h, "pfntrace_handler_latency_seconds_bucket", mount="8:1", le="+Inf") == 2
     assert one(fams["pfntrace_invisible_writes"], mount="/mnt/dax") == 1
-    assert one(fams["pfntrace_lost_events"]) == 3
+    # Lost by reason, every reason a series (zeros too), summing to the total.
+    lost = {s.labels["reason"]: s.value for s in fams["pfntrace_lost_events"].samples
+            if s.name == "pfntrace_lost_events_total"}
+    assert set(lost) == set(LOST_REASONS) and sum(lost.values()) == 3
+    assert (lost["wp_return_missed"], lost["skipped_by_kernel"], lost["ring_full"]) == (2, 1, 0)
     assert samples(fams["pfntrace_build_info"], version="0.1.0", kernel="6.12.0-test")
     # No inode, pid or path label anywhere by default.
     labels = {k for f in fams.values() for s in f.samples for k in s.labels}
-    assert labels == {"mount", "fs", "kind", "verdict", "le", "version", "kernel"}
+    assert labels == {"mount", "fs", "kind", "verdict", "le", "version", "kernel", "reason"}
     assert text.endswith("\n")
 
 
 def test_no_files_yet_still_exports_lost_and_build_info():
     _, fams = parsed(metrics.families(aggregate.Snapshot(mono_ns=1), {}, "0.1.0", "k"))
-    assert one(fams["pfntrace_lost_events"]) == 0
+    assert {s.value for s in fams["pfntrace_lost_events"].samples} == {0}
     assert fams["pfntrace_write_faults"].samples == []
 
 
@@ -237,7 +243,7 @@ tests:
         values: '0 0 0 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3'
       - series: 'pfntrace_verdicts_total{instance="db1:10813",mount="/mnt/dax",verdict="NO_NOTIFIER"}'
         values: '0x18'
-      - series: 'pfntrace_lost_events_total{instance="db1:10813"}'
+      - series: 'pfntrace_lost_events_total{instance="db1:10813",reason="ring_full"}'
         values: '0x18'
     alert_rule_test:
       - eval_time: 2m

@@ -10,7 +10,7 @@ import os
 import pytest
 from rich.console import Console
 
-from pfntrace import aggregate, bpfstats, layout
+from pfntrace import aggregate, bpfstats, layout, tracer
 from pfntrace.aggregate import Counts, Snapshot
 from pfntrace.commands.top import plan_counts
 from pfntrace.views import top
@@ -377,11 +377,8 @@ def test_reader_names_every_process(monkeypatch):
             claimed[aggregate.FILE_ROWS] = 1
             return claimed
 
-        def lost(self):
-            return [0]
-
-        def skipped(self):
-            return 0
+        def lost_by_reason(self):
+            return dict.fromkeys(tracer.LOST_REASONS, 0)
 
     Tracer.mem = mem
     reader = aggregate.Reader(Tracer(), interval_ns=S, bpf_stats=False)
