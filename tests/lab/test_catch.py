@@ -207,7 +207,7 @@ def test_a_finding_names_a_file_deleted_right_after():
     assert slices and {e["args"]["file"] for e in slices} == {path + " (deleted)"}, slices
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("6.1/xfs")
 def test_check_without_write_faults_exits_4_unless_allowed(dax_dir):
     path = os.path.join(dax_dir, "ro")
     with open(path, "wb") as f:
@@ -221,6 +221,7 @@ def test_check_without_write_faults_exits_4_unless_allowed(dax_dir):
 
 # --- top's in-kernel rules against report's, on the same faults ---------------
 
+@pytest.mark.lab_one_fs(other=True)
 @pytest.mark.parametrize("attach", ATTACH_MODES)
 def test_top_and_report_count_the_same(attach):
     # One top beside one record over every kind and every verdict but

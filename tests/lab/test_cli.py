@@ -28,7 +28,7 @@ def _stale_file(path, pages):
     os.utime(path, ns=(past, past))
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_check_generic_080_passes_with_one_updated_fault(dax_dir):
     path = os.path.join(dax_dir, "g080")
     _stale_file(path, 1)
@@ -45,7 +45,7 @@ def test_check_generic_080_passes_with_one_updated_fault(dax_dir):
     assert doc["summary"]["verdicts"]["UPDATED"] == 1
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_check_without_o_leaves_no_file_and_fails_on_command_failure(dax_dir):
     before = set(os.listdir("/tmp"))
     p = run(PFNTRACE + ["check", "--", "sh", "-c", "exit 4"])
@@ -54,7 +54,7 @@ def test_check_without_o_leaves_no_file_and_fails_on_command_failure(dax_dir):
     assert {f for f in set(os.listdir("/tmp")) - before if f.endswith(".pft")} == set()
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_report_totals_equal_the_recorded_workloads(dax_dir):
     out = os.path.join(dax_dir, "two.pft")
     rtw, wsw = os.path.join(dax_dir, "rtw"), os.path.join(dax_dir, "wsw")
@@ -81,7 +81,7 @@ def test_report_totals_equal_the_recorded_workloads(dax_dir):
     assert len(csv) == 1 + 2
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_a_thousand_pages_in_few_ticks_give_no_missed(dax_dir):
     path = os.path.join(dax_dir, "big")
     out = os.path.join(dax_dir, "big.pft")
@@ -96,7 +96,7 @@ def test_a_thousand_pages_in_few_ticks_give_no_missed(dax_dir):
     assert s["verdicts"]["CURRENT"] > s["verdicts"]["UPDATED"] > 0
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_record_passes_the_exit_code_through(dax_dir):
     out = os.path.join(dax_dir, "exit.pft")
     p = run(PFNTRACE + ["record", "-o", out, "--", "sh", "-c", "exit 7"])
@@ -182,7 +182,7 @@ def test_bad_input_is_one_line_and_leaves_no_file(dax_dir, tmp_path):
     assert "not a pfntrace recording" in _one_line_error(p)
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_sigterm_ends_a_system_wide_recording_cleanly(dax_dir):
     import signal
     import subprocess
@@ -204,6 +204,7 @@ def test_sigterm_ends_a_system_wide_recording_cleanly(dax_dir):
     assert doc["summary"]["truncated"] is False
 
 
+@pytest.mark.lab_one_fs(other=True)
 def test_all_files_sees_the_page_cache_page_mkwrite_path(tmp_path):
     # A page-cache (non-DAX) filesystem of the target's type on a loop device:
     # its write-protect faults go through ->page_mkwrite, which pfntrace
@@ -237,7 +238,7 @@ def test_all_files_sees_the_page_cache_page_mkwrite_path(tmp_path):
         run(["umount", mnt])
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_file_filter_keeps_only_that_file(dax_dir):
     a, b = os.path.join(dax_dir, "a"), os.path.join(dax_dir, "b")
     _stale_file(a, N)
@@ -253,7 +254,7 @@ def test_file_filter_keeps_only_that_file(dax_dir):
     assert p.returncode == 2 and "--file /nope: No such file" in _one_line_error(p)
 
 
-@pytest.mark.lab_one_fs
+@pytest.mark.lab_on("newest/xfs")
 def test_kill_9_leaves_a_readable_recording(dax_dir):
     import signal
     import subprocess

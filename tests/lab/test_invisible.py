@@ -14,6 +14,8 @@ import json
 import os
 import shlex
 
+import pytest
+
 import topvsrecord
 from guest import MOUNT, PFNTRACE, WORKLOAD, figures, run
 
@@ -128,6 +130,7 @@ def test_the_23_page_and_generic_080_workloads_have_no_invisible_write():
     assert an.invisible == [] and p.returncode == 0, p.stdout[-2000:] + p.stderr
 
 
+@pytest.mark.lab_one_fs(other=True)
 def test_top_counts_in_the_kernel_what_record_counts():
     """verdict.h's pft_invisible on top's map of last getattrs, against
     verdict.invisible on the recorded stream, on the same faults: the

@@ -20,7 +20,7 @@ import pytest
 from daxtrace import DaxTrace
 from guest import FS, IN_GUEST, MOUNT, PFN_MKWRITE_HANDLER, PFNTRACE, run
 
-pytestmark = pytest.mark.lab_one_fs(other=True)   # (conftest.py: ONE_FS)
+pytestmark = pytest.mark.lab_on("6.1/xfs")   # the command's surface (conftest.py)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "unit"))

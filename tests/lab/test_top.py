@@ -16,7 +16,7 @@ import pytest
 
 from guest import MOUNT, PFNTRACE, WORKLOAD, run, wait_for
 
-pytestmark = pytest.mark.lab_one_fs(other=True)   # (conftest.py: ONE_FS)
+pytestmark = pytest.mark.lab_on("6.1/xfs")   # the command's surface (conftest.py)
 
 N = 23
 ATTACH_TIMEOUT = 300     # bcc compile and attach under TCG, on a loaded host
