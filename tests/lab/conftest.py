@@ -87,7 +87,8 @@ def one_fs_targets(chosen, other=False):
         wanted = (fs == ONE_FS.get(kernel)) != other
         if kernel not in kept or wanted and not kept[kernel][1]:
             kept[kernel] = (t, wanted)
-    return [t for t in chosen if (t, True) in kept.values() or (t, False) in kept.values()]
+    keep = {t for t, _ in kept.values()}
+    return [t for t in chosen if t in keep]
 
 
 def on_target(chosen, target):
@@ -155,11 +156,8 @@ class _Guests:
     def _start(self, items):
         expected = {}
         for i in items:
-            params = getattr(getattr(i, "callspec", None), "params", {})
-            # A lab_kernels test none of whose kernels was selected has an
-            # empty parameter set (pytest's NotSet here, and skipped): no guest.
-            if isinstance(params.get("lab_target"), str):
-                expected.setdefault(params["lab_target"], []).append(_guest_key(i))
+            if _is_lab_item(i):
+                expected.setdefault(i.callspec.params["lab_target"], []).append(_guest_key(i))
         slots = threading.Semaphore(_parallel(len(expected)))
         # Made here, once: threads that each made it first would each make
         # a numbered base folder of their own.
@@ -377,6 +375,9 @@ def pytest_collection_finish(session):
 
 
 def _is_lab_item(item):
+    """A test run in a guest.  (A lab_kernels test none of whose kernels
+    was selected has an empty parameter set, pytest's NotSet here, and is
+    skipped: no guest.)"""
     return isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("lab_target"),
                       str)
 
