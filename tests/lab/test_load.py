@@ -390,6 +390,7 @@ def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm)
                                 stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     url = "http://127.0.0.1:%d/metrics" % port
     stop, reads = threading.Event(), {"top": 0, "scrapes": 0}
+    scraped_at = []
 
     def scrape():
         with urllib.request.urlopen(url, timeout=30) as r:
@@ -401,6 +402,7 @@ def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm)
             scrape()
             reads["top"] += 1
             reads["scrapes"] += 1
+            scraped_at.append(time.monotonic())
 
     try:
         loopback_up()
@@ -409,9 +411,11 @@ def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm)
         reader = Reader(top, interval_ns=10**9)
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
+        began = time.monotonic()
         try:
             _, kernel, inos, _, outside = _fork_exec_storm(dax_dir, storm, record=False)
         finally:
+            ended = time.monotonic()
             stop.set()
             poller.join()
         snap, text = reader.read(), scrape()
@@ -419,7 +423,11 @@ def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm)
         exporter.terminate()
         exporter.wait(timeout=60)
         top.close()
-    assert reads["scrapes"] > 10, reads
+    # Read and scraped all through the storm: under TCG, beside 16 writers,
+    # one read and scrape take seconds, not the 0.2 s asked for.
+    quarter = (ended - began) / 4
+    assert len(scraped_at) >= 5 and scraped_at[0] - began < quarter, (reads, began, scraped_at)
+    assert ended - scraped_at[-1] < quarter, (reads, ended, scraped_at)
     pairs = (("pfn_mkwrite", "pte_mkwrite"), ("fault", "pte_write"), ("pmd", "pmd_write"))
     every = inos + [outside]
     for ino in every:
@@ -440,7 +448,8 @@ def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm)
     # The tracer now attaches return probes first.)
     exporter_lost = exported[("pfntrace_lost_events_total", None)]
     assert exporter_lost == 0, _exported_by(text, "pfntrace_lost_events_total", "reason")
-    figures("fork_storm_top_exporter", reads=reads, top_kinds=dict(zip(TOP_KINDS,
+    figures("fork_storm_top_exporter", reads=reads, storm_s=round(ended - began, 1),
+            top_kinds=dict(zip(TOP_KINDS,
             snap.total.kinds)), lost=snap.lost, exporter_lost=exporter_lost,
             exporter_lost_by_reason=_exported_by(text, "pfntrace_lost_events_total", "reason"))
 
