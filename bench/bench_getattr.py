@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from pfntrace import tracer  # noqa: E402
-from pfntrace.commands.record import build_plan  # noqa: E402
+from pfntrace.commands.common import build_plan  # noqa: E402
 from pfntrace.probeplan import GETATTR_HOOK  # noqa: E402
 
 MODES = ("untraced", "probes", "probes+getattr")

@@ -137,7 +137,7 @@ def plan_hooks(attach, counting=False):
     """The function hooks pfntrace would attach here (top's with counting)
     as (function, mechanism): those bcc attaches, and apart from them the
     handlers on trampolines pfntrace loads itself (trampoline_handlers)."""
-    from pfntrace.commands.record import build_plan
+    from pfntrace.commands.common import build_plan
     from pfntrace.probeplan import apply_attach, trampoline_handlers
 
     plan = build_plan(counting=counting)

@@ -8,7 +8,7 @@ Two speeds:
   stripped.  Char-array fields come last in the row, after the numeric fields
   in struct order; always go through ROW_INDEX / ROW_NAMES.
 * ``decode_block(payload)`` / ``iter_events(payload)`` -- convenient: one dict
-  per event, exactly what ``layout.decode`` returns (arrays as lists, comm as
+  per event, exactly what ``event(raw)`` returns for one (arrays as lists, comm as
   str).
 
 The struct format is built from cffi's view of pfntrace.h, never written by
@@ -249,7 +249,7 @@ def row_count(payload):
 
 
 def row_to_dict(row):
-    """The layout.decode()-shaped dict of one row."""
+    """The event()-shaped dict of one row."""
     out = {}
     for name, kind, where in _DICT_PLAN:
         if kind == "scalar":
@@ -262,7 +262,7 @@ def row_to_dict(row):
 
 
 def row_from_dict(ev):
-    """The row of a layout.decode()-shaped dict (missing fields are zero)."""
+    """The row of a event()-shaped dict (missing fields are zero)."""
     row = [0] * len(ROW_NAMES)
     for name, kind, where in _DICT_PLAN:
         value = ev.get(name)
@@ -276,8 +276,16 @@ def row_from_dict(ev):
     return tuple(row)
 
 
+def event(buf):
+    """One raw event (bytes-like, at least EVENT_SIZE) as a plain dict:
+    arrays as lists, comm as str."""
+    if len(buf) < EVENT_SIZE:
+        raise ValueError("short event: %d bytes, need %d" % (len(buf), EVENT_SIZE))
+    return row_to_dict(next(iter_rows(memoryview(buf)[:EVENT_SIZE])))
+
+
 def iter_events(payload):
-    """One dict per event of payload, shaped like layout.decode()."""
+    """One dict per event of payload, shaped like event()."""
     return map(row_to_dict, iter_rows(payload))
 
 

@@ -63,16 +63,6 @@ FILE_COUNTERS = [name for name, _ in ffi.typeof("struct pft_file_counts").fields
                  if name != "comm"]
 
 
-def decode(buf):
-    """Decode one raw event (bytes-like of EVENT_SIZE) into a plain dict:
-    pfntrace.decode's, the one decoder (arrays as lists, comm as str)."""
-    from pfntrace import decode as bulk   # it builds on this module
-
-    if len(buf) < EVENT_SIZE:
-        raise ValueError("short event: %d bytes, need %d" % (len(buf), EVENT_SIZE))
-    return bulk.row_to_dict(next(bulk.iter_rows(memoryview(buf)[:EVENT_SIZE])))
-
-
 def encode(**fields):
     """Build one raw event from keyword fields (the rest zero).
 

@@ -117,7 +117,7 @@ def judge(kind, m0, m1, c0, c1, ctime_nsec0, clock0, clock1, gran, read):
 
 
 def judge_event(ev, kind):
-    """judge() of a decoded event dict (layout.decode's shape)."""
+    """judge() of a decoded event dict (decode.event's shape)."""
     ms, mn, cs, cn = ev["mtime_sec"], ev["mtime_nsec"], ev["ctime_sec"], ev["ctime_nsec"]
     return judge(kind, ms[0] * NS + mn[0], ms[1] * NS + mn[1],
                  cs[0] * NS + (cn[0] & NSEC_MASK), cs[1] * NS + (cn[1] & NSEC_MASK),

@@ -20,8 +20,8 @@ import tempfile
 
 import click
 
-from pfntrace.cli import Fail
-from pfntrace.commands.record import lost_reasons, prepare, record_options, run
+from pfntrace.commands.common import Fail, lost_reasons, record_options
+from pfntrace.commands.session import prepare, run
 
 EXIT_FINDINGS = 1
 EXIT_BLIND = 2

@@ -8,8 +8,8 @@ import time
 
 import click
 
-from pfntrace.cli import Fail, Number
-from pfntrace.commands.record import attach_option
+from pfntrace.commands.common import (Fail, Number, Quit, attach_option, build_plan, on_term,
+                                      start_counters, watched_mount)
 
 # Prometheus's list of default exporter ports (9100-9999) has been full since
 # 2023: any port in it is some registered exporter's.  10813 is above it,
@@ -115,8 +115,6 @@ def command(listen, textfile, interval, mounts, all_files, per_file, max_files, 
     pfntrace exporter --textfile /var/lib/prometheus/node-exporter --interval 15
     """
     from pfntrace import __version__, aggregate, doctor, tracer
-    from pfntrace.commands.record import _watched_mount, build_plan
-    from pfntrace.commands.top import _on_term, _Quit, start_counters
     from pfntrace.views import metrics
 
     if textfile is not None and listen is not None:
@@ -129,11 +127,11 @@ def command(listen, textfile, interval, mounts, all_files, per_file, max_files, 
     blocker = doctor.record_blocker()
     if blocker:
         raise Fail(blocker)
-    watched = [_watched_mount(m) for m in mounts]
+    watched = [watched_mount(m) for m in mounts]
     plan = build_plan(attach, all_files, counting=True)
     tr = tracer.Tracer(plan, devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
                        all_files=all_files, aggregate=True)
-    old_term = signal.signal(signal.SIGTERM, _on_term)
+    old_term = signal.signal(signal.SIGTERM, on_term)
     reader = None
     try:
         start_counters(tr, plan)
@@ -163,7 +161,7 @@ def command(listen, textfile, interval, mounts, all_files, per_file, max_files, 
                        % ("[%s]" % host if ":" in host else host, port), err=True)
             while True:
                 time.sleep(3600)
-    except (KeyboardInterrupt, _Quit):
+    except (KeyboardInterrupt, Quit):
         pass
     finally:
         signal.signal(signal.SIGTERM, old_term)

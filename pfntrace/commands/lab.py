@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from pfntrace.cli import Fail, Number
+from pfntrace.commands.common import Fail, Number
 from pfntrace.lab import kernels, vm
 
 

@@ -9,7 +9,7 @@ import sys
 import click
 
 from pfntrace import correlate
-from pfntrace.cli import Fail, Number, warn
+from pfntrace.commands.common import Fail, Number, warn
 from pfntrace.views import export
 
 PIPE_WIDTH = 200

@@ -8,14 +8,13 @@ import time
 
 import click
 
-from pfntrace.cli import Fail, Number
-from pfntrace.commands.record import attach_option, bpf_stats_option
+from pfntrace.commands.common import (Fail, Number, Quit, attach_option, bpf_stats_option,
+                                      build_plan, on_term, start_counters, watched_mount)
 
 
 def _checks(mounts, pid, interval, count):
     """One-line errors for bad input, before anything is compiled."""
     from pfntrace import doctor
-    from pfntrace.commands.record import _watched_mount
 
     if interval <= 0:
         raise Fail("--interval must be positive")
@@ -26,7 +25,7 @@ def _checks(mounts, pid, interval, count):
     blocker = doctor.record_blocker()
     if blocker:
         raise Fail(blocker)
-    return [_watched_mount(m) for m in mounts]
+    return [watched_mount(m) for m in mounts]
 
 
 def plan_counts(plan, attached):
@@ -43,26 +42,6 @@ def plan_counts(plan, attached):
             "n/a": n.get("n/a", 0), "missing": n.get("missing", 0)}
 
 
-def start_counters(tr, plan):
-    """Start a Tracer(aggregate=True): Fail when bcc cannot, and when a
-    probe the plan expected was refused by the kernel (a verifier
-    rejection, typically): the counts would be silently wrong."""
-    from pfntrace import tracer
-
-    try:
-        tr.start()
-    except tracer.TracerError as e:
-        raise Fail(str(e))
-    failed = [h for h in plan["hooks"] if h.get("why", "").startswith("attach failed")]
-    if failed:
-        raise Fail("could not attach %s %s: %s"
-                   % (failed[0]["kind"], failed[0]["hook"], failed[0]["why"]))
-
-
-class _Quit(Exception):
-    pass
-
-
 def _say_probe_costs(reader):
     """At the end, on stderr: where the BPF side's time went, per program."""
     from pfntrace.bpfstats import probe_cost_line
@@ -75,10 +54,6 @@ def _say_probe_costs(reader):
         return
     if line:
         click.echo(line, err=True)
-
-
-def _on_term(signum, frame):
-    raise _Quit()
 
 
 def run_plain(state, reader, resolver, interval, count, out=sys.stdout):
@@ -178,7 +153,6 @@ def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     pfntrace top -n 5 > faults.txt
     """
     from pfntrace import aggregate, recorder, tracer
-    from pfntrace.commands.record import build_plan
     from pfntrace.views.top import TopState
 
     watched = _checks(mounts, pid, interval, count)
@@ -186,7 +160,7 @@ def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
     tr = tracer.Tracer(plan, follow=bool(pid),
                        devs=[tracer.kernel_dev(m[1], m[2]) for m in watched],
                        all_files=all_files, aggregate=True)
-    old_term = signal.signal(signal.SIGTERM, _on_term)
+    old_term = signal.signal(signal.SIGTERM, on_term)
     reader = None
     try:
         start_counters(tr, plan)
@@ -202,7 +176,7 @@ def command(mounts, pid, interval, all_files, count, bpf_stats, attach):
             run_live(state, reader, resolver, interval, count)
         else:
             run_plain(state, reader, resolver, interval, count)
-    except (KeyboardInterrupt, _Quit):
+    except (KeyboardInterrupt, Quit):
         pass
     except BrokenPipeError:
         # `pfntrace top | head`: the reader left.

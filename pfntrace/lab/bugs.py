@@ -39,7 +39,8 @@ import time
 from dataclasses import dataclass, field
 
 from pfntrace.lab import kernels, oracle
-from pfntrace.lab.kernels import LabError
+from pfntrace.lab import cache as lab_cache
+from pfntrace.lab.cache import LabError
 
 MODULE = "pftbug"
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bugmod")
@@ -67,7 +68,7 @@ def build_dir(release, cache=None):
     """Where the module for one kernel release is built: outside the checkout."""
     if not release or "/" in release or release.startswith("."):
         raise LabError("bad kernel release %r" % release)
-    return os.path.join(cache or kernels.CACHE, "bugmod", release)
+    return os.path.join(cache or lab_cache.CACHE, "bugmod", release)
 
 
 def ko_path(release, cache=None):

@@ -13,7 +13,8 @@ import shutil
 import threading
 import subprocess
 
-from pfntrace.lab.kernels import CACHE, LabError
+from pfntrace.lab import cache as lab_cache
+from pfntrace.lab.cache import LabError
 
 GUEST_DIR = os.path.join(os.path.dirname(__file__), "guest")
 
@@ -89,7 +90,7 @@ def build(release, root=""):
     init = os.path.join(GUEST_DIR, "init")
     modules = module_order(release, root)
     inputs = [busybox, init] + modules
-    out = os.path.join(CACHE, "lab", release, "initramfs.cpio")
+    out = os.path.join(lab_cache.CACHE, "lab", release, "initramfs.cpio")
     if os.path.exists(out) and all(
         os.path.getmtime(out) >= os.path.getmtime(p) for p in inputs
     ):

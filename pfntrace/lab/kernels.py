@@ -17,6 +17,9 @@ import struct
 import subprocess
 from dataclasses import dataclass, field
 
+from pfntrace.lab import cache as lab_cache
+from pfntrace.lab.cache import LabError
+
 # The two kernels the lab supports, by the Debian packages that bring them.
 LAB_KERNELS = {
     "6.1": {
@@ -34,15 +37,6 @@ LAB_KERNELS = {
 FETCHED_KERNELS = {
     "newest": "the newest linux-image-amd64 in Debian's unstable or trixie-backports",
 }
-
-CACHE = os.environ.get(
-    "PFNTRACE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "pfntrace")
-)
-
-
-class LabError(Exception):
-    """A lab failure with a one-line explanation."""
-
 
 @dataclass
 class LabKernel:
@@ -195,7 +189,7 @@ def _decompress(payload):
 
 def vmlinux(kernel):
     """Path of the uncompressed vmlinux for kernel, unpacking it on first use."""
-    out = os.path.join(CACHE, "lab", kernel.release, "vmlinux")
+    out = os.path.join(lab_cache.CACHE, "lab", kernel.release, "vmlinux")
     if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(kernel.image):
         return out
     with open(kernel.image, "rb") as f:

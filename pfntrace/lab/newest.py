@@ -30,8 +30,8 @@ import shutil
 import subprocess
 import sys
 
-from pfntrace.lab import kernels
-from pfntrace.lab.kernels import LabError
+from pfntrace.lab import cache as lab_cache
+from pfntrace.lab.cache import LabError
 
 # Where a kernel newer than Debian 12's can come from; the newest version of
 # META across them wins (compared as Debian versions, not by apt's pins).
@@ -44,7 +44,7 @@ RECORD = "fetched.json"
 
 
 def base_dir():
-    return os.path.join(kernels.CACHE, "debian")
+    return os.path.join(lab_cache.CACHE, "debian")
 
 
 def kernel_dir(release):

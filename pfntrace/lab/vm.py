@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 
 from pfntrace.lab import initramfs, kernels
-from pfntrace.lab.kernels import LabError
+from pfntrace.lab import cache as lab_cache
+from pfntrace.lab.cache import LabError
 
 STAGE2 = os.path.join(initramfs.GUEST_DIR, "stage2.sh")
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -97,7 +98,7 @@ def _qemu_argv(cfg, vmlinux, initrd, job, release):
     else:
         machine = "pc,nvdimm=on"
         mem = "1G,slots=2,maxmem=%dM" % (1024 + cfg.size_mb + 1024)
-        backing = os.path.join(kernels.CACHE, "lab", "nvdimm-%dM.img" % cfg.size_mb)
+        backing = os.path.join(lab_cache.CACHE, "lab", "nvdimm-%dM.img" % cfg.size_mb)
         # Fresh backing file per run: a stale namespace layout from an
         # interrupted run must not leak into this one.
         with open(backing, "wb") as f:
@@ -163,7 +164,7 @@ def _write_job(job, cfg, command, release, stdout_tty, stderr_tty, kroot=""):
         "PFNTRACE_LAB_PMEM": cfg.pmem, "PFNTRACE_DAX_MOUNT": DAX_MOUNT,
         "PFNTRACE_DAX_DEVICE": "/dev/pmem0",
         # The host's cache (prebuilt modules, fetched kernels), seen read-only.
-        "PFNTRACE_CACHE": kernels.CACHE,
+        "PFNTRACE_CACHE": lab_cache.CACHE,
     }
     exported.update(cfg.env)
     with open(os.path.join(job, "job.env"), "w") as f:
@@ -266,7 +267,7 @@ def _keep_console(cfg, job):
     if cfg.console_log:
         return cfg.console_log
     src = os.path.join(job, "console.log")
-    keep = os.path.join(kernels.CACHE, "lab", "failed")
+    keep = os.path.join(lab_cache.CACHE, "lab", "failed")
     try:
         os.makedirs(keep, exist_ok=True)
         old = sorted(os.listdir(keep))
@@ -302,8 +303,8 @@ def run(cfg, command, stdout=None, stderr=None, log=None):
     kernel = kernels.resolve(cfg.kernel)
     vmlinux = kernels.vmlinux(kernel)
     initrd = initramfs.build(kernel.release, kernel.root)
-    os.makedirs(os.path.join(kernels.CACHE, "runs"), exist_ok=True)
-    job = tempfile.mkdtemp(prefix="job-", dir=os.path.join(kernels.CACHE, "runs"))
+    os.makedirs(os.path.join(lab_cache.CACHE, "runs"), exist_ok=True)
+    job = tempfile.mkdtemp(prefix="job-", dir=os.path.join(lab_cache.CACHE, "runs"))
     try:
         return _boot(cfg, command, kernel, vmlinux, initrd, job, stdout, stderr, log)
     finally:

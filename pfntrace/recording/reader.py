@@ -395,7 +395,7 @@ class Recording:
             yield from decode.iter_rows(payload)
 
     def iter_events(self):
-        """Every event as a dict shaped like layout.decode()."""
+        """Every event as a dict shaped like decode.event()."""
         for payload in self.iter_event_blocks():
             yield from decode.iter_events(payload)
 

@@ -44,7 +44,7 @@ def auto_is_the_kprobe_plan():
     """True where --attach auto gives the very kprobe plan (a preempting
     kernel): there a test's kprobe case repeats its auto case, probe for
     probe, and is skipped saying so."""
-    from pfntrace.commands.record import build_plan
+    from pfntrace.commands.common import build_plan
 
     return mechanisms(build_plan("auto")) == mechanisms(build_plan("kprobe"))
 
@@ -131,7 +131,7 @@ def top_beside_record(rec_path, attach="auto"):
     and top's probes are gone."""
     from pfntrace import tracer
     from pfntrace.aggregate import Reader
-    from pfntrace.commands.record import build_plan
+    from pfntrace.commands.common import build_plan
 
     st = os.stat(MOUNT)
     dev = tracer.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))

@@ -223,7 +223,7 @@ def test_the_consumer_is_woken_by_how_much_waits_not_per_event(dax_dir, storm):
     storm of twice that many bytes wakes one waiting two minutes, with at
     least that much to take, and nothing is lost."""
     from pfntrace import layout, tracer
-    from pfntrace.commands.record import build_plan
+    from pfntrace.commands.common import build_plan
 
     st = os.stat(dax_dir)
     tr = tracer.Tracer(build_plan(), devs=[tracer.kernel_dev(os.major(st.st_dev),
@@ -376,7 +376,7 @@ def test_top_and_a_scraped_exporter_count_the_fork_storm_exactly(dax_dir, storm)
 
     from pfntrace import tracer
     from pfntrace.aggregate import Reader
-    from pfntrace.commands.record import build_plan
+    from pfntrace.commands.common import build_plan
     from pfntrace.verdict import KINDS as TOP_KINDS
 
     st = os.stat(MOUNT)

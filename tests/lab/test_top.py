@@ -159,7 +159,7 @@ def test_top_screen_shows_the_faults():
     _check_row(got["wide_row"])
     screen = got["wide_screen"]
     # The header says how many probes are BPF trampolines (--attach auto).
-    from pfntrace.commands.record import build_plan
+    from pfntrace.commands.common import build_plan
     fentry = sum(1 for h in build_plan(counting=True)["hooks"]
                  if h.get("mechanism") in ("fentry", "fexit"))
     assert ("attached (%d fentry)" % fentry in screen) if fentry else \

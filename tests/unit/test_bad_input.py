@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 import pfntrace
-from pfntrace.cli import Fail, main
+from pfntrace.cli import main
+from pfntrace.commands.common import Fail
 from pfntrace.recording import Recording, RecordingWriter
 from pfntrace.recording import format as fmt
 
@@ -267,7 +268,7 @@ def test_output_to_full_disk_or_closed_pipe(rec):
 
 
 def test_record_on_a_full_disk_keeps_what_was_written(tiny_fs):  # noqa: F811
-    from pfntrace.commands.record import run
+    from pfntrace.commands.session import run
 
     out = str(tiny_fs / "r.pft")
     batch = b"".join(stream()) * 10

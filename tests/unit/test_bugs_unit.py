@@ -14,8 +14,9 @@ import tempfile
 
 import pytest
 
-from pfntrace.lab import bugs, kernels, oracle
-from pfntrace.lab.kernels import LabError
+from pfntrace.lab import bugs, oracle
+from pfntrace.lab import cache as lab_cache
+from pfntrace.lab.cache import LabError
 
 C_SOURCE = os.path.join(bugs.SOURCE_DIR, "pftbug.c")
 
@@ -51,7 +52,7 @@ def test_paths_live_in_the_cache_per_release(tmp_path):
         str(tmp_path / "bugmod" / "6.1.0-56-amd64")
     assert bugs.ko_path("6.12.117+deb12-amd64", str(tmp_path)) == \
         str(tmp_path / "bugmod" / "6.12.117+deb12-amd64" / "pftbug.ko")
-    assert bugs.ko_path("6.1.0-56-amd64").startswith(os.path.join(kernels.CACHE, "bugmod"))
+    assert bugs.ko_path("6.1.0-56-amd64").startswith(os.path.join(lab_cache.CACHE, "bugmod"))
     assert bugs.kbuild_dir("6.1.0-56-amd64") == "/lib/modules/6.1.0-56-amd64/build"
     for bad in ("", "../x", "a/b", ".hidden"):
         with pytest.raises(LabError):

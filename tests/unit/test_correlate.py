@@ -2,7 +2,7 @@
 
 import pytest
 
-from pfntrace import correlate, layout
+from pfntrace import correlate, decode, layout
 from pfntrace.findings import findings
 
 C = layout.const
@@ -30,7 +30,7 @@ class FakeRecording:
 
     def __init__(self, events, header=None, meta=None, trailer=None, lost=None,
                  truncated=False, reason=None, file_counts=None):
-        self._events = [layout.decode(e) for e in events]
+        self._events = [decode.event(e) for e in events]
         self.header = {"kernel": "6.12.117", "plan": {"huge_fault_arg_is_order": True},
                        "clock": {"realtime_minus_monotonic_ns": T0, "tick_ns": TICK}}
         self.header.update(header or {})
@@ -386,7 +386,7 @@ def test_lost_events_summed():
 def _only_counted(e):
     """Whether record counts the event e in the kernel (COUNTS) instead of
     sending it: a retried do_wp_page attempt, an fs_dax tracepoint."""
-    d = layout.decode(e)
+    d = decode.event(e)
     if d["type"] == WP:
         return bool(d["ret"] & C("PFT_VM_FAULT_RETRY"))
     return d["type"] in (C("PFT_EV_DAX_FAULT"), C("PFT_EV_DAX_WRITEBACK"),
@@ -396,7 +396,7 @@ def _only_counted(e):
 def _counted(events):
     """The COUNTS rows record's kernel side makes of what _only_counted()."""
     rows = {}
-    for d in map(layout.decode, filter(_only_counted, events)):
+    for d in map(decode.event, filter(_only_counted, events)):
         row = rows.setdefault((d["dev"], d["ino"], d["pid"]), dict(
             {"dev": d["dev"], "ino": d["ino"], "pid": d["pid"], "comm": d["comm"]},
             **dict.fromkeys(layout.FILE_COUNTERS, 0)))

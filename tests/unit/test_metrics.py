@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pfntrace import aggregate, tracer
 from pfntrace.tracer import LOST_REASONS
-from pfntrace.cli import Fail, main
+from pfntrace.cli import main
+from pfntrace.commands.common import Fail
 from pfntrace.commands.exporter import DEFAULT_LISTEN, parse_listen
 from pfntrace.views import metrics
 

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
+from pfntrace.lab import cache as lab_cache
 from pfntrace.lab import kernels, newest
-from pfntrace.lab.kernels import LabError
+from pfntrace.lab.cache import LabError
 
 
 def test_mirror_from_deb822_and_one_line_sources(tmp_path):
@@ -115,7 +116,7 @@ def test_kbuild_tools_needing_a_newer_glibc_run_through_the_unpacked_loader(tmp_
 
 
 def test_the_newest_alias_without_a_fetch_says_how(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernels, "CACHE", str(tmp_path))
+    monkeypatch.setattr(lab_cache, "CACHE", str(tmp_path))
     k = kernels.describe("newest")
     assert not k.usable and "pfntrace.lab.newest fetch" in k.missing[0]
     with pytest.raises(LabError, match="lab kernel newest is not usable"):
@@ -125,7 +126,7 @@ def test_the_newest_alias_without_a_fetch_says_how(tmp_path, monkeypatch):
 
 
 def test_the_newest_alias_resolves_into_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernels, "CACHE", str(tmp_path))
+    monkeypatch.setattr(lab_cache, "CACHE", str(tmp_path))
     release = "7.3.4+deb13-amd64"
     root = os.path.join(newest.kernel_dir(release), "root")
     moddir = os.path.join(root, "usr/lib/modules", release)

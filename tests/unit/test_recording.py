@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from pfntrace import layout
+from pfntrace import decode, layout
 from pfntrace.recording import (
     Recording, RecordingError, RecordingWriter, DEFAULT_NAME, EXTENSION,
 )
@@ -90,7 +90,7 @@ def test_round_trip(tmp_path):
     assert rec.ignored_bytes == 0 and rec.warnings == []
     assert rec.event_count == 7 and rec.event_blocks == 1
     got = list(rec.iter_events())
-    assert got == [layout.decode(ev(i)) for i in range(7)]
+    assert got == [decode.event(ev(i)) for i in range(7)]
     assert b"".join(rec.iter_event_blocks()) == events(0, 7)
     assert len(list(rec.iter_rows())) == 7
     assert rec.verify()
@@ -321,7 +321,7 @@ def test_corrupt_meta_crc_in_middle(tmp_path):
     assert rec.ignored_bytes == len(data) - before_meta
     assert rec.meta == {} and rec.trailer is None
     assert rec.event_count == 3
-    assert list(rec.iter_events()) == [layout.decode(ev(i)) for i in range(3)]
+    assert list(rec.iter_events()) == [decode.event(ev(i)) for i in range(3)]
 
 
 def test_corrupt_block_header(tmp_path):
@@ -360,7 +360,7 @@ def test_corrupt_events_crc_in_middle(tmp_path, verify):
     if not verify:
         assert not rec.truncated and rec.event_count == 6
     got = list(rec.iter_events())
-    assert got == [layout.decode(ev(i)) for i in range(2)]
+    assert got == [decode.event(ev(i)) for i in range(2)]
     assert rec.truncated and "CRC" in rec.truncation_reason
     assert rec.event_count == 2 and rec.event_blocks == 1
     assert rec.ignored_bytes == 2 * (fmt.BLOCK_HEADER_SIZE + 2 * ES)
@@ -532,7 +532,7 @@ def test_enospc_keeps_valid_prefix(tiny_fs):
         assert rec.truncated and rec.trailer is None
         assert rec.ignored_bytes == 0
         assert rec.event_count == written
-        assert list(rec.iter_events()) == [layout.decode(ev(i)) for i in range(written)]
+        assert list(rec.iter_events()) == [decode.event(ev(i)) for i in range(written)]
 
 
 def test_enospc_on_header_removes_file(tiny_fs):

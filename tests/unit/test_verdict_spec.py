@@ -6,7 +6,7 @@ import importlib.util
 import cffi
 import pytest
 
-from pfntrace import layout, verdict
+from pfntrace import decode, layout, verdict
 from pfntrace.tracer import BPF_DIR
 
 from verdict_spec import CASES, INVISIBLE_CASES, PMD_ORDER, PUD_ORDER
@@ -52,7 +52,7 @@ def c_rules(tmp_path_factory):
 
 
 def _event(fields):
-    return layout.decode(layout.encode(**fields))
+    return decode.event(layout.encode(**fields))
 
 
 def _c_event(ffi, fields):
