@@ -262,7 +262,7 @@ def row_to_dict(row):
 
 
 def row_from_dict(ev):
-    """The row of a event()-shaped dict (missing fields are zero)."""
+    """The row of an event()-shaped dict (missing fields are zero)."""
     row = [0] * len(ROW_NAMES)
     for name, kind, where in _DICT_PLAN:
         value = ev.get(name)

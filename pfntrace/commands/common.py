@@ -1,7 +1,8 @@
 """What the commands share: the one-line error, number options, the
 options and checks of the tracing commands (record, check, top, exporter),
 the probe plan they build, and how they stop on SIGTERM.  cli.py wires the
-commands; the commands import from here, never from each other."""
+commands; the commands import from here and from session.py, never
+from each other."""
 
 import errno
 import math

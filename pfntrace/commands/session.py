@@ -9,7 +9,7 @@ import sys
 import click
 
 from pfntrace.commands.common import Fail, build_plan, watched_file, watched_mount
-from pfntrace.recording import DEFAULT_NAME
+from pfntrace.recording import DEFAULT_NAME, RecordingError
 
 
 def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=None,
@@ -51,7 +51,6 @@ def prepare(output, mounts, pid, duration, all_files, command_argv, only_file=No
                        ino=target[2] if target else 0, all_files=all_files,
                        every_event=every_event)
     rec = recorder.Recorder(tr, plan, options)
-    from pfntrace.recording import RecordingError
 
     try:
         rec.open()
@@ -74,7 +73,6 @@ def run(rec, keep=True):
     """rec.run(), with a failed write (full disk, I/O error) told in one
     line: the blocks written before it stay readable, and the line says how
     much that is (unless the file is a temporary one, removed after)."""
-    from pfntrace.recording import RecordingError
 
     try:
         return rec.run()

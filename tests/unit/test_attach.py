@@ -51,10 +51,9 @@ VMLINUX_FUNCS = ("do_wp_page", "file_update_time", "vfs_getattr_nosec")
 MODULE_FUNCS = {"ext4": ("ext4_dax_fault", "ext4_dax_huge_fault")}
 
 
-def btf_dir(funcs, modules):
-    """A /sys/kernel/btf of vmlinux with funcs and each module's split BTF
-    with its functions; (vmlinux Btf, the folder)."""
-    folder = tempfile.mkdtemp(prefix="pfntrace-btf-")
+def btf_dir(funcs, modules, folder):
+    """A /sys/kernel/btf in folder: each module's split BTF with its
+    functions; returns vmlinux's Btf, with funcs."""
     base = BtfBuilder()
     for name in funcs:
         base.func(name)
@@ -65,15 +64,17 @@ def btf_dir(funcs, modules):
             split.func(name)
         with open(os.path.join(folder, module), "wb") as f:
             f.write(split.build())
-    return vmlinux, folder
+    return vmlinux
 
 
 def plan(kallsyms_text=KALLSYMS, funcs=VMLINUX_FUNCS, btf=True, modules=MODULE_FUNCS):
     ks = Kallsyms(kallsyms_text)
     p = build_plan(ks, FakeBtf(funcs) if btf else None, None, kprobes=(True, "ok"),
                    release="6.12.117+deb12-amd64", fstypes={"ext4", "xfs"})
-    vmlinux, folder = btf_dir(funcs, modules)
-    p["fentry"] = fentry_plan(ks, vmlinux if btf else None, machine="x86_64", btf_dir=folder)
+    with tempfile.TemporaryDirectory(prefix="pfntrace-btf-") as folder:
+        vmlinux = btf_dir(funcs, modules, folder)
+        p["fentry"] = fentry_plan(ks, vmlinux if btf else None, machine="x86_64",
+                                  btf_dir=folder)
     return p
 
 
