@@ -43,6 +43,10 @@ from pfntrace.lab import cache as lab_cache
 from pfntrace.lab.cache import LabError
 
 MODULE = "pftbug"
+# pftbug under other names (bugmod/Kbuild): one traced run can hold several
+# buggy files, each with its own module loaded until the tracer is done.
+COPIES = tuple("%s_%d" % (MODULE, n) for n in range(1, 5))
+MODULES = (MODULE,) + COPIES
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bugmod")
 SOURCES = ("pftbug.c", "Kbuild")
 
@@ -55,8 +59,7 @@ EXPECTED_VERDICT = {mode: (oracle.MOVED if mode == "control" else oracle.STALE)
 # Modes whose replacement ->pfn_mkwrite is module code that counts its calls.
 COUNTED_MODES = ("noop_pfn_mkwrite", "stale_update")
 
-SYSFS = "/sys/module/" + MODULE
-# Integer counters in /sys/module/pftbug/parameters (see pftbug.c).
+# Integer counters in /sys/module/<module>/parameters (see pftbug.c).
 COUNTERS = ("swaps", "faults", "write_faults", "calls", "stamped", "foreign", "mapped",
             "missed")
 STRINGS = ("path", "mode", "orig_pfn_mkwrite")
@@ -71,8 +74,8 @@ def build_dir(release, cache=None):
     return os.path.join(cache or lab_cache.CACHE, "bugmod", release)
 
 
-def ko_path(release, cache=None):
-    return os.path.join(build_dir(release, cache), MODULE + ".ko")
+def ko_path(release, cache=None, module=MODULE):
+    return os.path.join(build_dir(release, cache), module + ".ko")
 
 
 def source_paths(source_dir=None):
@@ -169,24 +172,30 @@ def _first_error(log):
     return lines[-1] if lines else "no output"
 
 
+def _all_current(release, cache, sources):
+    return all(is_current(ko_path(release, cache, m), sources) for m in MODULES)
+
+
 def build(release, cache=None, force=False):
-    """Build pftbug.ko for a kernel release (unless a build newer than the
-    sources is there); return its path.  LabError, one line, on failure."""
+    """Build pftbug.ko and its copies for a kernel release (unless builds
+    newer than the sources are there); return pftbug.ko's path.  LabError,
+    one line, on failure."""
     sources = source_paths()
     ko = ko_path(release, cache)
-    if not force and is_current(ko, sources):
+    if not force and _all_current(release, cache, sources):
         return ko
     _check_toolchain(release)
     out = build_dir(release, cache)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build per folder at a time
-        if not force and is_current(ko, sources):
+        if not force and _all_current(release, cache, sources):
             return ko
         for src in sources:
             shutil.copyfile(src, os.path.join(out, os.path.basename(src)))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(ko)
+        for m in MODULES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ko_path(release, cache, m))
         kdir = kbuild_dir(release)
         if kernels.fetched_root(release):
             argv = ["make"] + _fetched_make_args(release, kdir, out) + ["M=" + out, "modules"]
@@ -197,16 +206,20 @@ def build(release, cache=None, force=False):
         log = os.path.join(out, "build.log")
         with open(log, "w") as f:
             f.write(proc.stdout)
-        if proc.returncode != 0 or not os.path.exists(ko):
+        if proc.returncode != 0 or not all(os.path.exists(ko_path(release, cache, m))
+                                           for m in MODULES):
             raise LabError("building %s for %s failed: %s (log: %s)"
                            % (MODULE, release, _first_error(proc.stdout), log))
     return ko
 
 
-def module_for(release=None, cache=None):
-    """The .ko for release (default: the running kernel): a prebuilt one when
-    it is current (the host's, in a guest), else built here."""
-    return build(release or os.uname().release, cache)
+def module_for(release=None, cache=None, module=MODULE):
+    """The module's .ko for release (default: the running kernel): a
+    prebuilt one when it is current (the host's, in a guest), else built
+    here."""
+    release = release or os.uname().release
+    build(release, cache)
+    return ko_path(release, cache, module)
 
 
 def lab_releases():
@@ -233,42 +246,55 @@ def prebuild(releases=None, cache=None):
 
 # --- loading -----------------------------------------------------------------
 
-def is_loaded():
-    return os.path.isdir(SYSFS)
+def sysfs(module=MODULE):
+    return "/sys/module/" + module
 
 
-def _kernel_says():
+def is_loaded(module=MODULE):
+    return os.path.isdir(sysfs(module))
+
+
+def loaded_modules():
+    """pftbug and those of its copies that are loaded now."""
+    return [m for m in MODULES if is_loaded(m)]
+
+
+def _kernel_says(module):
     """The module's last line in the kernel log, for an error message."""
     proc = subprocess.run(["dmesg"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           text=True, errors="replace", check=False)
-    lines = [l for l in proc.stdout.splitlines() if MODULE + ":" in l]
+    lines = [l for l in proc.stdout.splitlines() if module + ": " in l]
     return re.sub(r"^\[[^]]*\]\s*", "", lines[-1]) if lines else ""
 
 
-def load(path, mode, ko=None):
-    """insmod pftbug for one file (which must exist) in one mode."""
+def load(path, mode, ko=None, module=MODULE):
+    """insmod pftbug (or the copy named module) for one file (which must
+    exist) in one mode."""
     if mode not in BUG_MODES:
         raise LabError("unknown bug mode %r (choose from %s)" % (mode, ", ".join(BUG_MODES)))
     if any(c.isspace() for c in path):
         raise LabError("pftbug path= cannot carry whitespace: %r" % path)
-    if is_loaded():
-        raise LabError("%s is already loaded (rmmod %s)" % (MODULE, MODULE))
-    ko = ko or module_for()
+    if module not in MODULES:
+        raise LabError("unknown module %r (choose from %s)" % (module, ", ".join(MODULES)))
+    if is_loaded(module):
+        raise LabError("%s is already loaded (rmmod %s)" % (module, module))
+    ko = ko or module_for(module=module)
     proc = subprocess.run(["insmod", ko, "path=" + path, "mode=" + mode],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace", check=False)
     if proc.returncode != 0:
-        why = _kernel_says() or proc.stdout.strip().splitlines()[-1:] or "no reason given"
-        raise LabError("insmod %s path=%s mode=%s failed: %s" % (MODULE, path, mode, why))
+        why = (_kernel_says(module) or proc.stdout.strip().splitlines()[-1:]
+               or "no reason given")
+        raise LabError("insmod %s path=%s mode=%s failed: %s" % (module, path, mode, why))
 
 
-def counters():
-    """The module's counters and settings, from /sys/module/pftbug/parameters."""
-    if not is_loaded():
-        raise LabError("%s is not loaded" % MODULE)
+def counters(module=MODULE):
+    """The module's counters and settings, from /sys/module/<module>/parameters."""
+    if not is_loaded(module):
+        raise LabError("%s is not loaded" % module)
     got = {}
     for name in COUNTERS + STRINGS:
-        with open(os.path.join(SYSFS, "parameters", name)) as f:
+        with open(os.path.join(sysfs(module), "parameters", name)) as f:
             value = f.read().strip()
         got[name] = int(value) if name in COUNTERS else value
     return got
@@ -286,31 +312,32 @@ def counters():
 UNLOAD_BUSY_S = 20.0
 
 
-def unload():
-    """rmmod pftbug; returns the counters read just before.  LabError when
+def unload(module=MODULE):
+    """rmmod pftbug (or the copy named module); returns the counters read
+    just before.  LabError when
     the file was still mapped (the module gave the vmas their vm_ops back),
     or when the module stayed in use for UNLOAD_BUSY_S."""
     deadline = time.monotonic() + UNLOAD_BUSY_S
     while True:
-        final = counters()
-        proc = subprocess.run(["rmmod", MODULE], stdout=subprocess.PIPE,
+        final = counters(module)
+        proc = subprocess.run(["rmmod", module], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, errors="replace",
                               check=False)
         if proc.returncode == 0:
             break
         if "in use" not in proc.stdout or time.monotonic() > deadline:
             raise LabError("rmmod %s failed: %s (refcnt %s)" % (
-                MODULE, proc.stdout.strip(), _refcnt()))
+                module, proc.stdout.strip(), _refcnt(module)))
         time.sleep(0.2)
     if final["mapped"]:
         raise LabError("%s was unloaded while %s was still mapped (%d vma(s)): unmap first"
-                       % (MODULE, final["path"], final["mapped"]))
+                       % (module, final["path"], final["mapped"]))
     return final
 
 
-def _refcnt():
+def _refcnt(module):
     try:
-        with open(os.path.join(SYSFS, "refcnt")) as f:
+        with open(os.path.join(sysfs(module), "refcnt")) as f:
             return f.read().strip()
     except OSError:
         return "unreadable"

@@ -4,13 +4,15 @@
 
 CASES is a list of [mode, workload, path, pages, remove]; each runs as
 pfntrace.lab.bugs.run_under() runs it (fill the file, load pftbug on it,
-the stat oracle's workload in a child, unload), one after another, but
-the last case's module stays loaded: the caller unloads it once the
-recorder is done, for the recorder names a handler by the kernel's symbol
-table when it drains the fault, and a module gone by then is not in it.
-remove: the file is deleted right after its case (a test harness's scratch
-file).  RESULTS gets, per case, its oracle result and the module's
-counters (at unload; the last case's once its workload is done).
+the stat oracle's workload in a child, unload), one after another, except
+that a case whose ->pfn_mkwrite is module code (bugs.COUNTED_MODES) gets a
+copy of pftbug of its own (pftbug_1, ...) that stays loaded: the caller
+unloads them once the recorder is done, for the recorder names a handler by
+the kernel's symbol table when it drains the fault, and a module gone by
+then is not in it.  remove: the file is deleted right after its case (a
+test harness's scratch file).  RESULTS gets, per case, its oracle result and
+the module's counters (at unload, or once its workload is done for a copy
+left loaded).
 
 Why: a `pfntrace check` costs a bcc compile, about 30 s of a lab guest under
 TCG, and the workloads it judges take a second; one check over a group of
@@ -31,18 +33,22 @@ def main(cases_path, results_path):
     # a later one would make two files one to the recording.
     for _, _, path, pages, _ in cases:
         bugs.oracle.fill(path, pages)
+    copies = list(bugs.COPIES)
+    if sum(mode in bugs.COUNTED_MODES for mode, *_ in cases) > len(copies):
+        raise SystemExit("bugbatch: more cases with a handler of their own than the %d "
+                         "copies of pftbug" % len(copies))
     results = []
-    for n, (mode, workload, path, pages, remove) in enumerate(cases, 1):
-        if n < len(cases):
+    for mode, workload, path, pages, remove in cases:
+        if mode in bugs.COUNTED_MODES:
+            module = copies.pop(0)
+            bugs.load(path, mode, module=module)
+            oracle = bugs.oracle.run_in_child(workload, path, pages)
+            counters = bugs.counters(module)
+        else:
             got = bugs.run_under(mode, workload, path, pages)
             oracle, counters = got.oracle, got.counters
-            if remove:
-                os.unlink(path)
-        else:
-            bugs.oracle.fill(path, pages)
-            bugs.load(path, mode)
-            oracle = bugs.oracle.run_in_child(workload, path, pages)
-            counters = bugs.counters()
+        if remove:
+            os.unlink(path)
         results.append({"mode": mode, "workload": workload, "path": path, "pages": pages,
                         "removed": bool(remove), "oracle": oracle, "counters": counters})
     with open(results_path, "w") as f:

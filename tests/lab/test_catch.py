@@ -61,12 +61,12 @@ def test_check_agrees_with_the_stat_oracle_on_kprobes(mode):
 # file of its own, and every assertion still speaks of one case.  A group
 # holds cases of one expectation only, so the check's exit code still
 # speaks of each: the healthy ones (exit 0) apart from the bugs (exit 1).
-# And a group's module with a handler of its own (noop_pfn_mkwrite,
-# stale_pfn_mkwrite) comes last, loaded until the check is done: the
-# recorder names a handler from the symbol table when it drains the fault,
-# and pftbug unloaded by then names nothing (tests/lab/bugbatch.py).
+# A case whose ->pfn_mkwrite is module code (noop_pfn_mkwrite,
+# stale_pfn_mkwrite) runs under a copy of pftbug of its own, loaded until
+# the check is done: the recorder names a handler from the symbol table
+# when it drains the fault, and a module unloaded by then names nothing
+# (tests/lab/bugbatch.py).
 
-NAMED_HANDLER = ("noop_pfn_mkwrite", "stale_update")
 # A no-pfn_mkwrite write whose file a test harness deletes right after.
 DELETED = ("no_pfn_mkwrite", "generic-080", 1)
 
@@ -79,12 +79,8 @@ def _group_of(attach, mode, workload, removed=False):
              if attach == "auto" or w == "read-then-write"]
     if attach == "auto":
         cases.insert(0, DELETED + (True,))
-    healthy = [c for c in cases if c[0] == "control"]
-    plain = [c for c in cases if c[0] not in ("control",) + NAMED_HANDLER]
-    named = [c for c in cases if c[0] in NAMED_HANDLER]
-    # The bugs without a handler of their own ride with the first named one.
-    groups = [("healthy", healthy), ("bugs-%s-%s" % named[0][:2], plain + named[:1])]
-    groups += [("bugs-%s-%s" % c[:2], [c]) for c in named[1:]]
+    groups = [("healthy", [c for c in cases if c[0] == "control"]),
+              ("bugs", [c for c in cases if c[0] != "control"])]
     for name, members in groups:
         if any((c[0], c[1], c[3]) == (mode, workload, removed) for c in members):
             return attach, name, members
@@ -119,8 +115,8 @@ def _checked(attach, mode, workload, removed=False):
             p = run(PFNTRACE + ["check", "--attach", attach, "-o", rec, "--", sys.executable,
                                 BATCH, os.path.join(where, "cases.json"), results])
         counts, _ = trace.counts()
-        if bugs.is_loaded():
-            bugs.unload()   # the last case's module (bugbatch.py)
+        for module in bugs.loaded_modules():
+            bugs.unload(module)   # the copies bugbatch.py left loaded
         try:
             with open(results) as f:
                 by_case = {(c["mode"], c["workload"], c["removed"]): c for c in json.load(f)}

@@ -44,7 +44,11 @@ def test_sources_are_shipped_with_the_package():
     for path in bugs.source_paths():
         assert os.path.isfile(path), path
     with open(os.path.join(bugs.SOURCE_DIR, "Kbuild")) as f:
-        assert "obj-m := pftbug.o" in f.read()
+        kbuild = f.read()
+    assert "obj-m := pftbug.o $(addsuffix .o,$(COPIES))" in kbuild
+    # The copies Kbuild builds are the ones bugs.py loads.
+    (copies,) = re.findall(r"^COPIES := (.*)$", kbuild, re.M)
+    assert tuple(copies.split()) == bugs.COPIES
 
 
 def test_paths_live_in_the_cache_per_release(tmp_path):
@@ -104,7 +108,8 @@ def fake_toolchain(tmp_path, monkeypatch):
     make = bindir / "make"
     make.write_text("#!/bin/sh\necho run >> %s\nfor a; do case $a in M=*) m=${a#M=};; esac; done\n"
                     "test -f \"$m/pftbug.c\" || { echo 'error: no source'; exit 2; }\n"
-                    "echo ko > \"$m/pftbug.ko\"\n" % runs)
+                    "for k in %s; do echo ko > \"$m/$k.ko\"; done\n"
+                    % (runs, " ".join(bugs.MODULES)))
     gcc = bindir / "gcc"
     gcc.write_text("#!/bin/sh\nexit 0\n")
     for f in (make, gcc):
@@ -142,6 +147,17 @@ def test_build_copies_sources_and_reuses_a_current_build(tmp_path, fake_toolchai
     assert make_runs() == 2                      # a source is newer: rebuilt
     bugs.build("9.9.9-test", cache=cache, force=True)
     assert make_runs() == 3
+
+
+def test_a_build_without_every_copy_fails(tmp_path, fake_toolchain):
+    src, _ = fake_toolchain
+    make = src.parent / "bin" / "make"     # the fixture's
+    with open(make) as f:
+        text = f.read()
+    with open(make, "w") as f:
+        f.write(text.replace(" ".join(bugs.MODULES), " ".join(bugs.MODULES[:-1])))
+    with pytest.raises(LabError, match="building pftbug for 9.9.9-test failed"):
+        bugs.build("9.9.9-test", cache=str(tmp_path / "cache"))
 
 
 def test_prebuild_reports_each_release(tmp_path, fake_toolchain, monkeypatch):

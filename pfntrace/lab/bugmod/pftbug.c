@@ -42,6 +42,9 @@
  * the module's handler at that moment is not waited for.
  */
 
+/* Every line names the module: pftbug or one of its copies (Kbuild). */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/atomic.h>
 #include <linux/fs.h>
 #include <linux/kprobes.h>
@@ -220,7 +223,7 @@ static int handle_mm_fault_pre(struct kprobe *p, struct pt_regs *regs)
 	if (ops == orig_ops) {
 		WRITE_ONCE(vma->vm_ops, &bug_ops);
 		if (atomic_inc_return(&swaps) == 1)
-			pr_info("pftbug: %s: vm_ops %ps swapped for the %s copy (->pfn_mkwrite was %ps)\n",
+			pr_info("%s: vm_ops %ps swapped for the %s copy (->pfn_mkwrite was %ps)\n",
 				path, ops, mode_names[bug], ops->pfn_mkwrite);
 	} else {
 		atomic_inc(&foreign);
@@ -308,34 +311,34 @@ static int __init pftbug_init(void)
 		if (mode && !strcmp(mode, mode_names[i]))
 			break;
 	if (i == ARRAY_SIZE(mode_names)) {
-		pr_err("pftbug: unknown mode=%s (control, no_pfn_mkwrite, noop_pfn_mkwrite, stale_update)\n",
+		pr_err("unknown mode=%s (control, no_pfn_mkwrite, noop_pfn_mkwrite, stale_update)\n",
 		       mode ? mode : "");
 		return -EINVAL;
 	}
 	bug = i;
 	if (!path || !*path) {
-		pr_err("pftbug: path= is required: the file whose mappings get the %s vm_ops\n",
+		pr_err("path= is required: the file whose mappings get the %s vm_ops\n",
 		       mode_names[bug]);
 		return -EINVAL;
 	}
 	err = kern_path(path, LOOKUP_FOLLOW, &target_path);
 	if (err) {
-		pr_err("pftbug: path=%s: cannot resolve it (error %d); create the file first\n",
+		pr_err("path=%s: cannot resolve it (error %d); create the file first\n",
 		       path, err);
 		return err;
 	}
 	target = d_inode(target_path.dentry);
 	if (!S_ISREG(target->i_mode) || !IS_DAX(target)) {
-		pr_err("pftbug: path=%s: not a regular file on a DAX mount\n", path);
+		pr_err("path=%s: not a regular file on a DAX mount\n", path);
 		err = -EINVAL;
 		goto out_put;
 	}
 	err = register_kprobe(&kp);
 	if (err) {
-		pr_err("pftbug: cannot put a kprobe on handle_mm_fault (error %d)\n", err);
+		pr_err("cannot put a kprobe on handle_mm_fault (error %d)\n", err);
 		goto out_put;
 	}
-	pr_info("pftbug: mode=%s on %s (dev %u:%u ino %llu)\n", mode_names[bug], path,
+	pr_info("mode=%s on %s (dev %u:%u ino %llu)\n", mode_names[bug], path,
 		MAJOR(target->i_sb->s_dev), MINOR(target->i_sb->s_dev),
 		(unsigned long long)target->i_ino);
 	return 0;
@@ -353,9 +356,9 @@ static void __exit pftbug_exit(void)
 	unregister_kprobe(&kp);
 	left = orig_ops ? walk_copies(true) : 0;
 	if (left)
-		pr_warn("pftbug: %s is still mapped: gave %d vma(s) their original vm_ops back\n",
+		pr_warn("%s is still mapped: gave %d vma(s) their original vm_ops back\n",
 			path, left);
-	pr_info("pftbug: unloaded (mode=%s swaps=%d faults=%d write_faults=%d calls=%d stamped=%d)\n",
+	pr_info("unloaded (mode=%s swaps=%d faults=%d write_faults=%d calls=%d stamped=%d)\n",
 		mode_names[bug], atomic_read(&swaps), atomic_read(&faults),
 		atomic_read(&write_faults), atomic_read(&calls), atomic_read(&stamped));
 	path_put(&target_path);
