@@ -173,6 +173,43 @@ def sync_write_loop(path, rounds):
     _stat_write_loop(path, rounds, False)
 
 
+def exposure_loop(path, rounds, store_after=True, before_stat=None):
+    """The write-exposure workload: one allocated page, `rounds` times:
+    msync(MS_SYNC); a store (a write fault: it stamps mtime); [msync |
+    munmap, by before_stat]; stat (the observer); [a second store into the
+    same page: no fault, no stamp]; msync; stat.  Prints the oracle as one
+    JSON line: per round, whether the data changed after the observer's stat
+    while the mtime the next stat shows is still the one it saw -- a change
+    a tool trusting mtime cannot see."""
+    fd = _prepare(path, 1)
+    flags, prot = mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+    m = mmap.mmap(fd, PAGE, flags, prot)
+    hidden = []
+    for i in range(rounds):
+        m.flush()
+        m[0] = (2 * i) % 250 + 1
+        if before_stat == "msync":
+            m.flush()
+        elif before_stat == "munmap":
+            m.close()
+        seen = os.stat(path)
+        data = os.pread(fd, 1, 0)     # (open() would fstat: a second observer)
+        if before_stat == "munmap":
+            m = mmap.mmap(fd, PAGE, flags, prot)
+        if store_after:
+            m[0] = (2 * i + 1) % 250 + 1
+        m.flush()
+        now = os.stat(path)
+        changed = os.pread(fd, 1, 0) != data
+        hidden.append(changed and now.st_mtime_ns == seen.st_mtime_ns)
+    m.close()
+    st = os.fstat(fd)
+    os.close(fd)
+    print(json.dumps({"oracle": "exposure-loop", "rounds": rounds, "ino": st.st_ino,
+                      "pid": os.getpid(), "store_after": store_after,
+                      "before_stat": before_stat, "hidden": hidden}), flush=True)
+
+
 def ivshmem_bar():
     """sysfs path of the lab's ivshmem shared-memory BAR (QEMU's 1af4:1110)."""
     import glob
@@ -223,6 +260,10 @@ WORKLOADS = {
     "random-read-write": random_read_write,
     "stat-write-loop": stat_write_loop,     # PAGES is the number of rounds
     "sync-write-loop": sync_write_loop,
+    "exposure-loop": exposure_loop,           # PAGES is the number of rounds
+    "exposure-no-store": lambda p, n: exposure_loop(p, n, store_after=False),
+    "exposure-msync-first": lambda p, n: exposure_loop(p, n, before_stat="msync"),
+    "exposure-munmap-first": lambda p, n: exposure_loop(p, n, before_stat="munmap"),
 }
 
 
