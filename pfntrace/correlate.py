@@ -24,6 +24,11 @@ Beside the verdict, each write fault is checked against the last getattr
 ctime where that getattr saw them is an *invisible write* (verdict.invisible,
 verdict.h's pft_invisible), one that a tool comparing timestamps with its
 last stat can never see.
+
+And each write fault opens a write-exposure window on its page, which the
+recording's PFT_EV_CLOSE events end (written back, unmapped); a getattr
+made while one of its file's windows is open is an exposed observation
+(pfntrace.exposure): stores after it change data under the mtime it saw.
 """
 
 import gc
@@ -33,6 +38,7 @@ from collections import Counter
 
 from pfntrace import decode, layout
 from pfntrace import verdict as V
+from pfntrace.exposure import Exposure
 from pfntrace.verdict import (  # noqa: F401  (the names views and tests use)
     K_FAULT, K_NONOTIFY, K_PAGE, K_PFN, K_PMD, KINDS, NKINDS, PROBLEM_VERDICTS,
     V_CURRENT, V_MISSED, V_NO_NOTIFIER, V_UNDECIDED, V_UPDATED, VERDICTS)
@@ -44,6 +50,13 @@ EV_DAX_FAULT = C("PFT_EV_DAX_FAULT")
 EV_DAX_WRITEBACK = C("PFT_EV_DAX_WRITEBACK")
 EV_DAX_MKWRITE = C("PFT_EV_DAX_MKWRITE")
 EV_GETATTR = C("PFT_EV_GETATTR")
+EV_CLOSE = C("PFT_EV_CLOSE")
+F_CLOSE_UNMAP = C("PFT_F_CLOSE_UNMAP")
+F_CLOSE_FOREIGN = C("PFT_F_CLOSE_FOREIGN")
+# The probe whose presence in a recording's plan says it carries the
+# closes of write-exposure windows (pfntrace.probeplan.UNMAP_HOOK).
+UNMAP_HOOK = "unmap_page_range"
+PMD_PAGES = 512
 F_PMD = C("PFT_F_PMD")
 F_IN_WP = C("PFT_F_IN_WP")
 F_HANDLER_FOLDED = C("PFT_F_HANDLER_FOLDED")
@@ -387,6 +400,9 @@ class Analysis:
         self.faults_kept = True
         self.findings_kept = True   # problems, undecided, invisible (not when streamed)
         self._faults = None
+        # Write-exposure windows (pfntrace.exposure.Exposure); None for a
+        # recording made without their closes.
+        self.exposure = None
 
     # -- faults -----------------------------------------------------------
     @property
@@ -419,6 +435,14 @@ class Analysis:
         hooks = (self.header.get("plan") or {}).get("hooks") or ()
         return any(h.get("hook") == "vfs_getattr_nosec" and h.get("status") == "attach"
                    for h in hooks)
+
+    @property
+    def exposure_recorded(self):
+        """Whether the recording carries the closes of write-exposure
+        windows (made by a pfntrace that sends PFT_EV_CLOSE: its plan has
+        the unmap hook, attached or not)."""
+        hooks = (self.header.get("plan") or {}).get("hooks") or ()
+        return any(h.get("hook") == UNMAP_HOOK for h in hooks)
 
     @property
     def multigrain(self):
@@ -526,6 +550,9 @@ class Analysis:
             "lost_by_reason": self.blind,
             "verdicts": verdicts,
             "invisible_writes": self._sum("invisible"),
+            # None: a recording made without the closes of exposure windows.
+            "exposed_observations": None if self.exposure is None else self.exposure.exposed,
+            "exposure_windows": None if self.exposure is None else self.exposure.opened,
             "getattrs": self._sum("observations"),
             "getattr_probed": self.getattr_probed,
             "multigrain": self.multigrain,
@@ -646,7 +673,11 @@ class _Engine:
         self.procs = {}          # pid -> ProcStats
         self.first_touch = {}    # tid -> (start, end, pgoff) of the last PTE ->huge_fault
         self.counts = dict.fromkeys((EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK,
-                                     EV_DAX_MKWRITE, EV_GETATTR), 0)
+                                     EV_DAX_MKWRITE, EV_GETATTR, EV_CLOSE), 0)
+        if an.exposure_recorded:
+            an.exposure = Exposure(keep=an.findings_kept)
+        self.expo = an.exposure
+        self.last_event_ts = None  # the last event's, in stream order
         # (dev, ino) -> (end, mtime, ctime, pid, comm) of its last getattr.
         self.observed = {}
         self.other_types = 0
@@ -698,6 +729,7 @@ class _Engine:
         not_a_fault, inner_half = self.not_a_fault, self.inner_half
         set_externally, aggregate, proc_of = self.set_externally, self.aggregate, self.proc_of
         counted = self.counted
+        expo = self.expo
         pmd_arg, pud_arg, wall_offset = self.pmd_arg, self.pud_arg, self.wall_offset
         f_verdict = self.f_verdict
         # Without a process filter a file's selection says it all.
@@ -726,6 +758,15 @@ class _Engine:
                     fs.observations += 1
                     observed[(dev, ino)] = (ts + dur, ms0 * NS + mn0,
                                             cs0 * NS + (cn0 & NSEC_MASK), pid, comm)
+                    if expo is not None:
+                        expo.observe(ts + dur, dev, ino, pid, _comm(comm), ms0 * NS + mn0)
+                continue
+            elif typ == EV_CLOSE:
+                if expo is not None:
+                    if flags & F_CLOSE_UNMAP:
+                        expo.unmap(ts, dev, ino, pgoff, arg, pid, bool(flags & F_CLOSE_FOREIGN))
+                    else:
+                        expo.writeback(ts, dev, ino, pgoff, arg)
                 continue
 
             kind = classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,
@@ -744,6 +785,13 @@ class _Engine:
             c1 = cs1 * NS + (cn1 & NSEC_MASK)
             verdict = judge(kind, m0, m1, c0, c1, cn0, clk0, clk1, gran,
                             bool(ms0 | ms1 | cs0 | cs1))
+            if expo is not None:
+                # Every write fault leaves its page writable: a window.
+                if kind == K_PMD:
+                    expo.fault(ts, dev, ino, pgoff - pgoff % PMD_PAGES, pid, npages=PMD_PAGES,
+                               mtime_ns=m1 if ms1 | mn1 else None)
+                else:
+                    expo.fault(ts, dev, ino, pgoff, pid, mtime_ns=m1 if ms1 | mn1 else None)
             external = set_externally(fs, ts, m0, m1)
             observer = None
             obs = observed.get((dev, ino))
@@ -761,6 +809,8 @@ class _Engine:
                        c1, clk0 or ts + wall_offset, external, clk0, clk1, cn0 & QUERIED,
                        handler, observer))
         self.events += n
+        if n:
+            self.last_event_ts = ts
 
     def feed_block(self, payload):
         """feed() of one raw EVENTS block, with the same result, faster.
@@ -780,7 +830,7 @@ class _Engine:
         if codes is None:
             self.feed(_rows(payload))
             return
-        devs, inos, args = decode.columns(payload, ("dev", "ino", "arg"))
+        devs, inos, args, tss = decode.columns(payload, ("dev", "ino", "arg", "ts_ns"))
         tally = Counter(zip(devs, inos, codes))
         files = self.files
         # Files numbered in the order their first events come, as feed()
@@ -791,6 +841,8 @@ class _Engine:
         judged = codes.translate(_JUDGED)
         if judged.count(0) != len(judged):
             self.feed(_rows_at(payload, itertools.compress(itertools.count(), judged)))
+        if tss:
+            self.last_event_ts = tss[-1]    # as feed() of the whole block leaves it
         counts = self.counts
         writebacks = False
         for (dev, ino, code), n in tally.items():
@@ -939,6 +991,8 @@ class _Engine:
 
     def finish(self, recording):
         an = self.an
+        if self.expo is not None:
+            self.expo.finish(self.end_ts())
         self.add_file_counts(getattr(recording, "file_counts", None) or ())
         an.events = self.events
         # A corrupt EVENTS block is only found while reading: look now.
@@ -964,6 +1018,16 @@ class _Engine:
         _final_statx(an, self.files)
 
 
+    def end_ts(self):
+        """When the recording ended, on the events' clock: from the trailer
+        (CLOCK_REALTIME) less the header's realtime - monotonic offset;
+        without a trailer (a recording cut short), its last event."""
+        ended = (self.an.trailer or {}).get("ended_wall_ns")
+        if ended and self.wall_offset:
+            return ended - self.wall_offset
+        return self.last_event_ts or 0
+
+
 # One byte per event says what feed_block() does with it: the type in the
 # low 3 bits (_LANE_TYPE: a type that does not fit, or no type of ours), and
 # one bit each for what decides between counting and judging.
@@ -971,6 +1035,9 @@ _LANE_TYPE = 7
 _LANE_FOLDED, _LANE_RETRY, _LANE_IN_WP, _LANE_PMD, _LANE_WRITE = 8, 16, 32, 64, 128
 assert max(EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK, EV_DAX_MKWRITE,
            EV_GETATTR) < _LANE_TYPE
+# EV_CLOSE shares the lane type of types that are not ours: feed() tells
+# them apart, and both go to it.
+assert EV_CLOSE == _LANE_TYPE
 
 
 def _bit_lane(name, mask, lane):
@@ -1006,16 +1073,17 @@ def _lane_codes(payload):
 
 def _judged(code):
     """Whether feed_block() sends an event to feed(): a write fault, or a
-    handler call of its own (either may be a write fault, classify()), or a
-    getattr (it changes what later faults are judged against).  The rest
-    only add to counters."""
+    handler call of its own (either may be a write fault, classify()), a
+    getattr (it changes what later faults are judged against), a window's
+    close (it changes which getattrs are exposed), or a type not ours.  The
+    rest only add to counters."""
     typ = code & _LANE_TYPE
     if typ == EV_WP:
         # A retried one only counts, unless a handler ran inside (folded).
         return not code & _LANE_RETRY or bool(code & _LANE_FOLDED)
     if typ == EV_HANDLER:
         return not code & _LANE_IN_WP
-    return typ == EV_GETATTR
+    return typ == EV_GETATTR or typ == _LANE_TYPE
 
 
 _JUDGED = bytes(_judged(code) for code in range(256))

@@ -6,37 +6,44 @@ process's mapping.  Every later store into that page changes the data with
 no fault and no stamp, until the page is write-protected again: by the
 writeback of its DAX entry (msync, fsync, the kernel's background
 writeback: fs_dax:dax_writeback_one cleans every mapping's PTE of it), or
-by every mapping that holds it writable going away (munmap, exit, exec).
-That span is the page's window.
+by every mapping that holds it writable going away (munmap, exit, exec,
+truncate: unmap_page_range).  That span is the page's window.
 
 A process that stats the file while one of its pages is in a window is
 exposed: whatever is stored after its stat and before the window closes
 changes data it believes it has, under the mtime it was shown.  Only a
-later fault that moves mtime again (a fault on another page of the file,
-or of another mapping) lets it see a change; so an observation's exposure
-on a page ends at the page's close or at the file's next stamp after the
-observation, whichever comes first.
+later fault that moves mtime past what it saw (a fault on another page of
+the file, or through another mapping) lets it see a change; so an
+observation's exposure on a page ends at the page's close or at that
+stamp, whichever comes first.
 
 pfntrace cannot see the stores themselves (there is no event for them):
 it reports the exposure, which is never less than the hidden changes.
 
-This module is the engine over plain inputs, in time order; the recording's
-events are turned into these calls by the correlation.
+This module is the engine over plain inputs, in time order; the correlation
+turns the recording's events into these calls.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 # What closed a window.
 WRITEBACK = "writeback"   # its DAX entry written back: every mapping's PTE cleaned
 UNMAP = "unmap"           # the last mapping holding it writable was unmapped
-EXIT = "exit"             # ... went away with its process (exit or exec)
 OPEN = "open"             # still open when the recording ended
 
 # What ended an observation's exposure on a page before its window closed.
-STAMP = "stamp"           # a later fault moved the file's mtime again
+STAMP = "stamp"           # a later fault moved the file's mtime past what it saw
+
+# log2 buckets of the histograms (ns): bucket i holds [2^(i-1), 2^i).
+BUCKETS = 64
+
+# A close of more pages than this is matched against the file's open
+# windows rather than looked up page by page.
+_LOOKUP_PAGES = 64
 
 
-@dataclass
+@dataclass(eq=False)
 class Window:
     """One write-exposure window: pages [pgoff, pgoff + npages) of a file
     (npages 1, or 512 for a PMD fault), writable since opened_ns."""
@@ -47,9 +54,7 @@ class Window:
     npages: int
     opened_ns: int
     opened_by: tuple          # (pid, comm) of the fault that opened it
-    # (tgid, user address): the mappings that hold it writable (one
-    # process can map a file twice).
-    writers: set = field(default_factory=set)
+    writers: set = field(default_factory=set)   # tgids whose mappings hold it writable
     closed_ns: int = None
     cause: str = OPEN
 
@@ -61,18 +66,18 @@ class Window:
         return (self.closed_ns if self.closed_ns is not None else end_ns) - self.opened_ns
 
 
-@dataclass
+@dataclass(eq=False)
 class PageExposure:
-    """One page (window) an observation found open."""
+    """One window an observation found open."""
 
     window: Window
     until_ns: int = None      # when the exposure ended (None: at the end)
     ended_by: str = OPEN      # a window cause, or STAMP
 
 
-@dataclass
+@dataclass(eq=False)
 class Observation:
-    """A stat of a file (any process) that found some of its pages in a
+    """A stat of a file (by any process) that found some of its pages in a
     window: exposed."""
 
     ts_ns: int
@@ -80,6 +85,7 @@ class Observation:
     ino: int
     pid: int
     comm: str
+    mtime_ns: int             # the mtime it was shown (None: unknown)
     pages: list               # [PageExposure]
 
     @property
@@ -91,102 +97,158 @@ class Observation:
         return max((p.until_ns if p.until_ns is not None else end_ns) - self.ts_ns
                    for p in self.pages)
 
+    def ended(self):
+        """Whether every one of its pages' exposure has ended."""
+        return all(p.until_ns is not None for p in self.pages)
+
+
+def bucket(ns):
+    return min(max(ns, 0).bit_length(), BUCKETS - 1)
+
 
 class Exposure:
-    """Feed it faults, writebacks, unmaps, exits and stats in time order;
-    finish() closes the book.  windows: every window, observations: every
-    exposed stat; unexposed: stats that found no page open."""
+    """Feed it write faults, closes and stats in time order; finish() closes
+    the book.
 
-    def __init__(self):
+    Counted always, in memory that does not grow with the recording:
+    opened windows, closed ones by cause, how long they were open
+    (window_ns) and, per exposed stat, how long its pages stayed open after
+    it (after_ns), both log2 histograms; exposed and unexposed stats.  Kept
+    when asked (keep=True): windows, every window; observations, every
+    exposed stat with its pages."""
+
+    def __init__(self, keep=True):
+        self.keep = keep
         self.windows = []
         self.observations = []
+        self.opened = 0
+        self.closed = Counter()        # cause -> windows
+        self.window_ns = [0] * BUCKETS
+        self.after_ns = [0] * BUCKETS
+        self.exposed = 0
         self.unexposed = 0
         self.end_ns = None
-        self._open = {}        # (dev, ino) -> {pgoff: Window}
-        self._by_writer = {}   # tgid -> {address: Window}
-        self._watching = {}    # (dev, ino) -> [PageExposure] not ended yet
+        self._open = {}        # (dev, ino) -> {pgoff: Window} of open windows
+        self._watching = {}    # (dev, ino) -> [Observation] whose exposure goes on
 
     # -- inputs ------------------------------------------------------------
 
-    def fault(self, ts_ns, dev, ino, pgoff, tgid, address, comm="", npages=1, stamped=True):
+    def fault(self, ts_ns, dev, ino, pgoff, tgid, comm="", npages=1, mtime_ns=None):
         """A write fault that left pages [pgoff, pgoff + npages) writable in
-        tgid's mapping at address.  stamped: it moved the file's mtime
-        (a fault in the same clock tick as the last stamp does not)."""
+        tgid's mapping; mtime_ns: the file's mtime after it (None: unread)."""
         key = (dev, ino)
-        if stamped:
-            self._end_watches(key, ts_ns, STAMP)
+        if mtime_ns is not None and key in self._watching:
+            self._stamp(key, ts_ns, mtime_ns)
         pages = self._open.setdefault(key, {})
         w = pages.get(pgoff)
-        if w is None:
+        if w is None or w.npages != npages:
             w = Window(dev, ino, pgoff, npages, ts_ns, (tgid, comm))
             pages[pgoff] = w
-            self.windows.append(w)
-        w.writers.add((tgid, address))
-        self._by_writer.setdefault(tgid, {})[address] = w
+            self.opened += 1
+            if self.keep:
+                self.windows.append(w)
+        w.writers.add(tgid)
 
     def writeback(self, ts_ns, dev, ino, pgoff, npages=1):
-        """fs_dax:dax_writeback_one: pages [pgoff, pgoff + npages) clean and
-        write-protected in every mapping."""
-        pages = self._open.get((dev, ino))
-        if not pages:
-            return
-        end = pgoff + npages
-        for start in [p for p, w in pages.items() if p < end and pgoff < p + w.npages]:
-            self._close(pages.pop(start), ts_ns, WRITEBACK)
+        """Pages [pgoff, pgoff + npages) clean and write-protected in every
+        mapping (fs_dax:dax_writeback_one)."""
+        for w in self._overlapping((dev, ino), pgoff, npages):
+            self._close(w, ts_ns, WRITEBACK)
 
-    def unmap(self, ts_ns, tgid, start, end):
-        """Addresses [start, end) of tgid's mappings unmapped."""
-        mine = self._by_writer.get(tgid)
-        if not mine:
-            return
-        for address in [a for a in mine if start <= a < end]:
-            self._drop_writer(mine.pop(address), (tgid, address), ts_ns, UNMAP)
+    def unmap(self, ts_ns, dev, ino, pgoff, npages, tgid, foreign=False):
+        """Pages [pgoff, pgoff + npages) unmapped from tgid's address space,
+        or (foreign) from one that is not the unmapping task's, whose owner
+        is unknown (truncate unmaps every mapping this way)."""
+        for w in self._overlapping((dev, ino), pgoff, npages):
+            if foreign:
+                w.writers.clear()
+            else:
+                w.writers.discard(tgid)
+            if not w.writers:
+                self._close(w, ts_ns, UNMAP)
 
-    def mm_gone(self, ts_ns, tgid):
-        """tgid's address space went away (its exit, or an exec)."""
-        for address, w in self._by_writer.pop(tgid, {}).items():
-            self._drop_writer(w, (tgid, address), ts_ns, EXIT)
-
-    def observe(self, ts_ns, dev, ino, pid, comm=""):
-        """A stat of the file returned to pid."""
-        pages = self._open.get((dev, ino))
+    def observe(self, ts_ns, dev, ino, pid, comm="", mtime_ns=None):
+        """A stat of the file returned to pid; the Observation when it was
+        exposed, else None."""
+        key = (dev, ino)
+        pages = self._open.get(key)
         if not pages:
             self.unexposed += 1
             return None
-        seen = [PageExposure(w) for _, w in sorted(pages.items())]
-        ob = Observation(ts_ns, dev, ino, pid, comm, seen)
-        self.observations.append(ob)
-        self._watching.setdefault((dev, ino), []).extend(seen)
+        ob = Observation(ts_ns, dev, ino, pid, comm, mtime_ns,
+                         [PageExposure(w) for _, w in sorted(pages.items())])
+        self.exposed += 1
+        if self.keep:
+            self.observations.append(ob)
+        self._watching.setdefault(key, []).append(ob)
         return ob
 
     def finish(self, ts_ns):
-        """The recording ended: what is still open stays open."""
+        """The recording ended: what is still open stays open, and counts
+        as open until now."""
         self.end_ns = ts_ns
+        for pages in self._open.values():
+            for w in pages.values():
+                self.closed[OPEN] += 1
+                self.window_ns[bucket(ts_ns - w.opened_ns)] += 1
+        for watching in self._watching.values():
+            for ob in watching:
+                self.after_ns[bucket(ob.open_after_ns(ts_ns))] += 1
+        self._watching = {}
 
     # -- book-keeping ------------------------------------------------------
 
-    def _drop_writer(self, w, writer, ts_ns, cause):
-        w.writers.discard(writer)
-        if w.writers or w.closed_ns is not None:
-            return      # still writable through another mapping
+    def open_windows(self):
+        return sum(len(pages) for pages in self._open.values())
+
+    def _overlapping(self, key, pgoff, npages):
+        pages = self._open.get(key)
+        if not pages:
+            return []
+        end = pgoff + npages
+        if npages <= _LOOKUP_PAGES:
+            found = [pages[p] for p in range(pgoff, end) if p in pages]
+            # A huge window that starts before the range (rare: PMDs).
+            found += [w for p, w in pages.items()
+                      if w.npages > 1 and p < pgoff < p + w.npages]
+            return found
+        return [w for p, w in pages.items() if p < end and pgoff < p + w.npages]
+
+    def _close(self, w, ts_ns, cause):
         pages = self._open.get(w.key)
         if pages is not None and pages.get(w.pgoff) is w:
             del pages[w.pgoff]
-        self._close(w, ts_ns, cause)
-
-    def _close(self, w, ts_ns, cause):
         w.closed_ns, w.cause = ts_ns, cause
-        for tgid, address in w.writers:
-            mine = self._by_writer.get(tgid)
-            if mine is not None and mine.get(address) is w:
-                del mine[address]
         w.writers = set()
+        self.closed[cause] += 1
+        self.window_ns[bucket(ts_ns - w.opened_ns)] += 1
         watching = self._watching.get(w.key)
-        if watching:
-            for p in [p for p in watching if p.window is w]:
-                p.until_ns, p.ended_by = ts_ns, cause
-                watching.remove(p)
+        if not watching:
+            return
+        for ob in watching:
+            for p in ob.pages:
+                if p.window is w and p.until_ns is None:
+                    p.until_ns, p.ended_by = ts_ns, cause
+        self._watching[w.key] = self._still_watched(watching)
 
-    def _end_watches(self, key, ts_ns, why):
-        for p in self._watching.pop(key, ()):
-            p.until_ns, p.ended_by = ts_ns, why
+    def _still_watched(self, watching):
+        """The observations of watching whose exposure goes on; the others'
+        go into after_ns."""
+        still = []
+        for ob in watching:
+            if ob.ended():
+                self.after_ns[bucket(ob.open_after_ns(None))] += 1
+            else:
+                still.append(ob)
+        return still
+
+    def _stamp(self, key, ts_ns, mtime_ns):
+        """A fault left the file's mtime at mtime_ns: observers shown another
+        mtime can now see that the file changed."""
+        watching = self._watching[key]
+        for ob in watching:
+            if ob.mtime_ns is not None and ob.mtime_ns != mtime_ns:
+                for p in ob.pages:
+                    if p.until_ns is None:
+                        p.until_ns, p.ended_by = ts_ns, STAMP
+        self._watching[key] = self._still_watched(watching)

@@ -102,13 +102,14 @@ def fentry_flags(plan):
     Tracer loads itself), -DPFT_KPROBE_HANDLERS when one goes on a kprobe.
     A function's kprobe programs are compiled only where it has no fentry
     (each is a copy of the same inlined body)."""
-    from pfntrace.probeplan import FENTRY_HOOKS, fentry_hooks, trampoline_handlers
+    from pfntrace.probeplan import FENTRY_HOOKS, UNMAP_HOOK, fentry_hooks, trampoline_handlers
 
     flags = ["-DPFT_FENTRY_%s" % name.upper() for name in fentry_hooks(plan)
              if name in FENTRY_HOOKS]
     if trampoline_handlers(plan):
         flags.append("-DPFT_FENTRY_HANDLERS")
-    if any(h["hook"] not in FENTRY_HOOKS and h["kind"] in ("kprobe", "kretprobe")
+    # The handlers: every function hook but the fault path's and unmap's.
+    if any(h["hook"] not in FENTRY_HOOKS + (UNMAP_HOOK,) and h["kind"] in ("kprobe", "kretprobe")
            and h["status"] == "attach" and h.get("mechanism") not in ("fentry", "fexit")
            for h in plan["hooks"]):
         flags.append("-DPFT_KPROBE_HANDLERS")
@@ -264,6 +265,8 @@ class Tracer:
                 fn = "ftu_entry"
             elif name == "vfs_getattr_nosec":
                 fn = "getattr_entry" if hook["kind"] == "kprobe" else "getattr_return"
+            elif name == "unmap_page_range":
+                fn = "unmap_entry"
             elif name == "wp_pfn_shared":
                 # Where it is a symbol it says for certain what is otherwise
                 # inferred from the page (PFT_F_PFN_PATH).

@@ -24,6 +24,10 @@
  *                                        (filecounts), or with --every-event
  *                                        PFT_EV_DAX_*
  *   sched:sched_process_fork          -> follows a command's descendants
+ *   fs_dax:dax_writeback_one, kprobe unmap_page_range
+ *                                     -> PFT_EV_CLOSE (record): a written
+ *                                        file's pages read-only again, the
+ *                                        end of their write-exposure windows
  */
 #include <uapi/linux/ptrace.h>
 #include "pfntrace.h"
@@ -130,6 +134,14 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_F_TABLE("array", u32, u64, rownext, PFT_ROW_TABLES, BPF_F_MMAPABLE);
 BPF_HASH(rowof, struct pft_row_key, u32, PFT_COUNT_ROWS + PFT_AGG_FILE_ROWS + PFT_AGG_PROC_ROWS);
 BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
+#ifndef PFT_NO_STREAM
+/* Files a traced write fault made writable (record).  Their pages stay
+ * writable, with no fault and no timestamp update for later stores, until
+ * written back or unmapped (pfntrace/exposure.py: write-exposure windows);
+ * that is often done by another task (a kworker's background writeback, a
+ * truncate), so for these files it is sent whoever does it (PFT_EV_CLOSE). */
+BPF_HASH(written, struct pft_file_key, u8, PFT_WRITTEN_FILES);
+#endif
 BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */
 
 /* Something was not seen: count it, by reason and in the total. */
@@ -494,12 +506,27 @@ static __always_inline void agg_account(struct pft_event *ev)
 }
 #endif /* PFT_AGGREGATE */
 
+#ifndef PFT_NO_STREAM
+/* A write fault's file: its windows' closes are sent from now on. */
+static __always_inline void mark_written(struct pft_event *ev)
+{
+	if ((ev->type != PFT_EV_WP && ev->type != PFT_EV_HANDLER) ||
+	    !(ev->fault_flags & PFT_FAULT_FLAG_WRITE))
+		return;
+	struct pft_file_key key = {.ino = ev->ino, .dev = ev->dev};
+	u8 one = 1;
+	if (!written.lookup_or_try_init(&key, &one))
+		count_blind(PFT_BLIND_COUNTERS);	/* its closes would go unseen */
+}
+#endif
+
 static __always_inline void emit(struct pft_event *ev)
 {
 #ifdef PFT_AGGREGATE
 	agg_account(ev);
 #endif
 #ifndef PFT_NO_STREAM
+	mark_written(ev);
 	u32 sent_i = PFT_RING_SENT, taken_i = PFT_RING_TAKEN;
 	u64 *sent = ringfill.lookup(&sent_i), *taken = ringfill.lookup(&taken_i);
 	u64 flags = BPF_RB_NO_WAKEUP;
@@ -1364,12 +1391,11 @@ static __always_inline void count_dax_fault(u32 dev, u64 ino, u32 flags, int pmd
 }
 #endif
 
-static __always_inline struct pft_event *tp_event(u32 type, u32 dev, u64 ino)
+/* The per-CPU scratch event of a tracepoint (or kprobe: both run with
+ * preemption off), filled with who and when; 0 when unavailable. */
+static __always_inline struct pft_event *scratch_event(u32 type, u32 dev, u64 ino, u64 id)
 {
 	u32 zero = 0;
-	u64 id = bpf_get_current_pid_tgid();
-	if (!tp_wanted(id, dev, ino))
-		return 0;
 	struct pft_event *ev = blank.lookup(&zero);
 	if (!ev)
 		return 0;
@@ -1387,11 +1413,83 @@ static __always_inline struct pft_event *tp_event(u32 type, u32 dev, u64 ino)
 	return ev;
 }
 
+static __always_inline struct pft_event *tp_event(u32 type, u32 dev, u64 ino)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!tp_wanted(id, dev, ino))
+		return 0;
+	return scratch_event(type, dev, ino, id);
+}
+
 static __always_inline void tp_done(struct pft_event *ev)
 {
 	emit(ev);
 	__builtin_memset(ev, 0, sizeof(*ev));
 }
+
+#ifndef PFT_NO_STREAM
+/* Pages [pgoff, pgoff + pages) of a file read-only again: a PFT_EV_CLOSE
+ * when a traced write fault made the file writable, whichever task this is
+ * (the windows are the file's, not the task's). */
+static __always_inline void send_close(u32 dev, u64 ino, u64 pgoff, u64 pages, u64 address,
+				       u32 flags)
+{
+	struct pft_file_key key = {.ino = ino, .dev = dev};
+	if (!cfg() || !written.lookup(&key))
+		return;
+	struct pft_event *ev = scratch_event(PFT_EV_CLOSE, dev, ino, bpf_get_current_pid_tgid());
+	if (!ev)
+		return;
+	ev->pgoff = pgoff;
+	ev->arg = pages;
+	ev->address = address;
+	ev->flags |= flags;
+	tp_done(ev);
+}
+
+/*
+ * unmap_page_range(tlb, vma, addr, end, details): [addr, end) of one vma
+ * unmapped, its PTEs gone: munmap, exit and exec (exit_mmap),
+ * madvise(MADV_DONTNEED), truncate (unmap_mapping_range, every mapping of
+ * the file).  A symbol on 6.1, 6.12 and 7.3 (mm/oom_kill.c calls it too).
+ * The unmapping task's mm is NULL during its own exit (exit_mm clears it
+ * before the last mmput): that is its own address space, not a foreign one.
+ */
+static __always_inline int unmap_range(u64 vma, u64 start, u64 end)
+{
+	u64 file = 0, vm_flags = 0, inode = 0, sb = 0, ino = 0, vm_start = 0, vm_pgoff = 0;
+	u64 mm = 0, own = 0;
+	u32 dev = 0;
+	if (!cfg())
+		return 0;
+	READ(file, vma, VMA_VM_FILE);
+	if (!file)
+		return 0;
+	READ(vm_flags, vma, VMA_VM_FLAGS);
+	if (!(vm_flags & PFT_VM_SHARED))
+		return 0;		/* a private mapping's writes are copies */
+	READ(inode, file, FILE_F_INODE);
+	READ(sb, inode, INODE_I_SB);
+	READ(dev, sb, SB_S_DEV);
+	READ(ino, inode, INODE_I_INO);
+	struct pft_file_key key = {.ino = ino, .dev = dev};
+	if (!written.lookup(&key))
+		return 0;
+	READ(vm_start, vma, VMA_VM_START);
+	READ(vm_pgoff, vma, VMA_VM_PGOFF);
+	READ(mm, vma, VMA_VM_MM);
+	READ(own, bpf_get_current_task(), TASK_MM);
+	u32 flags = PFT_F_CLOSE_UNMAP | (own && own != mm ? PFT_F_CLOSE_FOREIGN : 0);
+	send_close(dev, ino, vm_pgoff + ((start - vm_start) >> 12), (end - start) >> 12, start,
+		   flags);
+	return 0;
+}
+
+int unmap_entry(struct pt_regs *ctx)
+{
+	return unmap_range(PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx), PT_REGS_PARM4(ctx));
+}
+#endif /* PFT_NO_STREAM */
 
 /* The fault tracepoints share these fields (fs_dax.h); each has its own
  * args type, hence a macro rather than a function. */
@@ -1470,6 +1568,9 @@ TRACEPOINT_PROBE(fs_dax, dax_writeback_one)
 	ev->pgoff = args->pgoff;
 	ev->arg = args->pglen;
 	tp_done(ev);
+#endif
+#ifndef PFT_NO_STREAM
+	send_close(args->dev, args->ino, args->pgoff, args->pglen, 0, 0);
 #endif
 	return 0;
 }

@@ -20,6 +20,13 @@
 #define PFT_EV_GETATTR       6  /* vfs_getattr_nosec returned 0: a process (any,
                                    not only the traced ones) was shown this
                                    inode's mtime and ctime, in mtime/ctime_*[0] */
+#define PFT_EV_CLOSE         7  /* pages [pgoff, pgoff + arg) of a file a traced
+                                   write fault made writable are read-only
+                                   again, in every mapping (written back:
+                                   fs_dax:dax_writeback_one) or in one
+                                   (PFT_F_CLOSE_UNMAP: unmap_page_range); by
+                                   any task.  Ends their write-exposure
+                                   windows (pfntrace/exposure.py) */
 
 /* Which vm_ops slots the handler's address filled (PFT_EV_HANDLER.roles);
  * one function may fill several: ext4_dax_fault is .fault, .page_mkwrite
@@ -42,6 +49,11 @@
 #define PFT_F_HANDLER_FOLDED   256 /* wp (record): the traced handler this do_wp_page
                                       called sent no event of its own (it would be
                                       PFT_C_IN_WP); `handler` is its address */
+#define PFT_F_CLOSE_UNMAP      512 /* close: unmapped from one address space (munmap,
+                                      exit, exec, truncate...), not written back */
+#define PFT_F_CLOSE_FOREIGN    1024 /* close by unmap: from an address space that is
+                                      not the unmapping task's (truncate, the OOM
+                                      reaper, a last mmput by another task) */
 
 /* struct vm_fault.flags bits (include/linux/mm_types.h, stable 6.1..7.x) */
 #define PFT_FAULT_FLAG_WRITE    1
@@ -282,6 +294,8 @@ struct pft_agg_config {
 #define PFT_ROWS_PROCS    2     /* top: per process */
 #define PFT_ROW_TABLES    3
 #define PFT_COUNT_ROWS    10240
+/* Files whose write-exposure windows record follows (the `written` map). */
+#define PFT_WRITTEN_FILES 10240
 #define PFT_AGG_FILE_ROWS 10240
 #define PFT_AGG_PROC_ROWS 4096
 

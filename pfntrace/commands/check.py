@@ -7,7 +7,8 @@ them, so it can sit in a CI script:
   0  write faults were seen, every one UPDATED or CURRENT (or UNDECIDED
      without --strict), and nothing was lost
   1  findings: a MISSED or NO_NOTIFIER fault (with --strict, UNDECIDED too;
-     with --invisible, a write the last stat before it cannot see)
+     with --invisible, a write the last stat before it cannot see; with
+     --exposed, a stat made while a page stayed writable after its fault)
   2  pfntrace could not run, or did not see everything: events lost, a
      return probe missed, a per-thread state not made, the recording not intact
   3  COMMAND failed and there was no finding: no verdict
@@ -38,21 +39,25 @@ EXIT_EMPTY = 4
 @click.option("--invisible", "fail_invisible", is_flag=True,
               help="Fail (exit 1) on invisible writes too: write faults after which mtime "
                    "and ctime still equal what a stat (by any process) saw before them.")
+@click.option("--exposed", "fail_exposed", is_flag=True,
+              help="Fail (exit 1) on exposed stats too: a stat (by any process) made while "
+                   "a page of the file was still writable after its stamping fault, so "
+                   "later stores change the data under the mtime it saw.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(output, mounts, pid, duration, only_file, all_files, attach, strict, allow_empty,
-            fail_invisible, cmd):
+            fail_invisible, fail_exposed, cmd):
     """Run COMMAND and fail (exit 1) if any write fault left mtime/ctime stale.
 
     \b
     Exit codes: 0 all judged right, 1 findings (--invisible: invisible writes
-    too), 2 pfntrace could not run or lost events, 3 COMMAND failed without a
-    finding, 4 no write fault seen.
+    too; --exposed: exposed stats too), 2 pfntrace could not run or lost
+    events, 3 COMMAND failed without a finding, 4 no write fault seen.
     \b
     pfntrace check -- xfs_io -c "mmap 0 4k" -c "mread 0 4k" -c "mwrite 0 4k" /mnt/dax/f
     pfntrace check -o evidence.pft -- ./db-test
     """
     from pfntrace import correlate
-    from pfntrace.findings import finding_line, findings, invisible_line
+    from pfntrace.findings import exposed_line, finding_line, findings, invisible_line
     from pfntrace.recording import Recording, RecordingError
 
     keep = output is not None
@@ -75,7 +80,9 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
     lines = findings(an)
     undecided = [finding_line(f) for f in an.undecided]
     invisible = [invisible_line(f) for f in an.invisible]
-    for line in lines + (undecided if strict else []) + (invisible if fail_invisible else []):
+    exposed = _exposed_lines(an)
+    for line in lines + (undecided if strict else []) + (invisible if fail_invisible else []) \
+            + (exposed if fail_exposed else []):
         click.echo(line)
     verdicts = "  ".join("%s %d" % kv for kv in s["verdicts"].items() if kv[1])
     click.echo("pfntrace check: %d write faults (pfn_mkwrite %d, page_mkwrite %d, pmd %d, "
@@ -88,6 +95,11 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
                    "before them saw them)%s" % (s["invisible_writes"], "" if fail_invisible
                                                 or not invisible else "; --invisible fails "
                                                 "on them"), err=True)
+    if s["getattr_probed"] and an.exposure is not None:
+        click.echo("pfntrace check: %d exposed stats (a stat while a page stayed writable "
+                   "after its stamping fault: later stores change the data under the mtime "
+                   "it saw)%s" % (len(exposed), "" if fail_exposed or not exposed
+                                  else "; --exposed fails on them"), err=True)
     loud = an.multigrain_warning()
     if loud:
         click.echo("pfntrace check: WARNING: %s" % loud, err=True)
@@ -103,13 +115,18 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
             s["truncation_reason"] or an.warnings[0])
     if blind:
         click.echo("pfntrace check: %s; faults may be missing" % blind, err=True)
-    if lines or (strict and undecided) or (fail_invisible and invisible):
+    if lines or (strict and undecided) or (fail_invisible and invisible) \
+            or (fail_exposed and exposed):
         sys.exit(EXIT_FINDINGS)
     if blind:
         raise _Blind("check: " + blind)
     if fail_invisible and not s["getattr_probed"]:
         raise _Blind("check: --invisible needs a probe on vfs_getattr_nosec, which this "
                      "kernel does not offer (see pfntrace record --plan)")
+    if fail_exposed and not (s["getattr_probed"] and an.exposure is not None):
+        raise _Blind("check: --exposed needs probes on vfs_getattr_nosec and the closes of "
+                     "write-exposure windows, which this kernel does not offer (see "
+                     "pfntrace record --plan)")
     if undecided:
         click.echo("pfntrace check: %d write faults UNDECIDED (%s); --strict fails on them"
                    % (len(undecided), an.undecided[0].detail), err=True)
@@ -121,6 +138,17 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
     if not s["write_faults"] and not allow_empty:
         raise _Empty("check: %s made no write fault that pfntrace could see (--allow-empty "
                      "if that is expected)" % cmd[0])
+
+
+def _exposed_lines(an):
+    from pfntrace import correlate
+
+    e = an.exposure
+    if e is None:
+        return []
+    names = {(f.dev, f.ino): f.shown_path for f in an.files}
+    return [exposed_line(ob, names.get(ob.key) or correlate.file_key(*ob.key), e.end_ns)
+            for ob in e.observations]
 
 
 class _Blind(Fail):

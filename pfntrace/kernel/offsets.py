@@ -20,6 +20,10 @@ _FIXED_FIELDS = (
     ("VMA_VM_FLAGS", "vm_area_struct", "vm_flags"),
     ("VMA_VM_OPS", "vm_area_struct", "vm_ops"),
     ("VMA_VM_FILE", "vm_area_struct", "vm_file"),
+    # unmap_page_range(tlb, vma, addr, end): which file pages, whose mm.
+    ("VMA_VM_PGOFF", "vm_area_struct", "vm_pgoff"),
+    ("VMA_VM_MM", "vm_area_struct", "vm_mm"),
+    ("TASK_MM", "task_struct", "mm"),
     ("VMOPS_FAULT", "vm_operations_struct", "fault"),
     ("VMOPS_HUGE_FAULT", "vm_operations_struct", "huge_fault"),
     ("VMOPS_MAP_PAGES", "vm_operations_struct", "map_pages"),

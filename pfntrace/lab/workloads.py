@@ -173,7 +173,7 @@ def sync_write_loop(path, rounds):
     _stat_write_loop(path, rounds, False)
 
 
-def exposure_loop(path, rounds, store_after=True, before_stat=None):
+def exposure_loop(path, rounds, store_after=True, before_stat=None, observe=True):
     """The write-exposure workload: one allocated page, `rounds` times:
     msync(MS_SYNC); a store (a write fault: it stamps mtime); [msync |
     munmap, by before_stat]; stat (the observer); [a second store into the
@@ -192,16 +192,18 @@ def exposure_loop(path, rounds, store_after=True, before_stat=None):
             m.flush()
         elif before_stat == "munmap":
             m.close()
-        seen = os.stat(path)
+        # observe=False: the same writes, and nobody looks until the end.
+        seen = os.stat(path) if observe else None
         data = os.pread(fd, 1, 0)     # (open() would fstat: a second observer)
         if before_stat == "munmap":
             m = mmap.mmap(fd, PAGE, flags, prot)
         if store_after:
             m[0] = (2 * i + 1) % 250 + 1
         m.flush()
-        now = os.stat(path)
         changed = os.pread(fd, 1, 0) != data
-        hidden.append(changed and now.st_mtime_ns == seen.st_mtime_ns)
+        if observe:
+            now = os.stat(path)
+            hidden.append(changed and now.st_mtime_ns == seen.st_mtime_ns)
     m.close()
     st = os.fstat(fd)
     os.close(fd)
@@ -264,6 +266,7 @@ WORKLOADS = {
     "exposure-no-store": lambda p, n: exposure_loop(p, n, store_after=False),
     "exposure-msync-first": lambda p, n: exposure_loop(p, n, before_stat="msync"),
     "exposure-munmap-first": lambda p, n: exposure_loop(p, n, before_stat="munmap"),
+    "exposure-unobserved": lambda p, n: exposure_loop(p, n, observe=False),
 }
 
 

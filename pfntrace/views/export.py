@@ -21,6 +21,18 @@ The JSON document is a contract (schema_version 1); keys are only ever added:
                            "observer_pid": n, "observer_comm": str,
                            "observed_ns_before": n, "mtime_ns": n,
                            "ctime_ns": n}],
+     "exposure": null | {"windows": n, "closed": {"writeback": n, "unmap": n,
+                                                  "open": n},
+                         "exposed_observations": n, "unexposed_observations": n,
+                         "window_ns": [{"low": n, "high": n, "count": n}],
+                         "open_after_observation_ns": [{"low": ..., "count": n}]},
+     "exposed_observations": [{"ts_ns": n, "file": str, "path": str, "pid": n,
+                               "comm": str, "mtime_ns": n|null,
+                               "open_after_ns": n,
+                               "pages": [{"pgoff": n, "npages": n,
+                                          "opened_ns": n, "opened_by_pid": n,
+                                          "open_after_ns": n,
+                                          "ended_by": str}]}],
      "latency": {"unit": "ns", "buckets": [{"low": n, "high": n, "count": n}]},
      "findings": [str, ...],
      "events": [...]            # only with --events
@@ -34,10 +46,12 @@ import csv
 import json
 
 from pfntrace import correlate
+from pfntrace.exposure import OPEN, UNMAP, WRITEBACK
 from pfntrace.findings import findings
 
 SCHEMA_VERSION = 1
 TABLES = ("summary", "files", "processes", "events", "latency")
+EXPOSURE_CAUSES = (WRITEBACK, UNMAP, OPEN)
 
 
 def file_rows(an):
@@ -111,16 +125,15 @@ def process_rows(an):
     return out
 
 
+def _buckets(hist):
+    used = [i for i, n in enumerate(hist) if n]
+    return [{"low": (1 << i) >> 1, "high": (1 << i) - 1, "count": hist[i]}
+            for i in range(used[0], used[-1] + 1)] if used else []
+
+
 def latency_rows(an):
     """[{"low", "high", "count"}] from the first to the last non-empty bucket."""
-    hist = an.latency
-    used = [i for i, n in enumerate(hist) if n]
-    if not used:
-        return []
-    out = []
-    for i in range(used[0], used[-1] + 1):
-        out.append({"low": (1 << i) >> 1, "high": (1 << i) - 1, "count": hist[i]})
-    return out
+    return _buckets(an.latency)
 
 
 def invisible_rows(an):
@@ -130,6 +143,43 @@ def invisible_rows(an):
         out.append(dict({"ts_ns": f.ts, "file": f.key, "path": f.path, "pgoff": f.pgoff,
                          "pid": f.pid, "comm": f.comm, "verdict": f.verdict},
                         **f.invisible_dict()))
+    return out
+
+
+def exposure_dict(an):
+    """The write-exposure windows' counts and histograms, or None when the
+    recording carries no closes (made before pfntrace followed them)."""
+    e = an.exposure
+    if e is None:
+        return None
+    return {"windows": e.opened,
+            "closed": {cause: e.closed.get(cause, 0) for cause in EXPOSURE_CAUSES},
+            "exposed_observations": e.exposed,
+            "unexposed_observations": e.unexposed,
+            "window_ns": _buckets(e.window_ns),
+            "open_after_observation_ns": _buckets(e.after_ns)}
+
+
+def exposed_rows(an):
+    """Every exposed observation: who stat'ed which file when, and the pages
+    then in a window, how long each stayed exposed after it, what ended it."""
+    e = an.exposure
+    if e is None:
+        return []
+    names = {f.key: f.shown_path for f in an.files}
+    out = []
+    for ob in e.observations:
+        key = correlate.file_key(ob.dev, ob.ino)
+        out.append({
+            "ts_ns": ob.ts_ns, "file": key, "path": names.get(key, key), "pid": ob.pid,
+            "comm": ob.comm, "mtime_ns": ob.mtime_ns,
+            "open_after_ns": ob.open_after_ns(e.end_ns),
+            "pages": [{"pgoff": p.window.pgoff, "npages": p.window.npages,
+                       "opened_ns": p.window.opened_ns,
+                       "opened_by_pid": p.window.opened_by[0],
+                       "open_after_ns": (p.until_ns if p.until_ns is not None
+                                         else e.end_ns) - ob.ts_ns,
+                       "ended_by": p.ended_by} for p in ob.pages]})
     return out
 
 
@@ -150,6 +200,8 @@ def to_json_dict(an, events=False):
         "latency": {"unit": "ns", "buckets": latency_rows(an)},
         "findings": findings(an),
         "invisible_writes": invisible_rows(an),
+        "exposure": exposure_dict(an),
+        "exposed_observations": exposed_rows(an),
         # What is wrong with the recording itself (truncated, blocks repeated
         # or missing, data after the trailer): the counts above may be off.
         "warnings": an.warning_lines(),

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pfntrace import correlate
+from pfntrace.findings import exposed_detail
 from pfntrace.views import export
 from pfntrace.views import plan as plan_view
 from pfntrace.views.columns import Column, hanging
@@ -95,6 +96,7 @@ def summary_rows(an, source=None):
             s["first_touch"], s["no_notifier"]))))
     rows.append(("verdicts", verdict_units(s["verdicts"])))
     rows.append(("invisible writes", words(invisible_text(s))))
+    rows.append(("exposed stats", words(exposed_text(an, s))))
     loud = an.multigrain_warning()
     if loud:
         rows.append(("", words(loud, style="bold red")))
@@ -153,6 +155,24 @@ def invisible_text(s):
     return t
 
 
+def exposed_text(an, s):
+    """The exposed-observation count and what it means."""
+    e = an.exposure
+    if e is None:
+        return Text("unknown: a recording made without write-exposure windows",
+                    style="yellow")
+    if not s["getattr_probed"]:
+        return Text("unknown: getattr (vfs_getattr_nosec) was not probed", style="yellow")
+    t = Text("%d" % e.exposed, style="bold yellow" if e.exposed else None)
+    t.append(" of %d stats of written files came while a page of the file was still "
+             "writable after its stamping fault: stores after them change the data under "
+             "the mtime they saw" % (e.exposed + e.unexposed))
+    t.append("; %d windows (written back %d, unmapped %d, open at the end %d)" % (
+        e.opened, e.closed.get("writeback", 0), e.closed.get("unmap", 0),
+        e.closed.get("open", 0)))
+    return t
+
+
 INVISIBLE_SHOWN = 20
 
 
@@ -172,6 +192,24 @@ def invisible_lines(an, width):
     if len(rows) > INVISIBLE_SHOWN:
         out += lay_out(words("and %d more (report --json lists them all)"
                                % (len(rows) - INVISIBLE_SHOWN)), width, indent=LINE_INDENT)
+    return out + [Text()]
+
+
+def exposed_lines(an, width):
+    """The first INVISIBLE_SHOWN exposed stats, each a wrapped line."""
+    e = an.exposure
+    if e is None or not e.observations:
+        return []
+    names = {(f.dev, f.ino): f.shown_path for f in an.files}
+    out = [Text("exposed stats", style="italic")]
+    for ob in e.observations[:INVISIBLE_SHOWN]:
+        units = [fmt_rel(an, ob.ts_ns), "pid %d" % ob.pid, "(%s)" % ob.comm,
+                 names.get(ob.key, correlate.file_key(*ob.key)) + ":"]
+        out += lay_out(units + words(exposed_detail(ob, e.end_ns)), width, indent=LINE_INDENT)
+    if len(e.observations) > INVISIBLE_SHOWN:
+        out += lay_out(words("and %d more (report --json lists them all)"
+                               % (len(e.observations) - INVISIBLE_SHOWN)), width,
+                       indent=LINE_INDENT)
     return out + [Text()]
 
 
@@ -399,6 +437,7 @@ def render(console, an, events=False, source=None):
         show(console, files_lines(an, width))
     show(console, processes_lines(an, width))
     show(console, invisible_lines(an, width))
+    show(console, exposed_lines(an, width))
     show(console, latency_lines(an, width))
     if events:
         if not an.faults_kept:

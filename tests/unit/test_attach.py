@@ -13,7 +13,7 @@ from pfntrace.kernel.kallsyms import Kallsyms
 from pfntrace.kernel.offsets import OffsetError
 from pfntrace.probeplan import (HANDLER_TRAMPOLINE, TOP_SHORTCUT, apply_attach, apply_counting,
                                  apply_scope, build_plan, fall_back_to_kprobes, fentry_plan,
-                                 trampoline_handlers)
+                                 trampoline_handlers, UNMAP_KPROBE_ONLY)
 from pfntrace.views import plan as plan_view
 
 from test_btf import BtfBuilder
@@ -24,6 +24,7 @@ KALLSYMS = """\
 ffffffff815e2f50 t do_wp_page
 ffffffff816e54e0 T file_update_time
 ffffffff81700000 T vfs_getattr_nosec
+ffffffff81300000 T unmap_page_range
 ffffffff81200000 T bpf_trampoline_link_prog
 ffffffffc0a00000 t ext4_dax_fault\t[ext4]
 ffffffffc0a00100 t ext4_dax_huge_fault\t[ext4]
@@ -150,8 +151,10 @@ def test_fentry_mode_without_module_handlers_attaches_everything_by_trampoline()
     only_vmlinux = "".join(line + "\n" for line in KALLSYMS.splitlines() if "[" not in line)
     p = apply_attach(plan(only_vmlinux), "fentry")
     attached = [h for h in p["hooks"] if h["status"] == "attach"]
-    assert {h.get("mechanism") for h in attached if h["kind"] != "tracepoint"} \
-        == {"fentry", "fexit"}
+    assert {h.get("mechanism") for h in attached if h["kind"] != "tracepoint"
+            and h["hook"] != "unmap_page_range"} == {"fentry", "fexit"}
+    # ... but where pages are unmapped, which is a kprobe under every mode.
+    assert mech(p, "unmap_page_range", "kprobe") == ("kprobe", UNMAP_KPROBE_ONLY)
     # No handler on a kprobe: their kprobe programs are not compiled.
     assert "-DPFT_KPROBE_HANDLERS" not in tracer.fentry_flags(p)
 
@@ -247,16 +250,21 @@ def test_page_cache_handlers_only_with_all_files():
         assert mech(p, "xfs_filemap_pfn_mkwrite", "kprobe")[0] == "kprobe"
 
 
-def test_top_leaves_out_file_update_time_and_nothing_else():
-    """top's counts never use how often file_update_time ran: its plan has
-    that hook "n/a" with why, compiled out of the fentry flags; every other
-    hook is as record's plan has it, with --attach kprobe too."""
+def test_top_leaves_out_what_only_record_uses():
+    """top's counts never use how often file_update_time ran, nor where
+    pages are unmapped (write-exposure windows are record's): its plan has
+    those hooks "n/a" with why, compiled out of the fentry flags; every
+    other hook is as record's plan has it, with --attach kprobe too."""
+    record_only = ("file_update_time", "unmap_page_range")
     for attach in ("auto", "kprobe"):
         record = apply_attach(apply_scope(plan()), attach)
         top = apply_attach(apply_counting(apply_scope(plan())), attach)
-        ftu = [h for h in top["hooks"] if h["hook"] == "file_update_time"]
-        assert ftu and all(h["status"] == "n/a" and "left out by top" in h["why"]
-                           and "mechanism" not in h for h in ftu), ftu
+        left_out = [h for h in top["hooks"] if h["hook"] in record_only]
+        assert len(left_out) == 2 and all(
+            h["status"] == "n/a" and "left out by top" in h["why"] and "mechanism" not in h
+            for h in left_out), left_out
+        assert all(h["status"] == "attach" for h in record["hooks"]
+                   if h["hook"] in record_only)
         # ... and says where its handler programs stop early: on trampolines only.
         for h in top["hooks"]:
             if h.get("attach_why", "").startswith(HANDLER_TRAMPOLINE):
@@ -264,8 +272,8 @@ def test_top_leaves_out_file_update_time_and_nothing_else():
                 h["attach_why"] = HANDLER_TRAMPOLINE
             else:
                 assert TOP_SHORTCUT not in h.get("attach_why", "")
-        rest = [h for h in top["hooks"] if h["hook"] != "file_update_time"]
-        assert rest == [h for h in record["hooks"] if h["hook"] != "file_update_time"]
+        rest = [h for h in top["hooks"] if h["hook"] not in record_only]
+        assert rest == [h for h in record["hooks"] if h["hook"] not in record_only]
         assert mech(top, "do_wp_page", "kretprobe")[0] in ("fexit", "kretprobe")
         assert mech(top, "ext4_dax_fault", "kretprobe")[0] == \
             ("kretprobe" if attach == "kprobe" else "fexit")

@@ -3,6 +3,7 @@ rest through feed) against feed() of every event, the reference: on random
 event streams of every type and deciding bit, and on the 6.12 DAX pattern
 the benchmarks use.  Everything an Analysis says must be the same."""
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -27,7 +28,11 @@ TYPES = [C("PFT_EV_WP"), C("PFT_EV_HANDLER"), C("PFT_EV_DAX_FAULT"),
 WIDE_TYPES = [256, 0x10001]     # a block with one of these goes to feed() whole
 # Every bit classify(), judge() and the tallies look at, and a few they don't.
 FLAG_BITS = [C("PFT_F_FILE"), C("PFT_F_INODE_DAX"), C("PFT_F_PFN_PATH"), C("PFT_F_IN_WP"),
-             C("PFT_F_PMD"), C("PFT_F_HANDLER_RAN"), C("PFT_F_HANDLER_FOLDED"), 1 << 30]
+             C("PFT_F_PMD"), C("PFT_F_HANDLER_RAN"), C("PFT_F_HANDLER_FOLDED"),
+             C("PFT_F_CLOSE_UNMAP"), C("PFT_F_CLOSE_FOREIGN"), 1 << 30]
+# A recording that carries write-exposure windows' closes (PFT_EV_CLOSE).
+EXPOSURE_HEADER = dict(HEADER, plan=dict(HEADER["plan"], hooks=[
+    {"hook": "unmap_page_range", "kind": "kprobe", "status": "attach", "why": ""}]))
 RET_BITS = [C("PFT_VM_FAULT_RETRY"), C("PFT_VM_FAULT_FALLBACK"), C("PFT_VM_FAULT_NOPAGE"),
             0x1, 1 << 20]
 ROLE_BITS = [C("PFT_ROLE_FAULT"), C("PFT_ROLE_HUGE_FAULT"), C("PFT_ROLE_PAGE_MKWRITE"),
@@ -64,10 +69,10 @@ def random_event(rng, ts, common_types, wide=False):
         clock_ns=[s0 * NS, s1 * NS + NS])
 
 
-def random_recording(path, seed, blocks=6, per_block=1500):
+def random_recording(path, seed, blocks=6, per_block=1500, header=HEADER):
     rng = random.Random(seed)
     common = [C("PFT_EV_WP"), C("PFT_EV_HANDLER"), C("PFT_EV_DAX_FAULT")]
-    w = RecordingWriter.create(path, HEADER)
+    w = RecordingWriter.create(path, header)
     w.add_meta({"files": {"259:3:12": {"path": "/mnt/dax/f"}}, "procs": {}})
     ts = 0
     for b in range(blocks):
@@ -107,6 +112,18 @@ def test_random_streams(tmp_path, monkeypatch, seed):
     block = analyse(path, False, monkeypatch)
     assert block == analyse(path, True, monkeypatch)
     assert block[-3] == 6 * 1500
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_streams_with_exposure_windows(tmp_path, monkeypatch, seed):
+    """Closes and getattrs in stream order through both paths: the same
+    windows, exposed stats and histograms (the JSON's exposure)."""
+    path = random_recording(tmp_path / "r.pft", 50 + seed, header=EXPOSURE_HEADER)
+    block = analyse(path, False, monkeypatch)
+    assert block == analyse(path, True, monkeypatch)
+    doc = json.loads(block[0])
+    assert doc["exposure"]["windows"] > 100 and doc["exposure"]["exposed_observations"] > 10
+    assert doc["exposure"]["closed"]["writeback"] and doc["exposure"]["closed"]["unmap"]
 
 
 @pytest.mark.parametrize("selection", [dict(file="/mnt/dax/f"), dict(verdict="MISSED")])

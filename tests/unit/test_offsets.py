@@ -36,8 +36,10 @@ def synthetic_kernel(timestamps, page_entry_size=False, drop=None, vma_lock=Fals
                                     ("address", u64, 24), ("real_address", u64, 32)))
     b.struct("vm_fault", 48, [("", b.const(head), 0)] + members(("flags", u32, 40)))
     flags = b.struct("", 8, members(("vm_flags", u64, 0), ("__vm_flags", u64, 0)), union=True)
-    b.struct("vm_area_struct", 136, members(("vm_start", u64, 0), ("vm_ops", ptr, 72),
+    b.struct("vm_area_struct", 136, members(("vm_start", u64, 0), ("vm_mm", ptr, 16),
+                                            ("vm_ops", ptr, 72), ("vm_pgoff", u64, 80),
                                             ("vm_file", ptr, 88)) + [("", flags, 32 * 8)])
+    b.struct("task_struct", 4096, members(("mm", ptr, 2744)))
     b.struct("vm_operations_struct", 96, members(
         ("fault", ptr, 40), ("huge_fault", ptr, 48), ("map_pages", ptr, 56),
         ("page_mkwrite", ptr, 72),
@@ -110,6 +112,8 @@ def test_fixed_fields_through_anonymous_members():
     assert defines["VMF_ADDRESS"] == 24 and defines["VMF_FLAGS"] == 40
     assert defines["VMA_VM_FLAGS"] == 32 and defines["VMA_VM_FILE"] == 88
     assert defines["VMOPS_PFN_MKWRITE"] == 80 and defines["SB_S_DEV"] == 16
+    assert defines["VMA_VM_PGOFF"] == 80 and defines["VMA_VM_MM"] == 16
+    assert defines["TASK_MM"] == 2744
 
 
 def test_missing_member_names_struct_and_member():
@@ -146,6 +150,7 @@ LAB_KERNELS = {
     "6.1": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
         "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 96, "VMA_VM_FILE": 112,
+        "VMA_VM_PGOFF": 104, "VMA_VM_MM": 16, "TASK_MM": 2272,
         "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_MAP_PAGES": 56, "VMOPS_PAGE_MKWRITE": 72,
         "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 32, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 104, "INODE_MTIME_NSEC": 112,
@@ -161,6 +166,7 @@ LAB_KERNELS = {
     "6.12": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
         "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 112, "VMA_VM_FILE": 128,
+        "VMA_VM_PGOFF": 120, "VMA_VM_MM": 16, "TASK_MM": 2304,
         "VMOPS_FAULT": 40, "VMOPS_HUGE_FAULT": 48, "VMOPS_MAP_PAGES": 56, "VMOPS_PAGE_MKWRITE": 72,
         "VMOPS_PFN_MKWRITE": 80, "FILE_F_INODE": 40, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 12, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,
@@ -180,6 +186,7 @@ LAB_KERNELS = {
     "7.3": {
         "VMF_VMA": 0, "VMF_PGOFF": 16, "VMF_ADDRESS": 24, "VMF_FLAGS": 40,
         "VMA_VM_START": 0, "VMA_VM_FLAGS": 32, "VMA_VM_OPS": 72, "VMA_VM_FILE": 88,
+        "VMA_VM_PGOFF": 80, "VMA_VM_MM": 16, "TASK_MM": 2744,
         "VMOPS_FAULT": 48, "VMOPS_HUGE_FAULT": 56, "VMOPS_MAP_PAGES": 64, "VMOPS_PAGE_MKWRITE": 80,
         "VMOPS_PFN_MKWRITE": 88, "FILE_F_INODE": 32, "INODE_I_INO": 64, "INODE_I_SB": 40,
         "INODE_I_FLAGS": 4, "SB_S_DEV": 16, "INODE_MTIME_SEC": 96, "INODE_MTIME_NSEC": 116,

@@ -147,6 +147,7 @@ pfntrace report
   write faults        4: pfn_mkwrite 3, page_mkwrite 0, pmd 0, first-touch 0, no notifier 1
   verdicts            UPDATED 1  CURRENT 1  MISSED 1  NO_NOTIFIER 1
   invisible writes    2 of 4 write faults left mtime and ctime as the last stat before them saw them (2 stats of traced files)
+  exposed stats       unknown: a recording made without write-exposure windows
   other               reads 0, retries 0, PMD fallbacks 0, do_wp_page 4, MAP_SYNC 0, re-protects 1 (3 pages)
   fs_dax tracepoints  pte 1, pmd 0, write 1
   lost events         2 (per CPU: 0, 2)
@@ -466,3 +467,50 @@ def test_without_the_getattr_probe_invisible_is_unknown(tmp_path):
     text = "\n".join(line.plain for line in report.summary_lines(an, 100))
     assert "unknown: getattr (vfs_getattr_nosec) was not probed" in text
     assert an.summary()["invisible_writes"] == 0 and not an.summary()["getattr_probed"]
+
+
+def close_ev(ts, pgoff, pages, ino=12, pid=100, comm="writer", unmap=False):
+    """A window close: written back (any task), or unmapped by pid."""
+    return layout.encode(type=C("PFT_EV_CLOSE"), ts_ns=ts, dev=DEV, ino=ino, pgoff=pgoff,
+                         arg=pages, pid=pid, tid=pid, comm=comm, flags=FILE | DAX | (
+                             C("PFT_F_CLOSE_UNMAP") if unmap else 0))
+
+
+def test_exposed_stats_in_the_text_and_the_json(tmp_path):
+    """A recording with window closes: rsync's second stat came while page 0
+    was writable after its stamping fault (exposed until the writeback 4 s
+    later); its first came before any fault (not exposed)."""
+    header = json.loads(json.dumps(HEADER))
+    header["plan"]["hooks"].append({"hook": "unmap_page_range", "kind": "kprobe",
+                                    "status": "attach", "why": ""})
+    events = observed_stream()
+    events.insert(-2, close_ev(int(4.5 * NS), 5, 1, ino=13, pid=200, comm="other",
+                               unmap=True))
+    events.insert(-2, close_ev(5 * NS, 0, 3))
+    path = str(tmp_path / "e.pft")
+    w = RecordingWriter.create(path, header)
+    w.add_meta(META)
+    w.add_events(b"".join(events))
+    w.close({"duration_ns": 6 * NS, "exit_code": 0, "ended_wall_ns": T0 + 6 * NS})
+    with Recording.open(path) as rec:
+        an = correlate.analyse(rec)
+    doc = json.loads(export.to_json(an))
+    assert doc["exposure"]["windows"] == 4
+    assert doc["exposure"]["closed"] == {"writeback": 3, "unmap": 1, "open": 0}
+    assert (doc["exposure"]["exposed_observations"],
+            doc["exposure"]["unexposed_observations"]) == (1, 1)
+    assert doc["summary"]["exposed_observations"] == 1
+    (ob,) = doc["exposed_observations"]
+    seen = NS + 1000 + 500                          # the stat's return
+    assert (ob["pid"], ob["comm"], ob["path"], ob["ts_ns"]) == (300, "rsync", "/mnt/dax/f", seen)
+    assert ob["pages"] == [{"pgoff": 0, "npages": 1, "opened_ns": NS, "opened_by_pid": 100,
+                            "open_after_ns": 5 * NS - seen, "ended_by": "writeback"}]
+    console = Console(record=True, width=200, color_system=None, force_terminal=False,
+                      file=io.StringIO())
+    report.render(console, an, source="e.pft")
+    text = " ".join(console.export_text().split())     # the words, however wrapped
+    assert ("exposed stats 1 of 2 stats of written files came while a page of the file "
+            "was still writable after its stamping fault") in text
+    assert "4 windows (written back 3, unmapped 1, open at the end 0)" in text
+    assert ("pid 300 (rsync) /mnt/dax/f: 1 page writable (page 0, since pid 100's fault "
+            "1.5 us before), exposed 4.000 s after, until written back") in text
