@@ -39,6 +39,7 @@ from collections import Counter
 from pfntrace import decode, layout
 from pfntrace import verdict as V
 from pfntrace.exposure import Exposure
+from pfntrace.probeplan import UNMAP_HOOKS
 from pfntrace.verdict import (  # noqa: F401  (the names views and tests use)
     K_FAULT, K_NONOTIFY, K_PAGE, K_PFN, K_PMD, KINDS, NKINDS, PROBLEM_VERDICTS,
     V_CURRENT, V_MISSED, V_NO_NOTIFIER, V_UNDECIDED, V_UPDATED, VERDICTS)
@@ -53,9 +54,8 @@ EV_GETATTR = C("PFT_EV_GETATTR")
 EV_CLOSE = C("PFT_EV_CLOSE")
 F_CLOSE_UNMAP = C("PFT_F_CLOSE_UNMAP")
 F_CLOSE_FOREIGN = C("PFT_F_CLOSE_FOREIGN")
-# The probe whose presence in a recording's plan says it carries the
-# closes of write-exposure windows (pfntrace.probeplan.UNMAP_HOOK).
-UNMAP_HOOK = "unmap_page_range"
+# UNMAP_HOOKS: the probes whose presence in a recording's plan says it
+# carries the closes of write-exposure windows.
 PMD_PAGES = 512
 F_PMD = C("PFT_F_PMD")
 F_IN_WP = C("PFT_F_IN_WP")
@@ -442,7 +442,7 @@ class Analysis:
         windows (made by a pfntrace that sends PFT_EV_CLOSE: its plan has
         the unmap hook, attached or not)."""
         hooks = (self.header.get("plan") or {}).get("hooks") or ()
-        return any(h.get("hook") == UNMAP_HOOK for h in hooks)
+        return any(h.get("hook") in UNMAP_HOOKS for h in hooks)
 
     @property
     def multigrain(self):

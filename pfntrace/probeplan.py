@@ -52,11 +52,14 @@ GETATTR_WHY = ("in /proc/kallsyms: the mtime/ctime every stat, fstat and statx s
 GETATTR_MISSING = NOT_IN_KALLSYMS + ": invisible writes cannot be told"
 # Where a mapping's PTEs go away (munmap, exit, exec, MADV_DONTNEED,
 # truncate): the end of a page's write-exposure window in that mapping.
-UNMAP_HOOK = "unmap_page_range"
+# unmap_page_range(tlb, vma, addr, end, details) up to 7.x, which inlined it
+# into __zap_vma_range(tlb, vma, start, end, details) (formerly
+# unmap_single_vma): the same arguments.  The first one kallsyms has.
+UNMAP_HOOKS = ("unmap_page_range", "__zap_vma_range")
 UNMAP_WHY = ("in /proc/kallsyms: where munmap, exit and truncate take a mapping's pages "
              "(for write-exposure windows)")
-UNMAP_MISSING = (NOT_IN_KALLSYMS + ": a window is seen to close only when its page is "
-                 "written back")
+UNMAP_MISSING = ("none of %s in /proc/kallsyms: a window is seen to close only when its "
+                 "page is written back" % ", ".join(UNMAP_HOOKS))
 # Its program builds its event in per-CPU scratch, safe only where it cannot
 # be preempted: a kprobe, under every --attach (it runs at unmaps, not at
 # faults, so its cost does not weigh on the fault path).
@@ -151,9 +154,9 @@ def _function_hooks(kallsyms, fstypes=None):
     for kind in ("kprobe", "kretprobe"):
         hooks.append((GETATTR_HOOK, kind, "attach" if present else "missing",
                       GETATTR_WHY if present else GETATTR_MISSING))
-    present = UNMAP_HOOK in kallsyms
-    hooks.append((UNMAP_HOOK, "kprobe", "attach" if present else "missing",
-                  UNMAP_WHY if present else UNMAP_MISSING))
+    unmap = [name for name in UNMAP_HOOKS if name in kallsyms]
+    hooks.append((unmap[0], "kprobe", "attach", UNMAP_WHY) if unmap else
+                 (UNMAP_HOOKS[0], "kprobe", "missing", UNMAP_MISSING))
     # Handlers are probed on entry (to know they ran inside do_wp_page) and
     # on return (their vm_fault_t, and the timestamps after the fact).
     for name in FS_HANDLERS:
@@ -366,7 +369,7 @@ def apply_attach(plan, mode="auto"):
         hook.pop("attach_why", None)
         if hook["status"] != "attach":
             continue
-        if hook["hook"] == UNMAP_HOOK and mode != "kprobe":
+        if hook["hook"] in UNMAP_HOOKS and mode != "kprobe":
             hook["mechanism"], hook["attach_why"] = hook["kind"], UNMAP_KPROBE_ONLY
             continue
         refusal = None if mode == "kprobe" else _fentry_refusal(plan, hook)
@@ -404,8 +407,9 @@ def apply_scope(plan, all_files=False):
 TOP_LEAVES_OUT = {
     "file_update_time": "left out by top: a fault's verdict comes from its timestamps, and how "
                         "often file_update_time ran is kept only by record",
-    UNMAP_HOOK: "left out by top: write-exposure windows are followed by record",
 }
+TOP_LEAVES_OUT.update(dict.fromkeys(
+    UNMAP_HOOKS, "left out by top: write-exposure windows are followed by record"))
 
 
 def apply_counting(plan):

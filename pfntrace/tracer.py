@@ -102,14 +102,14 @@ def fentry_flags(plan):
     Tracer loads itself), -DPFT_KPROBE_HANDLERS when one goes on a kprobe.
     A function's kprobe programs are compiled only where it has no fentry
     (each is a copy of the same inlined body)."""
-    from pfntrace.probeplan import FENTRY_HOOKS, UNMAP_HOOK, fentry_hooks, trampoline_handlers
+    from pfntrace.probeplan import FENTRY_HOOKS, UNMAP_HOOKS, fentry_hooks, trampoline_handlers
 
     flags = ["-DPFT_FENTRY_%s" % name.upper() for name in fentry_hooks(plan)
              if name in FENTRY_HOOKS]
     if trampoline_handlers(plan):
         flags.append("-DPFT_FENTRY_HANDLERS")
     # The handlers: every function hook but the fault path's and unmap's.
-    if any(h["hook"] not in FENTRY_HOOKS + (UNMAP_HOOK,) and h["kind"] in ("kprobe", "kretprobe")
+    if any(h["hook"] not in FENTRY_HOOKS + UNMAP_HOOKS and h["kind"] in ("kprobe", "kretprobe")
            and h["status"] == "attach" and h.get("mechanism") not in ("fentry", "fexit")
            for h in plan["hooks"]):
         flags.append("-DPFT_KPROBE_HANDLERS")
@@ -244,6 +244,8 @@ class Tracer:
         conf[0] = c
 
     def _attach(self):
+        from pfntrace.probeplan import UNMAP_HOOKS
+
         # Return probes before entry probes: the config is armed already, so
         # an entry attached first would open a call whose return probe is
         # not there yet, and the next call on that thread would count it
@@ -265,7 +267,7 @@ class Tracer:
                 fn = "ftu_entry"
             elif name == "vfs_getattr_nosec":
                 fn = "getattr_entry" if hook["kind"] == "kprobe" else "getattr_return"
-            elif name == "unmap_page_range":
+            elif name in UNMAP_HOOKS:
                 fn = "unmap_entry"
             elif name == "wp_pfn_shared":
                 # Where it is a symbol it says for certain what is otherwise

@@ -75,11 +75,13 @@ def check_mechanisms(plan, mode):
     assert plan["preemption"]["preemptible"] is preempts, plan["preemption"]
     # Where pages are unmapped (write-exposure windows) is a kprobe under
     # every mode: its program must not be preempted (probeplan.py).
-    unmap = [h for h in plan["hooks"] if h["hook"] == "unmap_page_range"]
+    from pfntrace.probeplan import UNMAP_HOOKS
+
+    unmap = [h for h in plan["hooks"] if h["hook"] in UNMAP_HOOKS]
     assert [h["mechanism"] for h in unmap] == ["kprobe"], unmap
     if mode == "auto" and preempts:
         whys = {h["attach_why"] for h in plan["hooks"]
-                if h.get("mechanism") and h["hook"] != "unmap_page_range"}
+                if h.get("mechanism") and h["hook"] not in UNMAP_HOOKS}
         assert all(w.startswith("the kernel preempts (") for w in whys), whys
     if mode == "kprobe" or not plan["fentry"]["ok"] or preempts:
         assert all(m == kind for (_h, kind), m in mech.items()), mech

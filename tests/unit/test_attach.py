@@ -278,3 +278,20 @@ def test_top_leaves_out_what_only_record_uses():
         assert mech(top, "ext4_dax_fault", "kretprobe")[0] == \
             ("kretprobe" if attach == "kprobe" else "fexit")
         assert "-DPFT_FENTRY_FILE_UPDATE_TIME" not in tracer.fentry_flags(top)
+
+
+def test_unmaps_are_probed_where_the_kernel_has_them():
+    """unmap_page_range up to 7.x; on 7.x it is inlined into __zap_vma_range
+    (same arguments); with neither, the hook is missing and says so."""
+    newer = KALLSYMS.replace("T unmap_page_range", "t __zap_vma_range")
+    for text, name, status in ((KALLSYMS, "unmap_page_range", "attach"),
+                               (newer, "__zap_vma_range", "attach"),
+                               (KALLSYMS.replace("T unmap_page_range", "T other"),
+                                "unmap_page_range", "missing")):
+        p = apply_attach(plan(text), "auto")
+        (hook,) = [h for h in p["hooks"] if h["hook"] in ("unmap_page_range", "__zap_vma_range")]
+        assert (hook["hook"], hook["status"]) == (name, status)
+        if status == "missing":
+            assert "__zap_vma_range" in hook["why"] and "written back" in hook["why"]
+        else:
+            assert hook["mechanism"] == "kprobe"
