@@ -57,7 +57,7 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
     pfntrace check -o evidence.pft -- ./db-test
     """
     from pfntrace import correlate
-    from pfntrace.findings import exposed_line, finding_line, findings, invisible_line
+    from pfntrace.findings import finding_line, findings, invisible_line
     from pfntrace.recording import Recording, RecordingError
 
     keep = output is not None
@@ -142,6 +142,7 @@ def command(output, mounts, pid, duration, only_file, all_files, attach, strict,
 
 def _exposed_lines(an):
     from pfntrace import correlate
+    from pfntrace.findings import exposed_line
 
     e = an.exposure
     if e is None:
