@@ -129,6 +129,11 @@ class Exposure:
         self.unexposed = 0
         self.end_ns = None
         self._open = {}        # (dev, ino) -> {pgoff: Window} of open windows
+        self._huge = {}        # (dev, ino) -> {Window} of its open windows of > 1 page
+        # (dev, ino, tgid) -> {Window} it holds writable: an unmap costs what
+        # it closes, not the file's open windows (a fork storm's children
+        # each unmap the whole mapping when they exit).
+        self._held = {}
         self._watching = {}    # (dev, ino) -> [Observation] whose exposure goes on
 
     # -- inputs ------------------------------------------------------------
@@ -142,12 +147,18 @@ class Exposure:
         pages = self._open.setdefault(key, {})
         w = pages.get(pgoff)
         if w is None or w.npages != npages:
+            if w is not None:       # the page's window becomes a huge one, or back
+                self._forget(w)
             w = Window(dev, ino, pgoff, npages, ts_ns, (tgid, comm))
             pages[pgoff] = w
+            if npages > 1:
+                self._huge.setdefault(key, set()).add(w)
             self.opened += 1
             if self.keep:
                 self.windows.append(w)
-        w.writers.add(tgid)
+        if tgid not in w.writers:
+            w.writers.add(tgid)
+            self._held.setdefault((dev, ino, tgid), set()).add(w)
 
     def writeback(self, ts_ns, dev, ino, pgoff, npages=1):
         """Pages [pgoff, pgoff + npages) clean and write-protected in every
@@ -159,13 +170,21 @@ class Exposure:
         """Pages [pgoff, pgoff + npages) unmapped from tgid's address space,
         or (foreign) from one that is not the unmapping task's, whose owner
         is unknown (truncate unmaps every mapping this way)."""
-        for w in self._overlapping((dev, ino), pgoff, npages):
-            if foreign:
-                w.writers.clear()
-            else:
-                w.writers.discard(tgid)
+        if foreign:
+            for w in self._overlapping((dev, ino), pgoff, npages):
+                self._close(w, ts_ns, UNMAP)
+            return
+        held = self._held.get((dev, ino, tgid))
+        if not held:
+            return
+        end = pgoff + npages
+        for w in [w for w in held if w.pgoff < end and pgoff < w.pgoff + w.npages]:
+            w.writers.discard(tgid)
+            held.discard(w)
             if not w.writers:
                 self._close(w, ts_ns, UNMAP)
+        if not held:
+            del self._held[(dev, ino, tgid)]
 
     def observe(self, ts_ns, dev, ino, pid, comm="", mtime_ns=None):
         """A stat of the file returned to pid; the Observation when it was
@@ -209,17 +228,30 @@ class Exposure:
         if npages <= _LOOKUP_PAGES:
             found = [pages[p] for p in range(pgoff, end) if p in pages]
             # A huge window that starts before the range (rare: PMDs).
-            found += [w for p, w in pages.items()
-                      if w.npages > 1 and p < pgoff < p + w.npages]
+            found += [w for w in self._huge.get(key, ()) if w.pgoff < pgoff < w.pgoff + w.npages]
             return found
         return [w for p, w in pages.items() if p < end and pgoff < p + w.npages]
 
-    def _close(self, w, ts_ns, cause):
+    def _forget(self, w):
+        """Take an open window out of the book-keeping."""
         pages = self._open.get(w.key)
         if pages is not None and pages.get(w.pgoff) is w:
             del pages[w.pgoff]
-        w.closed_ns, w.cause = ts_ns, cause
+            if not pages:
+                del self._open[w.key]
+        if w.npages > 1:
+            self._huge.get(w.key, set()).discard(w)
+        for tgid in w.writers:
+            held = self._held.get((w.dev, w.ino, tgid))
+            if held is not None:
+                held.discard(w)
+                if not held:
+                    del self._held[(w.dev, w.ino, tgid)]
         w.writers = set()
+
+    def _close(self, w, ts_ns, cause):
+        self._forget(w)
+        w.closed_ns, w.cause = ts_ns, cause
         self.closed[cause] += 1
         self.window_ns[bucket(ts_ns - w.opened_ns)] += 1
         watching = self._watching.get(w.key)
