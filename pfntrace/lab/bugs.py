@@ -172,8 +172,13 @@ def _first_error(log):
     return lines[-1] if lines else "no output"
 
 
-def _all_current(release, cache, sources):
-    return all(is_current(ko_path(release, cache, m), sources) for m in MODULES)
+def _kos(release, cache):
+    """The .ko of every module a build makes (pftbug and its copies)."""
+    return [ko_path(release, cache, m) for m in MODULES]
+
+
+def _all_current(kos, sources):
+    return all(is_current(ko, sources) for ko in kos)
 
 
 def build(release, cache=None, force=False):
@@ -182,20 +187,21 @@ def build(release, cache=None, force=False):
     one line, on failure."""
     sources = source_paths()
     ko = ko_path(release, cache)
-    if not force and _all_current(release, cache, sources):
+    kos = _kos(release, cache)
+    if not force and _all_current(kos, sources):
         return ko
     _check_toolchain(release)
     out = build_dir(release, cache)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build per folder at a time
-        if not force and _all_current(release, cache, sources):
+        if not force and _all_current(kos, sources):
             return ko
         for src in sources:
             shutil.copyfile(src, os.path.join(out, os.path.basename(src)))
-        for m in MODULES:
+        for old in kos:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(ko_path(release, cache, m))
+                os.unlink(old)
         kdir = kbuild_dir(release)
         if kernels.fetched_root(release):
             argv = ["make"] + _fetched_make_args(release, kdir, out) + ["M=" + out, "modules"]
@@ -206,8 +212,7 @@ def build(release, cache=None, force=False):
         log = os.path.join(out, "build.log")
         with open(log, "w") as f:
             f.write(proc.stdout)
-        if proc.returncode != 0 or not all(os.path.exists(ko_path(release, cache, m))
-                                           for m in MODULES):
+        if proc.returncode != 0 or not all(os.path.exists(k) for k in kos):
             raise LabError("building %s for %s failed: %s (log: %s)"
                            % (MODULE, release, _first_error(proc.stdout), log))
     return ko

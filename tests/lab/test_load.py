@@ -128,7 +128,7 @@ def _compare(doc, kernel, inos, blind_spots_allowed=False, also=()):
             assert all(mine[k] <= theirs[k] for k in mine), (ino, mine, theirs, lost)
     assert doc["summary"]["write_faults"] == got_all
     # Nothing missing that the recording does not own up to.
-    assert want_all - got_all <= lost, (got, want, lost)
+    assert want_all - got_all <= lost, (got_all, want_all, lost)
     if lost:
         print("lost %d (%s): recorded %s, kernel %s"
               % (lost, doc["summary"]["lost_by_reason"], got, want))
