@@ -403,6 +403,8 @@ class Analysis:
         # Write-exposure windows (pfntrace.exposure.Exposure); None for a
         # recording made without their closes.
         self.exposure = None
+        self._exposure_sink = None   # stream_batches(): where windows go as they end
+        self._files_seen = {}        # (dev, ino) -> FileStats, the engine's
 
     # -- faults -----------------------------------------------------------
     @property
@@ -598,26 +600,47 @@ def stream(recording, selection=None):
     ``invisible`` lists stay empty.
     """
     an, batches = stream_batches(recording, selection)
-    return an, (Fault(row, an) for rows in batches for row in rows)
+    return an, (Fault(row, an) for rows in batches if type(rows) is not ExposureBatch
+                for row in rows)
 
 
 def stream_batches(recording, selection=None):
     """stream(), a batch of faults at a time: (an, batches), each batch a
     list of the engine's fault rows (``Fault(row, an)`` is the fault of
-    one, the list good until the next is asked for), for a consumer that
-    hands them on as they are (pickled to another process: views.perfetto)."""
+    one, the list good until the next is asked for), or an ExposureBatch,
+    for a consumer that hands them on as they are (pickled to another
+    process: views.perfetto)."""
     an = _new_analysis(recording, True, False, selection)
+    an._exposure_sink = ExposureBatch()
     return an, _batches(recording, an)
 
 
+class ExposureBatch(list):
+    """A batch of stream_batches() that holds, instead of fault rows, the
+    write-exposure windows that ended (pfntrace.exposure.Window) and the
+    exposed observations (Observation), in the order they happened, each
+    with its file's FileStats: (item, file_stats)."""
+
+
 def _batches(recording, an):
-    # One list, emptied before the next batch is made: a batch is good until
-    # the consumer asks for the next, and no two are ever held at once.
-    rows = an._fault_rows
+    # One list of each, emptied before the next batch is made: a batch is
+    # good until the consumer asks for the next, and no two are ever held
+    # at once.
+    rows, ended = an._fault_rows, an._exposure_sink
     for _ in _passes(recording, an):
         if rows:
             yield rows
             rows.clear()
+        if ended:
+            yield _with_files(ended, an)
+            ended.clear()
+    if ended:                   # what finish() left open
+        yield _with_files(ended, an)
+
+
+def _with_files(items, an):
+    files = an._files_seen
+    return ExposureBatch((item, files.get((item.dev, item.ino))) for item in items)
 
 
 def _new_analysis(recording, keep_faults, keep_findings, selection):
@@ -669,13 +692,14 @@ class _Engine:
         statx = (an.trailer or {}).get("statx") or {}
         self.gone = {key: "unmounted" if st.get("unmounted") else "deleted"
                      for key, st in statx.items() if st.get("exists") is False}
-        self.files = {}          # (dev, ino) -> FileStats
+        self.files = an._files_seen = {}     # (dev, ino) -> FileStats
         self.procs = {}          # pid -> ProcStats
         self.first_touch = {}    # tid -> (start, end, pgoff) of the last PTE ->huge_fault
         self.counts = dict.fromkeys((EV_WP, EV_HANDLER, EV_DAX_FAULT, EV_DAX_WRITEBACK,
                                      EV_DAX_MKWRITE, EV_GETATTR, EV_CLOSE), 0)
         if an.exposure_recorded:
-            an.exposure = Exposure(keep=an.findings_kept)
+            an.exposure = Exposure(keep=an.findings_kept, keep_windows=an.faults_kept,
+                                   sink=an._exposure_sink)
         self.expo = an.exposure
         self.last_event_ts = None  # the last event's, in stream order
         # (dev, ino) -> (end, mtime, ctime, pid, comm) of its last getattr.

@@ -38,12 +38,13 @@ STAMP = "stamp"           # a later fault moved the file's mtime past what it sa
 # log2 buckets of the histograms (ns): bucket i holds [2^(i-1), 2^i).
 BUCKETS = 64
 
+_NONE = {}
 # A close of more pages than this is matched against the file's open
 # windows rather than looked up page by page.
 _LOOKUP_PAGES = 64
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Window:
     """One write-exposure window: pages [pgoff, pgoff + npages) of a file
     (npages 1, or 512 for a PMD fault), writable since opened_ns."""
@@ -66,7 +67,7 @@ class Window:
         return (self.closed_ns if self.closed_ns is not None else end_ns) - self.opened_ns
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PageExposure:
     """One window an observation found open."""
 
@@ -115,10 +116,15 @@ class Exposure:
     (window_ns) and, per exposed stat, how long its pages stayed open after
     it (after_ns), both log2 histograms; exposed and unexposed stats.  Kept
     when asked (keep=True): windows, every window; observations, every
-    exposed stat with its pages."""
+    exposed stat with its pages; windows, every window (keep_windows, by
+    default as keep: they are many).  Handed on as they happen when given a
+    sink (a list; the Perfetto trace): every window once it has ended
+    (closed, or still open at finish()) and every exposed stat when made."""
 
-    def __init__(self, keep=True):
+    def __init__(self, keep=True, keep_windows=None, sink=None):
         self.keep = keep
+        self.keep_windows = keep if keep_windows is None else keep_windows
+        self.sink = sink
         self.windows = []
         self.observations = []
         self.opened = 0
@@ -144,8 +150,12 @@ class Exposure:
         key = (dev, ino)
         if mtime_ns is not None and key in self._watching:
             self._stamp(key, ts_ns, mtime_ns)
-        pages = self._open.setdefault(key, {})
+        pages = self._open.get(key)
+        if pages is None:
+            pages = self._open[key] = {}
         w = pages.get(pgoff)
+        if w is not None and w.npages == npages and tgid in w.writers:
+            return          # already open and held: a retried or repeated fault
         if w is None or w.npages != npages:
             if w is not None:       # the page's window becomes a huge one, or back
                 self._forget(w)
@@ -154,7 +164,7 @@ class Exposure:
             if npages > 1:
                 self._huge.setdefault(key, set()).add(w)
             self.opened += 1
-            if self.keep:
+            if self.keep_windows:
                 self.windows.append(w)
         if tgid not in w.writers:
             w.writers.add(tgid)
@@ -163,7 +173,13 @@ class Exposure:
     def writeback(self, ts_ns, dev, ino, pgoff, npages=1):
         """Pages [pgoff, pgoff + npages) clean and write-protected in every
         mapping (fs_dax:dax_writeback_one)."""
-        for w in self._overlapping((dev, ino), pgoff, npages):
+        key = (dev, ino)
+        if npages == 1 and key not in self._huge:     # the common case, looked up
+            w = self._open.get(key, _NONE).get(pgoff)
+            if w is not None:
+                self._close(w, ts_ns, WRITEBACK)
+            return
+        for w in self._overlapping(key, pgoff, npages):
             self._close(w, ts_ns, WRITEBACK)
 
     def unmap(self, ts_ns, dev, ino, pgoff, npages, tgid, foreign=False):
@@ -199,6 +215,8 @@ class Exposure:
         self.exposed += 1
         if self.keep:
             self.observations.append(ob)
+        if self.sink is not None:
+            self.sink.append(ob)
         self._watching.setdefault(key, []).append(ob)
         return ob
 
@@ -210,6 +228,8 @@ class Exposure:
             for w in pages.values():
                 self.closed[OPEN] += 1
                 self.window_ns[bucket(ts_ns - w.opened_ns)] += 1
+                if self.sink is not None:
+                    self.sink.append(w)
         for watching in self._watching.values():
             for ob in watching:
                 self.after_ns[bucket(ob.open_after_ns(ts_ns))] += 1
@@ -240,7 +260,11 @@ class Exposure:
             if not pages:
                 del self._open[w.key]
         if w.npages > 1:
-            self._huge.get(w.key, set()).discard(w)
+            huge = self._huge.get(w.key)
+            if huge is not None:
+                huge.discard(w)
+                if not huge:
+                    del self._huge[w.key]
         for tgid in w.writers:
             held = self._held.get((w.dev, w.ino, tgid))
             if held is not None:
@@ -252,6 +276,8 @@ class Exposure:
     def _close(self, w, ts_ns, cause):
         self._forget(w)
         w.closed_ns, w.cause = ts_ns, cause
+        if self.sink is not None:
+            self.sink.append(w)
         self.closed[cause] += 1
         self.window_ns[bucket(ts_ns - w.opened_ns)] += 1
         watching = self._watching.get(w.key)

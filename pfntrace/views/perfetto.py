@@ -25,6 +25,18 @@ the JSON object form of the trace-event format:
   ctime (at the fault's end), category ``timestamps``, args ``file``,
   ``dev_ino``, ``page`` and the new ``mtime_ns`` and ``ctime_ns`` (the
   slice has them before and after).
+* ``"ph": "b"`` / ``"ph": "e"`` one async slice per write-exposure window
+  (recordings that carry their closes), on ``EXPOSURE_PID``'s process,
+  named after the file (one track group per file), category ``exposure``,
+  from the write fault that made the page writable to what
+  write-protected it again; args ``file``, ``dev_ino``, ``page``,
+  ``pages``, ``opened_by_pid`` and ``closed_by`` (writeback, unmap, or
+  open: still open when the recording ended, the slice then ends there).
+* ``"ph": "i"`` a process-scoped instant on ``EXPOSURE_PID`` per exposed
+  observation (a stat while pages of the file were writable), category
+  ``exposure``, name ``exposed stat``; args ``file``, ``dev_ino``,
+  ``observer_pid``, ``observer_comm``, ``mtime_ns`` (what it was shown)
+  and ``open_pages``.
 * ``"ph": "C"`` per file, write faults per second (``FILES_PID``, counter
   name the file's path, series ``write faults/s``): the count of each
   second at its start, and 0 at the start of a second without faults.
@@ -44,13 +56,17 @@ import os
 import pickle
 
 from pfntrace import __version__
-from pfntrace.correlate import Fault
+from pfntrace.correlate import ExposureBatch, Fault, file_key
+from pfntrace.exposure import Window
 
 # Linux pids are below PID_MAX_LIMIT (4 * 1024 * 1024): this one is never a
 # real process, so the per-file counters get a process of their own.
 FILES_PID = 4 * 1024 * 1024
 FILES_PROCESS = "write faults per file"
 COUNTER_SERIES = "write faults/s"
+# The write-exposure windows' process: another pid no real process has.
+EXPOSURE_PID = FILES_PID + 1
+EXPOSURE_PROCESS = "write-exposure windows"
 # A fault this many seconds behind the newest one seen is counted in the
 # next second still open (the stream is ordered by CPU ring, not by time).
 COUNTER_WINDOW_S = 10
@@ -117,6 +133,7 @@ class TraceWriter:
         self.pending = []
         self.first = True
         self.slices = self.instants = self.metadata = 0
+        self.windows = self.exposed = 0
         self.processes = set()
         self.threads = set()     # (pid, tid) named
         self.heads = {}          # (tid, pid, file index, handler, kind, verdict) -> _head()
@@ -212,9 +229,50 @@ class TraceWriter:
         if len(pending) >= _BATCH:
             self._write()
 
+    def exposure(self, items):
+        """An ExposureBatch: windows that ended, exposed observations, with
+        their files; of the selected files only (a window is its file's,
+        not a process's: --pid and --comm do not thin them)."""
+        for item, fs in items:
+            if fs is not None and not fs.selected:
+                continue
+            key = file_key(item.dev, item.ino)
+            path = key if fs is None else fs.shown_path
+            if not self.windows and not self.exposed:
+                self._metadata("process_name", EXPOSURE_PID, EXPOSURE_PID, EXPOSURE_PROCESS)
+            file = '"file":%s,"dev_ino":"%s"' % (_dumps(path), key)
+            if isinstance(item, Window):
+                self._window(item, path, file)
+            else:
+                self._exposed(item, file)
+        if len(self.pending) >= _BATCH:
+            self._write()
+
+    def _window(self, w, path, file):
+        self.windows += 1
+        end = w.closed_ns if w.closed_ns is not None else self.an.exposure.end_ns
+        head = '{"cat":"exposure","name":%s,"id":%d,"pid":%d,"tid":%d' % (
+            _dumps(path), self.windows, EXPOSURE_PID, EXPOSURE_PID)
+        self.pending.append('%s,"ph":"b","ts":%d.%03d,"args":{%s,"page":%d,"pages":%d,'
+                            '"opened_by_pid":%d,"closed_by":"%s"}}' % (
+                                head, w.opened_ns // 1000, w.opened_ns % 1000, file,
+                                w.pgoff, w.npages, w.opened_by[0], w.cause))
+        self.pending.append('%s,"ph":"e","ts":%d.%03d}' % (head, end // 1000, end % 1000))
+
+    def _exposed(self, ob, file):
+        self.exposed += 1
+        self.pending.append(
+            '{"ph":"i","s":"p","cat":"exposure","name":"exposed stat","pid":%d,"tid":%d,'
+            '"ts":%d.%03d,"args":{%s,"observer_pid":%d,"observer_comm":%s,"mtime_ns":%s,'
+            '"open_pages":%s}}' % (
+                EXPOSURE_PID, EXPOSURE_PID, ob.ts_ns // 1000, ob.ts_ns % 1000, file, ob.pid,
+                _dumps(ob.comm), _dumps(ob.mtime_ns),
+                _dumps([p.window.pgoff for p in ob.pages])))
+
     def counts(self):
         return {"slices": self.slices, "instants": self.instants,
-                "counter_samples": self.counters.samples, "metadata": self.metadata}
+                "counter_samples": self.counters.samples, "metadata": self.metadata,
+                "exposure_windows": self.windows, "exposed_observations": self.exposed}
 
 
 def other_data(an):
@@ -245,6 +303,9 @@ def write(out, an, batches, other=other_data):
     w.begin()
     fault = w.fault
     for rows in batches:
+        if type(rows) is ExposureBatch:
+            w.exposure(rows)
+            continue
         for row in rows:
             fault(row)
     w.end(other(an))

@@ -15,6 +15,7 @@ writebacks of each file, independently of pfntrace.
 import json
 import os
 import shlex
+import sys
 
 import pytest
 
@@ -140,3 +141,25 @@ def test_report_json_lists_the_exposed_stats():
     text = run(PFNTRACE + ["report", _run["rec"]],
                env=dict(os.environ, COLUMNS="200")).stdout
     assert "exposed stats" in text and "until written back" in text
+
+
+def test_perfetto_has_a_slice_per_window_and_an_instant_per_exposed_stat():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "unit"))
+    import trace_event_spec
+
+    _, an, _, _ = _checked()
+    out = os.path.join(os.path.dirname(_run["rec"]), "trace.json")
+    p = run(PFNTRACE + ["report", "--perfetto", out, _run["rec"]])
+    with open(out) as f:
+        phases = trace_event_spec.check(json.load(f))
+    e = an.exposure
+    begun = [ev for ev in phases["b"] if ev["cat"] == "exposure"]
+    stats = [ev for ev in phases.get("i", ()) if ev["cat"] == "exposure"]
+    figures("exposure_perfetto", windows=len(begun), exposed=len(stats))
+    assert len(begun) == e.opened == len(e.windows)
+    assert {c: sum(ev["args"]["closed_by"] == c for ev in begun) for c in e.closed} == \
+        dict(e.closed)
+    assert sorted((ev["ts"], ev["args"]["observer_pid"]) for ev in stats) == sorted(
+        (ob.ts_ns / 1000, ob.pid) for ob in e.observations)
+    assert "%d write-exposure windows, %d exposed stats" % (e.opened, e.exposed) in p.stderr

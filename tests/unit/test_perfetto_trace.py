@@ -104,6 +104,38 @@ def test_report_filters_select_the_slices(rec_path, tmp_path):
     trace_event_spec.check(doc)
 
 
+def test_exposure_windows_are_async_slices_and_exposed_stats_instants(tmp_path):
+    """The exposure recording of test_report: four windows, each one async
+    slice from its fault to its close, named after its file; rsync's
+    exposed stat one instant, with the page then open."""
+    from test_report import exposure_recording
+
+    doc, r = trace_of(exposure_recording(tmp_path / "e.pft"), tmp_path)
+    phases = trace_event_spec.check(doc)
+    ep = perfetto.EXPOSURE_PID
+    windows = {(e["args"]["file"], e["args"]["page"]): (e["ts"], e["args"]["closed_by"],
+                                                          e["args"]["opened_by_pid"])
+               for e in phases["b"]}
+    ends = {e["id"]: e["ts"] for e in phases["e"]}
+    assert all(e["pid"] == ep and e["cat"] == "exposure" for e in phases["b"] + phases["e"])
+    assert windows == {("/mnt/dax/f", 0): (1e6, "writeback", 100),
+                       ("/mnt/dax/f", 1): (1e6 + 5, "writeback", 100),
+                       ("/mnt/dax/f", 2): (3e6, "writeback", 100),
+                       ("/mnt/dax/g", 5): (4e6, "unmap", 200)}
+    assert sorted(ends.values()) == [4.5e6, 5e6, 5e6, 5e6]
+    (stat,) = [e for e in phases["i"] if e["cat"] == "exposure"]
+    assert (stat["name"], stat["s"], stat["pid"], stat["ts"]) == ("exposed stat", "p", ep,
+                                                                  1e6 + 1.5)
+    assert (stat["args"]["observer_pid"], stat["args"]["observer_comm"],
+            stat["args"]["open_pages"]) == (300, "rsync", [0])
+    assert ("%s: 4 write faults, 1 timestamp moves, 6 counter samples, 4 write-exposure "
+            "windows, 1 exposed stats (open it in https://ui.perfetto.dev)\n"
+            % (tmp_path / "trace.json")) == r.stderr
+    # --file keeps the windows of the files it selects.
+    doc, _ = trace_of(exposure_recording(tmp_path / "e.pft"), tmp_path, "--file", "/g")
+    assert [e["args"]["page"] for e in doc["traceEvents"] if e["ph"] == "b"] == [5]
+
+
 def test_stdout(rec_path):
     r = cli("report", "--perfetto", "-", str(rec_path))
     assert r.exit_code == 0 and r.stderr == ""

@@ -476,10 +476,9 @@ def close_ev(ts, pgoff, pages, ino=12, pid=100, comm="writer", unmap=False):
                              C("PFT_F_CLOSE_UNMAP") if unmap else 0))
 
 
-def test_exposed_stats_in_the_text_and_the_json(tmp_path):
-    """A recording with window closes: rsync's second stat came while page 0
-    was writable after its stamping fault (exposed until the writeback 4 s
-    later); its first came before any fault (not exposed)."""
+def exposure_recording(path):
+    """observed_stream() with window closes: page 0..2 of f written back at
+    5 s, g's page 5 unmapped at 4.5 s; rsync's second stat exposed."""
     header = json.loads(json.dumps(HEADER))
     header["plan"]["hooks"].append({"hook": "unmap_page_range", "kind": "kprobe",
                                     "status": "attach", "why": ""})
@@ -487,11 +486,18 @@ def test_exposed_stats_in_the_text_and_the_json(tmp_path):
     events.insert(-2, close_ev(int(4.5 * NS), 5, 1, ino=13, pid=200, comm="other",
                                unmap=True))
     events.insert(-2, close_ev(5 * NS, 0, 3))
-    path = str(tmp_path / "e.pft")
-    w = RecordingWriter.create(path, header)
+    w = RecordingWriter.create(str(path), header)
     w.add_meta(META)
     w.add_events(b"".join(events))
     w.close({"duration_ns": 6 * NS, "exit_code": 0, "ended_wall_ns": T0 + 6 * NS})
+    return str(path)
+
+
+def test_exposed_stats_in_the_text_and_the_json(tmp_path):
+    """A recording with window closes: rsync's second stat came while page 0
+    was writable after its stamping fault (exposed until the writeback 4 s
+    later); its first came before any fault (not exposed)."""
+    path = exposure_recording(tmp_path / "e.pft")
     with Recording.open(path) as rec:
         an = correlate.analyse(rec)
     doc = json.loads(export.to_json(an))

@@ -65,10 +65,14 @@ def check(doc):
             assert _number(ev.get("dur")) and ev["dur"] >= 0, ("dur", ev)
         elif ph in "iI":
             assert ev.get("s", "t") in INSTANT_SCOPES, ("instant scope", ev)
+        elif ph in "bne":
+            assert _int(ev.get("id")) or isinstance(ev.get("id"), str), ("async id", ev)
+            assert isinstance(ev.get("cat"), str), ("async cat", ev)
         elif ph == "C":
             args = ev.get("args")
             assert args and all(_number(v) for v in args.values()), ("counter args", ev)
     _check_nesting(by_phase.get("X", ()))
+    _check_async_pairs(by_phase.get("b", ()), by_phase.get("e", ()))
     for ev in events:
         if ev["ph"] == "M":
             continue
@@ -93,3 +97,18 @@ def _check_nesting(slices):
                 stack.pop()
             assert not stack or end <= stack[-1], ("slices overlap on one thread", ev)
             stack.append(end)
+
+
+def _check_async_pairs(begins, ends):
+    """Every async slice begun is ended once, no earlier than it began
+    (matched on cat, name, id and pid, as the importer pairs them)."""
+    def key(ev):
+        return (ev["cat"], ev["name"], ev["id"], ev["pid"])
+    began = {}
+    for ev in begins:
+        assert key(ev) not in began, ("async slice begun twice", ev)
+        began[key(ev)] = ev["ts"]
+    for ev in ends:
+        assert key(ev) in began, ("async end without a begin", ev)
+        assert ev["ts"] >= began.pop(key(ev)), ("async slice ends before it begins", ev)
+    assert not began, ("async slices never ended", sorted(began))
