@@ -12,6 +12,6 @@ setup(
     # Python package index is unrelated.  It comes from Debian's
     # python3-bpfcc (scripts/setup.sh), seen through --system-site-packages.
     install_requires=["click>=8", "rich>=12", "cffi>=1.15", "prometheus_client>=0.16"],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.17"]},
     entry_points={"console_scripts": ["pfntrace=pfntrace.cli:main"]},
 )

@@ -222,7 +222,8 @@ def hook_checks(plan):
             kinds = "+".join(h["kind"] for h in hooks)
             # "n/a": the handler of a filesystem not mounted here.
             ok = first["status"] in ("attach", "inlined", "n/a")
-            fix = "" if ok else "load the filesystem's module (modprobe ext4 / xfs / ext2 / virtiofs)"
+            fix = "" if ok else ("load the filesystem's module "
+                                 "(modprobe ext4 / xfs / ext2 / virtiofs)")
             checks.append(Check("%s %s" % (kinds, name), ok,
                                 "%s: %s" % (first["status"], first["why"]), fix))
     for hook in plan["hooks"]:

@@ -39,7 +39,8 @@ class RingReader:
         # A committed record's length word (no BUSY or DISCARD bit), and a
         # record as iter_unpack cuts it: header, data, padding.
         self._length = struct.pack("I", record_size)    # native, as cast("I") reads
-        self._data = struct.Struct("%dx%ds%dx" % (HDR, record_size, self.stride - HDR - record_size))
+        self._data = struct.Struct("%dx%ds%dx" % (HDR, record_size,
+                                                  self.stride - HDR - record_size))
         self.consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self.area = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED,

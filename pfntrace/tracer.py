@@ -378,8 +378,9 @@ class Tracer:
             if got is None:
                 # Two CPUs that claimed one key at once made two rows: the
                 # one the hash did not keep counts nothing, so they add up.
-                got = by_key[key] = dict(zip(("dev", "ino", "pid"), key), comm=layout.ffi.string(
-                    c.comm, 16).decode("utf-8", "replace"), **dict.fromkeys(layout.FILE_COUNTERS, 0))
+                comm = layout.ffi.string(c.comm, 16).decode("utf-8", "replace")
+                got = by_key[key] = dict(zip(("dev", "ino", "pid"), key), comm=comm,
+                                         **dict.fromkeys(layout.FILE_COUNTERS, 0))
             for name in layout.FILE_COUNTERS:
                 got[name] += int(getattr(c, name))
         return list(by_key.values())

@@ -158,6 +158,7 @@ def invisible_event(fault, obs):
     seen = observation(obs)
     if seen is None:
         return False
-    ms, mn, cs, cn = fault["mtime_sec"], fault["mtime_nsec"], fault["ctime_sec"], fault["ctime_nsec"]
+    ms, mn = fault["mtime_sec"], fault["mtime_nsec"]
+    cs, cn = fault["ctime_sec"], fault["ctime_nsec"]
     return invisible(fault["ts_ns"], ms[1] * NS + mn[1], cs[1] * NS + (cn[1] & NSEC_MASK),
                      *seen)

@@ -167,8 +167,9 @@ def _perfetto(file, sel, target):
         rec.close()
     warn_recording(an, file)
     if name is not None:
-        exposure = "" if an.exposure is None else ", %d write-exposure windows, %d exposed stats" % (
-            counts["exposure_windows"], counts["exposed_observations"])
+        exposure = "" if an.exposure is None else (
+            ", %d write-exposure windows, %d exposed stats" % (
+                counts["exposure_windows"], counts["exposed_observations"]))
         click.echo("%s: %d write faults, %d timestamp moves, %d counter samples%s (open it in "
                    "https://ui.perfetto.dev)" % (name, counts["slices"], counts["instants"],
                                                   counts["counter_samples"], exposure), err=True)

@@ -3,7 +3,8 @@
 It holds just enough to load virtio + 9p + overlay and switch_root into the
 host's own root filesystem (read-only over 9p, a tmpfs overlay for writes), so
 the guest runs pfntrace's own interpreter (the venv), bcc and this checkout
-at the same paths.  Stage 2 gets this busybox too, for its plumbing.  Everything else (nd_pmem, ext4, xfs...) is modprobed from there.
+at the same paths.  Stage 2 gets this busybox too, for its plumbing.
+Everything else (nd_pmem, ext4, xfs...) is modprobed from there.
 """
 
 import io

@@ -151,7 +151,8 @@ def resolve(alias):
         raise LabError("unknown lab kernel %r (choose from %s)" % (alias, ", ".join(aliases())))
     kernel = describe(name)
     if not kernel.usable:
-        raise LabError("lab kernel %s is not usable: missing %s" % (alias, "; ".join(kernel.missing)))
+        raise LabError("lab kernel %s is not usable: missing %s"
+                       % (alias, "; ".join(kernel.missing)))
     return kernel
 
 

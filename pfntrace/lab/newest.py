@@ -88,8 +88,9 @@ def system_mirror(etc="/etc/apt"):
     the security archive), or None."""
     candidates = []
     paths = [(os.path.join(etc, "sources.list"), False)]
-    paths += [(p, False) for p in sorted(glob.glob(os.path.join(etc, "sources.list.d", "*.list")))]
-    paths += [(p, True) for p in sorted(glob.glob(os.path.join(etc, "sources.list.d", "*.sources")))]
+    listed = os.path.join(etc, "sources.list.d")
+    paths += [(p, False) for p in sorted(glob.glob(os.path.join(listed, "*.list")))]
+    paths += [(p, True) for p in sorted(glob.glob(os.path.join(listed, "*.sources")))]
     for path, deb822 in paths:
         try:
             with open(path) as f:
@@ -341,9 +342,10 @@ def wrap_kbuild_tools(root, final=None):
                 os.rename(path, path + ".elf")
                 with open(path, "w") as f:
                     f.write("#!/bin/sh\n# linked against glibc 2.%d: run with the unpacked libc6\n"
-                            "exec %s --library-path %s:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu"
-                            " %s \"$@\"\n" % (_glibc_needed(data), there(loaders[0]),
-                                              there(libdir), there(path + ".elf")))
+                            "exec %s --library-path %s:/lib/x86_64-linux-gnu"
+                            ":/usr/lib/x86_64-linux-gnu %s \"$@\"\n" % (
+                                _glibc_needed(data), there(loaders[0]), there(libdir),
+                                there(path + ".elf")))
                 os.chmod(path, 0o755)
 
 

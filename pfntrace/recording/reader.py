@@ -41,8 +41,9 @@ class Recording:
     the file size nor on any length field.
 
     Attributes: path, size, header, meta (merged), lost (per-CPU list),
-    file_counts (the last COUNTS block's list), trailer (dict or None), truncated, truncation_reason, ignored_bytes,
-    warnings (list of str), event_count, event_blocks, format_version.
+    file_counts (the last COUNTS block's list), trailer (dict or None),
+    truncated, truncation_reason, ignored_bytes, warnings (list of str),
+    event_count, event_blocks, format_version.
     """
 
     def __init__(self, path):

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from guest import FS, MOUNT, PFN_MKWRITE_HANDLER, WORKLOAD, run
+from guest import FS, PFN_MKWRITE_HANDLER, WORKLOAD, run
 
 N = 23  # prime: a count that cannot come out right by accident
 

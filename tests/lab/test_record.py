@@ -15,8 +15,6 @@ import shlex
 import stat
 import time
 
-import pytest
-
 from daxtrace import DaxTrace
 from guest import (ATTACH_MODES, FS, PFN_MKWRITE_HANDLER, PFNTRACE, WORKLOAD, attach_env,
                    check_mechanisms, guest_fixture, mechanisms, run)

@@ -211,7 +211,8 @@ def _fs_type(path):
         for line in f:
             _, point, fstype = line.split()[:3]
             point = point.replace("\\040", " ")
-            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best):
                 best, kind = point, fstype
     return kind
 

@@ -64,8 +64,8 @@ def ev(type=HANDLER, ts=1 * NS, m=(None, None), c=None, pid=100,
     if clock is None:
         coarse = T0 + ts - ts % TICK
         clock = (coarse, coarse)
-    fields = dict(type=type, ts_ns=ts, pid=pid, tid=tid if tid is not None else pid, comm=comm, dev=dev,
-                  ino=ino, duration_ns=kw.pop("duration_ns", 2000), clock_ns=list(clock),
+    fields = dict(type=type, ts_ns=ts, pid=pid, tid=tid if tid is not None else pid, comm=comm,
+                  dev=dev, ino=ino, duration_ns=kw.pop("duration_ns", 2000), clock_ns=list(clock),
                   time_gran=1)
     if m[0] is not None:
         (ms0, mn0), (ms1, mn1) = split(m[0]), split(m[1])

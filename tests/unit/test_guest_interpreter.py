@@ -14,7 +14,8 @@ from pfntrace.lab import initramfs, vm
 
 # A word that starts an interpreter: python, python3, python3.11, pypy3,
 # /usr/bin/python3, env python3... (a path to one counts too).
-_INTERPRETER = re.compile(r"(?<![\w$.{-])(?:/[\w./-]*/)?(?:python|pypy|perl|ruby|node)[\d.]*(?![\w.-])")
+_INTERPRETER = re.compile(r"(?<![\w$.{-])(?:/[\w./-]*/)?"
+                          r"(?:python|pypy|perl|ruby|node)[\d.]*(?![\w.-])")
 
 
 def _guest_files():
