@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from guest import FS, PFN_MKWRITE_HANDLER, WORKLOAD, run
+from guest import FS, PFN_MKWRITE_HANDLER, WORKLOAD, can_bind, run
 
 N = 23  # prime: a count that cannot come out right by accident
 
@@ -76,3 +76,12 @@ def test_daxcheck_refuses_a_non_dax_mount():
     r = run([sys.executable, "-m", "pfntrace.lab.daxcheck", "/tmp"])
     assert r.returncode == 1
     assert "not DAX" in r.stdout
+
+
+def test_the_loopback_is_up_from_boot():
+    """The guest brings lo up itself (stage2.sh), so a server started in it
+    (`pfntrace lab run -- pfntrace exporter`) is reachable at 127.0.0.1;
+    no test brings it up."""
+    with open("/sys/class/net/lo/operstate") as f:
+        state = f.read().strip()
+    assert state != "down" and can_bind(), state

@@ -24,6 +24,9 @@ $BB mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 $BB mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mkdir -p "$pft_job"
 $BB mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 pftjob "$pft_job"
+# The loopback (the kernel leaves it down): a server started in the guest,
+# `pfntrace exporter` or Prometheus, is then reachable at 127.0.0.1 there.
+$BB ip link set lo up
 
 halt() {
 	# Never returns.  Power off; if that fails, sysrq 'o'; if that fails,
