@@ -790,7 +790,7 @@ class _Engine:
                     if flags & F_CLOSE_UNMAP:
                         expo.unmap(ts, dev, ino, pgoff, arg, pid, bool(flags & F_CLOSE_FOREIGN))
                     else:
-                        expo.writeback(ts, dev, ino, pgoff, arg)
+                        expo.writeback(ts, dev, ino, pgoff, arg, pid)
                 continue
 
             kind = classify(typ, flags, vm_flags, ff, ret, roles, arg, ops_pfn,

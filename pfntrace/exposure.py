@@ -4,10 +4,12 @@ that will not move, and who looked at the file meanwhile.
 A write fault stamps mtime and leaves the page writable in the faulting
 process's mapping.  Every later store into that page changes the data with
 no fault and no stamp, until the page is write-protected again: by the
-writeback of its DAX entry (msync, fsync, the kernel's background
-writeback: fs_dax:dax_writeback_one cleans every mapping's PTE of it), or
-by every mapping that holds it writable going away (munmap, exit, exec,
-truncate: unmap_page_range).  That span is the page's window.
+writeback of its DAX entry (msync, fsync, sync: fs_dax:dax_writeback_one
+cleans every mapping's PTE of it; the kernel's background writeback never
+writes a DAX mapping back, so a program that does none of these keeps its
+pages writable to the end), or by every mapping that holds it writable
+going away (munmap, exit, exec, truncate: unmap_page_range).  That span is
+the page's window.
 
 A process that stats the file while one of its pages is in a window is
 exposed: whatever is stored after its stat and before the window closes
@@ -57,6 +59,7 @@ class Window:
     opened_by: tuple          # (pid, comm) of the fault that opened it
     writers: set = field(default_factory=set)   # tgids whose mappings hold it writable
     closed_ns: int = None
+    closed_by: int = None     # the tgid that closed it (a kworker's writeback...)
     cause: str = OPEN
 
     @property
@@ -170,17 +173,18 @@ class Exposure:
             w.writers.add(tgid)
             self._held.setdefault((dev, ino, tgid), set()).add(w)
 
-    def writeback(self, ts_ns, dev, ino, pgoff, npages=1):
+    def writeback(self, ts_ns, dev, ino, pgoff, npages=1, tgid=None):
         """Pages [pgoff, pgoff + npages) clean and write-protected in every
-        mapping (fs_dax:dax_writeback_one)."""
+        mapping (fs_dax:dax_writeback_one), by tgid (msync's caller, or
+        another process's fsync or sync)."""
         key = (dev, ino)
         if npages == 1 and key not in self._huge:     # the common case, looked up
             w = self._open.get(key, _NONE).get(pgoff)
             if w is not None:
-                self._close(w, ts_ns, WRITEBACK)
+                self._close(w, ts_ns, WRITEBACK, tgid)
             return
         for w in self._overlapping(key, pgoff, npages):
-            self._close(w, ts_ns, WRITEBACK)
+            self._close(w, ts_ns, WRITEBACK, tgid)
 
     def unmap(self, ts_ns, dev, ino, pgoff, npages, tgid, foreign=False):
         """Pages [pgoff, pgoff + npages) unmapped from tgid's address space,
@@ -188,7 +192,7 @@ class Exposure:
         is unknown (truncate unmaps every mapping this way)."""
         if foreign:
             for w in self._overlapping((dev, ino), pgoff, npages):
-                self._close(w, ts_ns, UNMAP)
+                self._close(w, ts_ns, UNMAP, tgid)
             return
         held = self._held.get((dev, ino, tgid))
         if not held:
@@ -198,7 +202,7 @@ class Exposure:
             w.writers.discard(tgid)
             held.discard(w)
             if not w.writers:
-                self._close(w, ts_ns, UNMAP)
+                self._close(w, ts_ns, UNMAP, tgid)
         if not held:
             del self._held[(dev, ino, tgid)]
 
@@ -273,9 +277,9 @@ class Exposure:
                     del self._held[(w.dev, w.ino, tgid)]
         w.writers = set()
 
-    def _close(self, w, ts_ns, cause):
+    def _close(self, w, ts_ns, cause, tgid=None):
         self._forget(w)
-        w.closed_ns, w.cause = ts_ns, cause
+        w.closed_ns, w.cause, w.closed_by = ts_ns, cause, tgid
         if self.sink is not None:
             self.sink.append(w)
         self.closed[cause] += 1

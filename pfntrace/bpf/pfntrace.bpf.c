@@ -138,8 +138,8 @@ BPF_HASH(names, struct pft_file_key, struct pft_name, 4096);
 /* Files a traced write fault made writable (record).  Their pages stay
  * writable, with no fault and no timestamp update for later stores, until
  * written back or unmapped (pfntrace/exposure.py: write-exposure windows);
- * that is often done by another task (a kworker's background writeback, a
- * truncate), so for these files it is sent whoever does it (PFT_EV_CLOSE). */
+ * that is often done by another task (a sync, a truncate, the exit of a
+ * child), so for these files it is sent whoever does it (PFT_EV_CLOSE). */
 BPF_HASH(written, struct pft_file_key, u8, PFT_WRITTEN_FILES);
 #endif
 BPF_HASH(namebuf, u32, struct pft_name, 1024);	/* per tid: a name being read */

@@ -80,6 +80,12 @@ def first_touch_write(path, pages):
     os.close(fd)
 
 
+# mmap(2) flags Python's mmap module does not name (asm-generic/mman*.h):
+# MAP_SYNC asks for a mapping whose metadata is durable at each write fault
+# (DAX only), the way persistent-memory programs map their pools.
+MAP_SHARED_VALIDATE, MAP_SYNC = 0x03, 0x80000
+
+
 def map_sync_write(path, pages):
     """Write every allocated page through a MAP_SHARED_VALIDATE|MAP_SYNC
     mapping: each write fault must commit metadata first (VM_FAULT_NEEDDSYNC,
@@ -91,9 +97,8 @@ def map_sync_write(path, pages):
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                           ctypes.c_int, ctypes.c_long]
-    map_shared_validate, map_sync = 0x03, 0x80000
     addr = libc.mmap(None, pages * PAGE, mmap.PROT_READ | mmap.PROT_WRITE,
-                     map_shared_validate | map_sync, fd, 0)
+                     MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0)
     if addr in (None, ctypes.c_void_p(-1).value):
         raise OSError(ctypes.get_errno(), "mmap MAP_SYNC: %s" % os.strerror(ctypes.get_errno()))
     for i in range(pages):
@@ -212,6 +217,51 @@ def exposure_loop(path, rounds, store_after=True, before_stat=None, observe=True
                       "before_stat": before_stat, "hidden": hidden}), flush=True)
 
 
+# How soon the kernel's background writeback takes a dirty inode, while
+# exposure_background() runs (/proc/sys/vm, centiseconds; defaults 3000/500).
+BACKGROUND_SYSCTLS = {"dirty_expire_centisecs": 50, "dirty_writeback_centisecs": 50}
+
+
+def exposure_background(path, rounds, map_sync=False, wait_s=2.0):
+    """The write-exposure workload with no msync, left to the kernel's
+    background writeback (told to come within wait_s: vm.dirty_*, restored
+    at the end; on DAX it never writes a mapping back, only fsync, msync
+    and sync do): one page, per round a store, a stat (the observer), a
+    second store, wait_s, a stat.  map_sync: mapped MAP_SYNC, the way a
+    persistent-memory program maps its pool (it makes its stores durable
+    itself).  Prints the oracle as exposure_loop() does: per round, whether
+    the data changed after the observer's stat under the mtime it saw."""
+    saved = {}
+    try:
+        for name, value in BACKGROUND_SYSCTLS.items():
+            with open("/proc/sys/vm/" + name, "r+") as f:
+                saved[name] = f.read().strip()
+                f.seek(0)
+                f.write(str(value))
+        fd = _prepare(path, 1)
+        flags = MAP_SHARED_VALIDATE | MAP_SYNC if map_sync else mmap.MAP_SHARED
+        m = mmap.mmap(fd, PAGE, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+        hidden = []
+        for i in range(rounds):
+            m[0] = (2 * i) % 250 + 1
+            seen = os.stat(path)
+            data = os.pread(fd, 1, 0)
+            m[0] = (2 * i + 1) % 250 + 1
+            time.sleep(wait_s)
+            now = os.stat(path)
+            hidden.append(os.pread(fd, 1, 0) != data and now.st_mtime_ns == seen.st_mtime_ns)
+        m.close()
+        st = os.fstat(fd)
+        os.close(fd)
+    finally:
+        for name, value in saved.items():
+            with open("/proc/sys/vm/" + name, "w") as f:
+                f.write(value)
+    print(json.dumps({"oracle": "exposure-background", "rounds": rounds, "ino": st.st_ino,
+                      "pid": os.getpid(), "map_sync": map_sync, "wait_s": wait_s,
+                      "hidden": hidden}), flush=True)
+
+
 def ivshmem_bar():
     """sysfs path of the lab's ivshmem shared-memory BAR (QEMU's 1af4:1110)."""
     import glob
@@ -267,6 +317,8 @@ WORKLOADS = {
     "exposure-msync-first": lambda p, n: exposure_loop(p, n, before_stat="msync"),
     "exposure-munmap-first": lambda p, n: exposure_loop(p, n, before_stat="munmap"),
     "exposure-unobserved": lambda p, n: exposure_loop(p, n, observe=False),
+    "exposure-background": exposure_background,  # PAGES: rounds, 2 s each
+    "exposure-map-sync": lambda p, n: exposure_background(p, n, map_sync=True),
 }
 
 

@@ -32,7 +32,8 @@ The JSON document is a contract (schema_version 1); keys are only ever added:
                                "pages": [{"pgoff": n, "npages": n,
                                           "opened_ns": n, "opened_by_pid": n,
                                           "open_after_ns": n,
-                                          "ended_by": str}]}],
+                                          "ended_by": str,
+                                          "closed_by_pid": n|null}]}],
      "latency": {"unit": "ns", "buckets": [{"low": n, "high": n, "count": n}]},
      "findings": [str, ...],
      "events": [...]            # only with --events
@@ -179,7 +180,8 @@ def exposed_rows(an):
                        "opened_by_pid": p.window.opened_by[0],
                        "open_after_ns": (p.until_ns if p.until_ns is not None
                                          else e.end_ns) - ob.ts_ns,
-                       "ended_by": p.ended_by} for p in ob.pages]})
+                       "ended_by": p.ended_by,
+                       "closed_by_pid": p.window.closed_by} for p in ob.pages]})
     return out
 
 

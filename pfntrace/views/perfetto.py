@@ -30,8 +30,9 @@ the JSON object form of the trace-event format:
   named after the file (one track group per file), category ``exposure``,
   from the write fault that made the page writable to what
   write-protected it again; args ``file``, ``dev_ino``, ``page``,
-  ``pages``, ``opened_by_pid`` and ``closed_by`` (writeback, unmap, or
-  open: still open when the recording ended, the slice then ends there).
+  ``pages``, ``opened_by_pid``, ``closed_by`` (writeback, unmap, or
+  open: still open when the recording ended, the slice then ends there)
+  and ``closed_by_pid`` (null when open).
 * ``"ph": "i"`` a process-scoped instant on ``EXPOSURE_PID`` per exposed
   observation (a stat while pages of the file were writable), category
   ``exposure``, name ``exposed stat``; args ``file``, ``dev_ino``,
@@ -254,9 +255,10 @@ class TraceWriter:
         head = '{"cat":"exposure","name":%s,"id":%d,"pid":%d,"tid":%d' % (
             _dumps(path), self.windows, EXPOSURE_PID, EXPOSURE_PID)
         self.pending.append('%s,"ph":"b","ts":%d.%03d,"args":{%s,"page":%d,"pages":%d,'
-                            '"opened_by_pid":%d,"closed_by":"%s"}}' % (
+                            '"opened_by_pid":%d,"closed_by":"%s","closed_by_pid":%s}}' % (
                                 head, w.opened_ns // 1000, w.opened_ns % 1000, file,
-                                w.pgoff, w.npages, w.opened_by[0], w.cause))
+                                w.pgoff, w.npages, w.opened_by[0], w.cause,
+                                _dumps(w.closed_by)))
         self.pending.append('%s,"ph":"e","ts":%d.%03d}' % (head, end // 1000, end % 1000))
 
     def _exposed(self, ob, file):

@@ -6,7 +6,11 @@ The workloads are their own oracle (pfntrace.lab.workloads.exposure_loop):
 per round msync; a store (a write fault, which stamps mtime); [msync |
 munmap]; stat; [a second store into the same page: no fault, no stamp];
 msync; stat, and they print per round whether the data changed after the
-observer's stat while the next stat still shows the mtime it saw.  All five
+observer's stat while the next stat still shows the mtime it saw;
+exposure-background leaves the writeback to the kernel (no msync), and
+exposure-map-sync is a persistent-memory program's version (MAP_SYNC, no
+msync): on DAX the kernel's background writeback never comes, and the page
+stays writable until the munmap.  All
 variants run under one `check --exposed` (a check costs a bcc compile), each
 on its own file; the kernel's fs_dax tracepoints count the write faults and
 writebacks of each file, independently of pfntrace.
@@ -24,7 +28,11 @@ from guest import MOUNT, PFNTRACE, WORKLOAD, figures, run
 
 ROUNDS = 20
 VARIANTS = ("exposure-loop", "exposure-no-store", "exposure-msync-first",
-            "exposure-munmap-first", "exposure-unobserved")
+            "exposure-munmap-first", "exposure-unobserved", "exposure-background",
+            "exposure-map-sync")
+# Without msync: each round waits 2 s for the kernel's background writeback.
+NO_MSYNC = ("exposure-background", "exposure-map-sync")
+ROUNDS_OF = dict(dict.fromkeys(VARIANTS, ROUNDS), **dict.fromkeys(NO_MSYNC, 5))
 _run = {}
 
 
@@ -39,7 +47,7 @@ def _checked():
         run(["rm", "-rf", where])
         os.makedirs(where)
         script = " && ".join(" ".join(shlex.quote(a) for a in WORKLOAD + [
-            v, os.path.join(where, v), str(ROUNDS)]) for v in VARIANTS)
+            v, os.path.join(where, v), str(ROUNDS_OF[v])]) for v in VARIANTS)
         rec = os.path.join(where, "check.pft")
         with DaxTrace() as trace:
             p = run(PFNTRACE + ["check", "--exposed", "-o", rec, "--", "sh", "-c", script])
@@ -77,7 +85,7 @@ def test_exposed_stats_equal_the_workloads_own_count(variant):
     f, windows, exposed = _of(an, ino)
     hidden = sum(oracle["hidden"])
     causes = {c: sum(w.cause == c for w in windows) for c in ("writeback", "unmap", "open")}
-    figures("exposure", variant=variant, rounds=ROUNDS, oracle_hidden=hidden,
+    figures("exposure", variant=variant, rounds=ROUNDS_OF[variant], oracle_hidden=hidden,
             exposed=len(exposed), windows=len(windows), closed=causes,
             invisible=f.invisible,
             open_after_ms=[round(ob.open_after_ns(an.exposure.end_ns) / 1e6, 3)
@@ -88,7 +96,7 @@ def test_exposed_stats_equal_the_workloads_own_count(variant):
     assert len(windows) == f.write_faults == \
         kernel[(ino, "pte_mkwrite")] + kernel[(ino, "pte_write")], (f.kind_counts(), kernel)
     assert causes["writeback"] <= kernel[(ino, "reprotect_pages")]
-    assert causes["open"] == 0       # each round ends with an msync
+    assert causes["open"] == 0       # each round ends with an msync (or the munmap)
     if variant == "exposure-loop":
         # The issue's acceptance: pfntrace's exposed stats equal the rounds
         # in which the data changed after the stat under an unchanged mtime.
@@ -109,8 +117,11 @@ def test_exposed_stats_equal_the_workloads_own_count(variant):
         # Unmapped before the stat: the window closed with the mapping.
         assert exposed == [] and causes["unmap"] == ROUNDS
         assert _second_stores_invisible(an, f) == oracle["hidden"]
-    else:   # nobody looked
+    elif variant == "exposure-unobserved":     # nobody looked
         assert exposed == [] and len(windows) == ROUNDS
+    else:
+        _check_no_msync(variant, oracle, windows, exposed, kernel[(ino, "reprotect_pages")])
+        return
     for ob in exposed:
         # The workload's own stat, of its only page, and the msync ended it.
         assert ob.pid == oracle["pid"] and [pe.window.pgoff for pe in ob.pages] == [0]
@@ -118,10 +129,39 @@ def test_exposed_stats_equal_the_workloads_own_count(variant):
         assert 0 < ob.open_after_ns(an.exposure.end_ns) < 10**9
 
 
+def _check_no_msync(variant, oracle, windows, exposed, kernel_reprotects):
+    """The variants that never msync: the data changed under the mtime the
+    stat saw in every round (the second store never faults: the page is
+    still writable), and pfntrace's exposed stats are never fewer; what
+    pfntrace saw written back is what the kernel's fs_dax count says."""
+    rounds = ROUNDS_OF[variant]
+    background = [w for w in windows if w.cause == "writeback"]
+    unmapped = [w for w in windows if w.cause == "unmap"]
+    figures("exposure_no_msync", variant=variant, rounds=rounds,
+            hidden=sum(oracle["hidden"]), exposed=len(exposed), windows=len(windows),
+            written_back=len(background), kernel_written_back=kernel_reprotects,
+            closed_by=sorted({w.closed_by for w in windows}), workload_pid=oracle["pid"])
+    assert oracle["hidden"] == [True] * rounds, oracle
+    assert rounds <= len(exposed) <= 2 * rounds
+    assert all(ob.pid == oracle["pid"] for ob in exposed)
+    assert len(background) == kernel_reprotects
+    assert all(w.closed_by != oracle["pid"] for w in background), background
+    assert [w.closed_by for w in unmapped] in ([], [oracle["pid"]])    # its munmap
+    # DAX writes a mapping's pages back only for fsync, msync and sync
+    # (dax_writeback_mapping_range returns at once unless WB_SYNC_ALL), never
+    # in the kernel's background writeback, even at dirty_expire 0.5 s: the
+    # kernel's own count says 0.  So with or without MAP_SYNC the page stays
+    # writable from the first store to the munmap: one window, and every
+    # stat of every round inside it.
+    assert kernel_reprotects == 0
+    assert len(windows) == len(unmapped) == 1 and len(exposed) == 2 * rounds
+
+
 def test_check_exposed_fails_and_names_each_exposed_stat():
     p, an, _, oracles = _checked()
     total = len(an.exposure.observations)
-    assert total == 2 * ROUNDS
+    no_msync = {oracles[v]["ino"] for v in NO_MSYNC}
+    assert total == 2 * ROUNDS + sum(ob.ino in no_msync for ob in an.exposure.observations)
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr
     lines = [l for l in p.stdout.splitlines() if l.startswith("EXPOSED ")]
     assert len(lines) == total

@@ -171,3 +171,20 @@ def test_what_is_open_at_the_end_is_counted_open():
     e.finish(100)
     assert e.closed == {WRITEBACK: 1, OPEN: 1}
     assert e.after_ns[80 .bit_length()] == 1        # page 1, open to the end
+
+
+def test_a_window_knows_who_closed_it():
+    """Another process's sync closes windows: the window names it; an unmap
+    names the unmapping process; a foreign one (truncate) the truncating
+    one."""
+    syncer = 77
+    e = Exposure()
+    e.fault(1, DEV, INO, 0, WRITER)
+    e.fault(1, DEV, INO, 1, WRITER)
+    e.fault(1, DEV, INO, 2, WRITER)
+    e.writeback(2, DEV, INO, 0, 1, syncer)
+    e.unmap(3, DEV, INO, 1, 1, WRITER)
+    e.unmap(4, DEV, INO, 2, 1, OBSERVER, foreign=True)
+    e.finish(5)
+    assert [(w.pgoff, w.cause, w.closed_by) for w in e.windows] == [
+        (0, WRITEBACK, syncer), (1, UNMAP, WRITER), (2, UNMAP, OBSERVER)]

@@ -114,14 +114,15 @@ def test_exposure_windows_are_async_slices_and_exposed_stats_instants(tmp_path):
     phases = trace_event_spec.check(doc)
     ep = perfetto.EXPOSURE_PID
     windows = {(e["args"]["file"], e["args"]["page"]): (e["ts"], e["args"]["closed_by"],
-                                                          e["args"]["opened_by_pid"])
+                                                          e["args"]["opened_by_pid"],
+                                                          e["args"]["closed_by_pid"])
                for e in phases["b"]}
     ends = {e["id"]: e["ts"] for e in phases["e"]}
     assert all(e["pid"] == ep and e["cat"] == "exposure" for e in phases["b"] + phases["e"])
-    assert windows == {("/mnt/dax/f", 0): (1e6, "writeback", 100),
-                       ("/mnt/dax/f", 1): (1e6 + 5, "writeback", 100),
-                       ("/mnt/dax/f", 2): (3e6, "writeback", 100),
-                       ("/mnt/dax/g", 5): (4e6, "unmap", 200)}
+    assert windows == {("/mnt/dax/f", 0): (1e6, "writeback", 100, 100),
+                       ("/mnt/dax/f", 1): (1e6 + 5, "writeback", 100, 100),
+                       ("/mnt/dax/f", 2): (3e6, "writeback", 100, 100),
+                       ("/mnt/dax/g", 5): (4e6, "unmap", 200, 200)}
     assert sorted(ends.values()) == [4.5e6, 5e6, 5e6, 5e6]
     (stat,) = [e for e in phases["i"] if e["cat"] == "exposure"]
     assert (stat["name"], stat["s"], stat["pid"], stat["ts"]) == ("exposed stat", "p", ep,

@@ -510,7 +510,8 @@ def test_exposed_stats_in_the_text_and_the_json(tmp_path):
     seen = NS + 1000 + 500                          # the stat's return
     assert (ob["pid"], ob["comm"], ob["path"], ob["ts_ns"]) == (300, "rsync", "/mnt/dax/f", seen)
     assert ob["pages"] == [{"pgoff": 0, "npages": 1, "opened_ns": NS, "opened_by_pid": 100,
-                            "open_after_ns": 5 * NS - seen, "ended_by": "writeback"}]
+                            "open_after_ns": 5 * NS - seen, "ended_by": "writeback",
+                            "closed_by_pid": 100}]
     console = Console(record=True, width=200, color_system=None, force_terminal=False,
                       file=io.StringIO())
     report.render(console, an, source="e.pft")
