@@ -39,7 +39,7 @@ from collections import Counter
 from pfntrace import decode, layout
 from pfntrace import verdict as V
 from pfntrace.exposure import Exposure
-from pfntrace.probeplan import UNMAP_HOOKS
+from pfntrace.probeplan import UNMAP_HOOKS   # in a plan: the recording has window closes
 from pfntrace.verdict import (  # noqa: F401  (the names views and tests use)
     K_FAULT, K_NONOTIFY, K_PAGE, K_PFN, K_PMD, KINDS, NKINDS, PROBLEM_VERDICTS,
     V_CURRENT, V_MISSED, V_NO_NOTIFIER, V_UNDECIDED, V_UPDATED, VERDICTS)
@@ -54,8 +54,6 @@ EV_GETATTR = C("PFT_EV_GETATTR")
 EV_CLOSE = C("PFT_EV_CLOSE")
 F_CLOSE_UNMAP = C("PFT_F_CLOSE_UNMAP")
 F_CLOSE_FOREIGN = C("PFT_F_CLOSE_FOREIGN")
-# UNMAP_HOOKS: the probes whose presence in a recording's plan says it
-# carries the closes of write-exposure windows.
 PMD_PAGES = 512
 F_PMD = C("PFT_F_PMD")
 F_IN_WP = C("PFT_F_IN_WP")
@@ -619,7 +617,11 @@ class ExposureBatch(list):
     """A batch of stream_batches() that holds, instead of fault rows, the
     write-exposure windows that ended (pfntrace.exposure.Window) and the
     exposed observations (Observation), in the order they happened, each
-    with its file's FileStats: (item, file_stats)."""
+    with its file's FileStats: (item, file_stats).  end_ns: when the
+    recording ended, where a window still open then ends (None before the
+    last batch); a consumer in another process has no Exposure to ask."""
+
+    end_ns = None
 
 
 def _batches(recording, an):
@@ -640,7 +642,9 @@ def _batches(recording, an):
 
 def _with_files(items, an):
     files = an._files_seen
-    return ExposureBatch((item, files.get((item.dev, item.ino))) for item in items)
+    batch = ExposureBatch((item, files.get((item.dev, item.ino))) for item in items)
+    batch.end_ns = an.exposure.end_ns
+    return batch
 
 
 def _new_analysis(recording, keep_faults, keep_findings, selection):

@@ -243,15 +243,15 @@ class TraceWriter:
                 self._metadata("process_name", EXPOSURE_PID, EXPOSURE_PID, EXPOSURE_PROCESS)
             file = '"file":%s,"dev_ino":"%s"' % (_dumps(path), key)
             if isinstance(item, Window):
-                self._window(item, path, file)
+                self._window(item, path, file, items.end_ns)
             else:
                 self._exposed(item, file)
         if len(self.pending) >= _BATCH:
             self._write()
 
-    def _window(self, w, path, file):
+    def _window(self, w, path, file, end_ns):
         self.windows += 1
-        end = w.closed_ns if w.closed_ns is not None else self.an.exposure.end_ns
+        end = w.closed_ns if w.closed_ns is not None else end_ns
         head = '{"cat":"exposure","name":%s,"id":%d,"pid":%d,"tid":%d' % (
             _dumps(path), self.windows, EXPOSURE_PID, EXPOSURE_PID)
         self.pending.append('%s,"ph":"b","ts":%d.%03d,"args":{%s,"page":%d,"pages":%d,'

@@ -137,6 +137,19 @@ def test_exposure_windows_are_async_slices_and_exposed_stats_instants(tmp_path):
     assert [e["args"]["page"] for e in doc["traceEvents"] if e["ph"] == "b"] == [5]
 
 
+def test_a_window_open_at_the_end_ends_with_the_recording(tmp_path):
+    """g's window is never closed: its slice ends when the recording ended
+    (6 s), in the forked writer report uses on a real file too."""
+    from test_report import exposure_recording
+
+    doc, r = trace_of(exposure_recording(tmp_path / "e.pft", unmap_g=False), tmp_path)
+    phases = trace_event_spec.check(doc)
+    (begun,) = [e for e in phases["b"] if e["args"]["file"] == "/mnt/dax/g"]
+    (ended,) = [e for e in phases["e"] if e["id"] == begun["id"]]
+    assert (begun["args"]["closed_by"], begun["args"]["closed_by_pid"]) == ("open", None)
+    assert (begun["ts"], ended["ts"]) == (4e6, 6e6)
+
+
 def test_stdout(rec_path):
     r = cli("report", "--perfetto", "-", str(rec_path))
     assert r.exit_code == 0 and r.stderr == ""

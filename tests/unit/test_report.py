@@ -476,15 +476,17 @@ def close_ev(ts, pgoff, pages, ino=12, pid=100, comm="writer", unmap=False):
                              C("PFT_F_CLOSE_UNMAP") if unmap else 0))
 
 
-def exposure_recording(path):
+def exposure_recording(path, unmap_g=True):
     """observed_stream() with window closes: page 0..2 of f written back at
-    5 s, g's page 5 unmapped at 4.5 s; rsync's second stat exposed."""
+    5 s, g's page 5 unmapped at 4.5 s (unmap_g=False: still open at the end,
+    6 s); rsync's second stat exposed."""
     header = json.loads(json.dumps(HEADER))
     header["plan"]["hooks"].append({"hook": "unmap_page_range", "kind": "kprobe",
                                     "status": "attach", "why": ""})
     events = observed_stream()
-    events.insert(-2, close_ev(int(4.5 * NS), 5, 1, ino=13, pid=200, comm="other",
-                               unmap=True))
+    if unmap_g:
+        events.insert(-2, close_ev(int(4.5 * NS), 5, 1, ino=13, pid=200, comm="other",
+                                   unmap=True))
     events.insert(-2, close_ev(5 * NS, 0, 3))
     w = RecordingWriter.create(str(path), header)
     w.add_meta(META)
