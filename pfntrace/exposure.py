@@ -59,7 +59,7 @@ class Window:
     opened_by: tuple          # (pid, comm) of the fault that opened it
     writers: set = field(default_factory=set)   # tgids whose mappings hold it writable
     closed_ns: int = None
-    closed_by: int = None     # the tgid that closed it (a kworker's writeback...)
+    closed_by: int = None     # the tgid that closed it (msync's caller, a truncate...)
     cause: str = OPEN
 
     @property
@@ -118,9 +118,9 @@ class Exposure:
     opened windows, closed ones by cause, how long they were open
     (window_ns) and, per exposed stat, how long its pages stayed open after
     it (after_ns), both log2 histograms; exposed and unexposed stats.  Kept
-    when asked (keep=True): windows, every window; observations, every
-    exposed stat with its pages; windows, every window (keep_windows, by
-    default as keep: they are many).  Handed on as they happen when given a
+    when asked (keep=True): observations, every exposed stat with its
+    pages; windows, every window (keep_windows, by default as keep: they
+    are many).  Handed on as they happen when given a
     sink (a list; the Perfetto trace): every window once it has ended
     (closed, or still open at finish()) and every exposed stat when made."""
 
